@@ -1,0 +1,1 @@
+"""Exporters for pruned models (checkpoint, ONNX, Hub); installed as ``lmms_topo_plugin.exporters``."""

@@ -1,0 +1,1 @@
+"""lmms-topo-plugin: prune vision-language models inline inside lmms-eval."""

@@ -1,0 +1,91 @@
+"""The adapter interface: where a VLM keeps its decoder layers, norm, vision tower and image tokens.
+
+Algorithms talk to an adapter, never to ``model.model.language_model...`` directly, so a new
+architecture family is one small subclass that names its attributes.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+
+
+class VLMAdapter:
+    """Uniform view of a transformers vision-language model.
+
+    Subclasses set the class attributes; the defaults fit the transformers 5 layout
+    ``Model.model.<text_model_attr>.layers`` with ``norm``, ``embed_tokens`` and ``rotary_emb``.
+    """
+
+    model_types: ClassVar[tuple[str, ...]] = ()
+    text_model_attr: ClassVar[str] = "language_model"
+    vision_tower_attr: ClassVar[str] = "vision_tower"
+    # Whether the processor wants one list of images per prompt (True) or one flat list (False).
+    nested_images: ClassVar[bool] = False
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        self.model = model
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The multimodal model without the LM head (runs vision + decoder, returns hidden states)."""
+        return self.model.model
+
+    @property
+    def text_model(self) -> nn.Module:
+        return getattr(self.backbone, self.text_model_attr)
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.text_model.layers
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.text_model.norm
+
+    @property
+    def embed_tokens(self) -> nn.Module:
+        return self.text_model.embed_tokens
+
+    @property
+    def rotary_emb(self) -> nn.Module:
+        return self.text_model.rotary_emb
+
+    @property
+    def vision_tower(self) -> nn.Module:
+        return getattr(self.backbone, self.vision_tower_attr)
+
+    @property
+    def text_configs(self) -> list[PretrainedConfig]:
+        """Every config object that describes the decoder (they may be distinct copies)."""
+        configs = [self.model.config.get_text_config(), self.text_model.config]
+        unique: list[PretrainedConfig] = []
+        for config in configs:
+            if all(config is not seen for seen in unique):
+                unique.append(config)
+        return unique
+
+    @property
+    def text_config(self) -> PretrainedConfig:
+        return self.model.config.get_text_config()
+
+    @property
+    def image_token_id(self) -> int:
+        config = self.model.config
+        token_id = getattr(config, "image_token_id", None)
+        return token_id if token_id is not None else config.image_token_index
+
+    def image_token_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Boolean mask of the visual-token positions in ``input_ids``."""
+        return input_ids == self.image_token_id
+
+    def replace_layers(self, kept: list[nn.Module]) -> None:
+        """Install ``kept`` as the decoder's layer list."""
+        self.text_model.layers = nn.ModuleList(kept)

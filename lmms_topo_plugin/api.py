@@ -1,0 +1,40 @@
+"""Python entry point: load a checkpoint and prune it as ``model_args`` describe."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .cache import DiskCache
+from .config import PruneConfig
+from .distributed import compute_on_rank0, is_distributed
+from .loading import LoadedModel, load_model
+from .pipeline import (
+    PruneReport, apply_plan, build_report, compute_plan, count_parameters, log_plan, prepare,
+)
+
+
+def load_pruned(config: PruneConfig | dict[str, Any]) -> tuple[LoadedModel, PruneReport]:
+    """Validate, load, calibrate/score (rank 0 only, cached), remove layers; return the model and a report.
+
+    ``config`` is a :class:`PruneConfig` or a ``model_args``-style dict. Bad input raises
+    :class:`~lmms_topo_plugin.errors.ModelArgsError` before any weights load.
+    """
+    if not isinstance(config, PruneConfig):
+        config = PruneConfig.from_model_args(config)
+    import torch.distributed as dist
+
+    is_rank0 = not is_distributed() or dist.get_rank() == 0
+    prepared = prepare(config, load_calibration=is_rank0)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    loaded = load_model(config, prepared.pretrained, prepared.hf_config)
+    timings["load"] = time.perf_counter() - start
+    params_before = count_parameters(loaded.model)
+    cache = DiskCache(config.cache_dir, enabled=not config.recompute)
+    plan, cache_info = compute_on_rank0(lambda: compute_plan(prepared, loaded, cache, timings))
+    start = time.perf_counter()
+    kept = apply_plan(plan, loaded)
+    timings["surgery"] = time.perf_counter() - start
+    log_plan(plan)
+    return loaded, build_report(prepared, loaded, plan, kept, params_before, cache_info, timings)

@@ -1,0 +1,148 @@
+"""One calibration forward pass with hooks on the decoder layers, keeping only what scorers asked for.
+
+Each *collector* reduces a layer's input/output hidden states to a small statistic as the batch goes by,
+so memory stays bounded: nothing holds every layer's full sequence at once.
+
+Depth convention: ``h_l`` is the hidden state entering decoder layer ``l`` (``h_0`` is the embedded prompt,
+image features merged in) and ``h_L`` is the last layer's output before the final norm. Decoder layer ``l``
+maps ``h_l`` to ``h_{l+1}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .adapters import VLMAdapter
+from .prompting import Prompt, encode
+
+
+@dataclass
+class BatchContext:
+    """What collectors may need about the current batch besides the hidden states."""
+
+    token_mask: torch.Tensor  # [B, T] bool: real (non-padding) tokens
+    image_mask: torch.Tensor  # [B, T] bool: visual-token positions
+
+
+class Collector:
+    """Reduces the hidden states of every layer, batch after batch, to one tensor."""
+
+    name: ClassVar[str]
+
+    def __init__(self, num_layers: int) -> None:
+        self.num_layers = num_layers
+
+    def update(self, layer: int, h_in: torch.Tensor, h_out: torch.Tensor, batch: BatchContext) -> None:
+        raise NotImplementedError
+
+    def result(self) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class LastTokenStates(Collector):
+    """The last prompt token's state at every depth: a point cloud ``[N, L+1, d]`` (float32)."""
+
+    name = "last_token"
+
+    def __init__(self, num_layers: int) -> None:
+        super().__init__(num_layers)
+        self._depths: list[list[torch.Tensor]] = [[] for _ in range(num_layers + 1)]
+
+    def update(self, layer: int, h_in: torch.Tensor, h_out: torch.Tensor, batch: BatchContext) -> None:
+        self._keep(layer, h_in[:, -1])
+        if layer == self.num_layers - 1:
+            self._keep(layer + 1, h_out[:, -1])
+
+    def _keep(self, depth: int, states: torch.Tensor) -> None:
+        states = states.detach().float().cpu()
+        if not torch.isfinite(states).all():
+            where = "the embedded prompt (h_0)" if depth == 0 else f"the output of decoder layer {depth - 1}"
+            raise FloatingPointError(f"non-finite hidden states (NaN or inf) in {where} during calibration")
+        self._depths[depth].append(states)
+
+    def result(self) -> torch.Tensor:
+        return torch.stack([torch.cat(chunks) for chunks in self._depths], dim=1)
+
+
+class TokenCosine(Collector):
+    """Per layer, the mean over samples and real tokens of ``cos(h_l, h_{l+1})``: shape ``[L]``."""
+
+    name = "token_cosine"
+
+    def __init__(self, num_layers: int) -> None:
+        super().__init__(num_layers)
+        self._sum = torch.zeros(num_layers, dtype=torch.float64)
+        self._count = torch.zeros(num_layers, dtype=torch.float64)
+
+    def update(self, layer: int, h_in: torch.Tensor, h_out: torch.Tensor, batch: BatchContext) -> None:
+        cosine = torch.nn.functional.cosine_similarity(h_in.float(), h_out.float(), dim=-1)
+        mask = batch.token_mask.to(cosine.device)
+        self._sum[layer] += cosine[mask].double().sum().cpu()
+        self._count[layer] += mask.sum().cpu()
+
+    def result(self) -> torch.Tensor:
+        return (self._sum / self._count.clamp(min=1)).float()
+
+
+COLLECTORS: dict[str, type[Collector]] = {cls.name: cls for cls in (LastTokenStates, TokenCosine)}
+
+
+def move_inputs(inputs: Any, device: torch.device | str, dtype: torch.dtype) -> dict[str, Any]:
+    """Inputs on ``device``; floating tensors (pixel values) cast to the model's dtype."""
+    moved = {}
+    for key, value in inputs.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device)
+            if value.is_floating_point():
+                value = value.to(dtype)
+        moved[key] = value
+    return moved
+
+
+def calibrate(
+    adapter: VLMAdapter,
+    processor: Any,
+    prompts: Sequence[Prompt],
+    needs: Iterable[str],
+    *,
+    batch_size: int = 8,
+    show_progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Run ``prompts`` through the model once and return ``{statistic name: tensor}`` for ``needs``."""
+    unknown = set(needs) - set(COLLECTORS)
+    if unknown:
+        raise ValueError(f"unknown calibration statistics {sorted(unknown)}; known: {sorted(COLLECTORS)}")
+    collectors = [COLLECTORS[name](adapter.num_layers) for name in sorted(set(needs))]
+    if not collectors:
+        return {}
+    model = adapter.model
+    device, dtype = model.device, model.dtype
+    current: dict[str, BatchContext] = {}
+
+    def hook_for(layer: int):
+        def hook(module, args, kwargs, output):
+            h_in = args[0] if args else kwargs["hidden_states"]
+            h_out = output[0] if isinstance(output, tuple) else output
+            for collector in collectors:
+                collector.update(layer, h_in, h_out, current["batch"])
+
+        return hook
+
+    handles = [layer.register_forward_hook(hook_for(i), with_kwargs=True) for i, layer in enumerate(adapter.layers)]
+    batches = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
+    try:
+        with torch.inference_mode():
+            for batch in tqdm(batches, desc="Calibrating", unit="batch", disable=not show_progress):
+                inputs = encode(processor, adapter, batch)
+                current["batch"] = BatchContext(
+                    token_mask=inputs["attention_mask"].bool(), image_mask=adapter.image_token_mask(inputs["input_ids"])
+                )
+                adapter.backbone(**move_inputs(inputs, device, dtype), use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {collector.name: collector.result() for collector in collectors}

@@ -1,0 +1,96 @@
+"""``topo-prune``: helper commands around the lmms-eval plugin."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import ModelArgsError
+
+
+def _parse_model_args(text: str) -> dict[str, str]:
+    pairs = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        if "=" not in item:
+            raise ModelArgsError(f"model_args: {item!r} is not key=value")
+        key, value = item.split("=", 1)
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def cmd_tasks_dir(args: argparse.Namespace) -> int:
+    from .calib_data import bundled_tasks_dir
+
+    print(bundled_tasks_dir())
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from .registry import available_methods, get_method
+
+    print("none: the dense model, through the same wrapper")
+    for name in available_methods()[1:]:
+        spec = get_method(name)
+        print(f"{name}: {spec.description}")
+        for key, param in sorted(spec.params.items()):
+            print(f"    {key} (default {param.default}): {param.help}; {param.allowed()}")
+    return 0
+
+
+def cmd_build_demo_model(args: argparse.Namespace) -> int:
+    from . import synthbench
+    from .testing.tiny_models import build_tiny_vlm
+
+    path = build_tiny_vlm(args.family, args.out, num_layers=args.layers, hidden_size=args.hidden_size,
+                          seed=args.seed, vocab_words=synthbench.vocabulary())
+    print(path)
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from .api import load_pruned
+    from .report_files import write_report
+
+    loaded, report = load_pruned(_parse_model_args(args.model_args))
+    for path in write_report(report, Path(args.report_dir)):
+        print(f"report: {path}")
+    if args.save:
+        loaded.model.save_pretrained(args.save)
+        loaded.processor.save_pretrained(args.save)
+        print(f"pruned checkpoint: {args.save}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="topo-prune", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("tasks-dir", help="print the bundled task directory (for lmms-eval --include_path)")
+    commands.add_parser("methods", help="list the pruning methods and their parameters")
+    demo = commands.add_parser("build-demo-model", help="build a small random-weight VLM for smoke runs")
+    demo.add_argument("out", help="output directory")
+    demo.add_argument("--family", default="llava", help="architecture family (llava, llava_next, qwen2_vl, qwen2_5_vl, idefics3)")
+    demo.add_argument("--layers", type=int, default=8, help="decoder layers")
+    demo.add_argument("--hidden-size", type=int, default=64, help="decoder width")
+    demo.add_argument("--seed", type=int, default=0)
+    prune = commands.add_parser("prune", help="prune a model as model_args describe; write the report, optionally save")
+    prune.add_argument("--model-args", required=True, help="the same key=value,... string lmms-eval takes")
+    prune.add_argument("--report-dir", default="topo_prune_reports")
+    prune.add_argument("--save", help="save the pruned checkpoint (from_pretrained-loadable) here")
+    return parser
+
+
+COMMANDS = {"tasks-dir": cmd_tasks_dir, "methods": cmd_methods, "build-demo-model": cmd_build_demo_model, "prune": cmd_prune}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ModelArgsError as error:
+        print(f"topo-prune: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""``model_args`` for ``topo_pruned``: one validated config object, checked before any weights load."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import ModelArgsError
+from .params import Param, parse_params
+from .registry import DENSE_METHOD, all_method_params, get_method
+
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps|auto)$")
+
+
+def _device_problem(value: str) -> str | None:
+    return None if _DEVICE.match(value) else "expected cpu, cuda, cuda:N, mps or auto"
+
+
+GENERAL_PARAMS: dict[str, Param] = {
+    "pretrained": Param(str, None, "Hub id or local directory of the base model (default: the bundled model)"),
+    "method": Param(str, DENSE_METHOD, "layer-pruning method; 'none' evaluates the dense model"),
+    "sparsity": Param(float, None, "fraction of decoder layers to remove", low=0.0, high=1.0, high_inclusive=False),
+    "n_remove": Param(int, None, "number of decoder layers to remove (instead of sparsity)", low=0),
+    "keep_first_last": Param(bool, True, "never remove the first or the last decoder layer"),
+    "seed": Param(int, 0, "seed for random choices (random method, calibration sampling)", low=0),
+    "calib_task": Param(str, None, "lmms-eval task whose documents calibrate (default: the bundled calib split)"),
+    "calib_limit": Param(int, 64, "number of calibration samples", low=1, high=100_000),
+    "calib_batch_size": Param(int, 8, "batch size of the calibration pass", low=1, high=4096),
+    "include_path": Param(str, None, "extra lmms-eval task directory for calib_task"),
+    "device": Param(str, None, "cpu, cuda, cuda:N, mps or auto (default: cuda when available)", check=_device_problem),
+    "dtype": Param(str, None, "weights dtype (default: float32 on cpu, auto elsewhere)",
+                   choices=("auto", "float32", "float16", "bfloat16")),
+    "device_map": Param(str, None, "transformers device_map, e.g. auto (overrides device placement)"),
+    "attn_implementation": Param(str, None, "attention kernel", choices=("eager", "sdpa", "flash_attention_2")),
+    "batch_size": Param(int, 1, "evaluation batch size", low=1, high=4096),
+    "max_new_tokens": Param(int, 256, "generation length when a task does not set max_new_tokens", low=1),
+    "use_cache": Param(bool, True, "use the KV cache while generating"),
+    "cache_dir": Param(str, None, "where calibration statistics and scores are cached"),
+    "recompute": Param(bool, False, "ignore cached calibration statistics and scores"),
+    "report_dir": Param(str, None, "where the pruning report JSON goes (default: --output_path, else ./topo_prune_reports)"),
+}
+
+
+@dataclass
+class PruneConfig:
+    """Every option of a ``topo_pruned`` run, parsed and range-checked."""
+
+    pretrained: str | None = None
+    method: str = DENSE_METHOD
+    sparsity: float | None = None
+    n_remove: int | None = None
+    keep_first_last: bool = True
+    seed: int = 0
+    calib_task: str | None = None
+    calib_limit: int = 64
+    calib_batch_size: int = 8
+    include_path: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    device_map: str | None = None
+    attn_implementation: str | None = None
+    batch_size: int = 1
+    max_new_tokens: int = 256
+    use_cache: bool = True
+    cache_dir: str | None = None
+    recompute: bool = False
+    report_dir: str | None = None
+    method_params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_model_args(cls, given: dict[str, Any]) -> "PruneConfig":
+        """Parse ``model_args`` (already split into a dict); raise :class:`ModelArgsError` on any problem."""
+        given = {key: value for key, value in given.items() if value is not None}
+        method = str(given.get("method", DENSE_METHOD))
+        method_keys = set(all_method_params())
+        general = {k: v for k, v in given.items() if k not in method_keys or k in GENERAL_PARAMS}
+        own = {k: v for k, v in given.items() if k in method_keys and k not in GENERAL_PARAMS}
+        unknown = sorted(set(general) - set(GENERAL_PARAMS))
+        if unknown:
+            allowed = sorted(set(GENERAL_PARAMS) | method_keys)
+            raise ModelArgsError(f"model_args: unknown key {unknown[0]!r}; allowed keys: {', '.join(allowed)}")
+        values = parse_params(GENERAL_PARAMS, general, where="topo_pruned")
+        if method == DENSE_METHOD:
+            if own:
+                raise ModelArgsError(f"model_args: {sorted(own)[0]!r} is a parameter of another method, not of method=none")
+            method_params: dict[str, Any] = {}
+        else:
+            spec = get_method(method)
+            stray = sorted(set(own) - set(spec.params))
+            if stray:
+                raise ModelArgsError(
+                    f"model_args: {stray[0]!r} is not a parameter of method={method}; "
+                    f"its parameters: {', '.join(sorted(spec.params)) or '(none)'}"
+                )
+            method_params = spec.parse(own)
+        config = cls(**values, method_params=method_params)
+        config._check_budget()
+        return config
+
+    def _check_budget(self) -> None:
+        if self.sparsity is not None and self.n_remove is not None:
+            raise ModelArgsError("model_args: give either sparsity or n_remove, not both")
+        removes = bool(self.sparsity) or bool(self.n_remove)
+        if self.method == DENSE_METHOD and removes:
+            raise ModelArgsError("model_args: method=none keeps every layer; set method= to prune, or drop sparsity/n_remove")
+        if self.method != DENSE_METHOD and self.sparsity is None and self.n_remove is None:
+            raise ModelArgsError(f"model_args: method={self.method} needs sparsity= (in [0, 1)) or n_remove=")
+
+    def layers_to_remove(self, num_layers: int) -> int:
+        """The layer budget for a decoder of ``num_layers``, checked against what the method can remove."""
+        n = self.n_remove if self.n_remove is not None else int(round((self.sparsity or 0.0) * num_layers + 1e-9))
+        if n == 0 or self.method == DENSE_METHOD:
+            return 0
+        candidates = self.removable_candidates(num_layers)
+        limit = get_method(self.method).create({**self.method_params, "seed": self.seed}).max_removable(len(candidates))
+        if n >= num_layers:
+            raise ModelArgsError(
+                f"model_args: removing {n} of {num_layers} decoder layers would remove every layer; "
+                f"allowed: sparsity <= {limit / num_layers:.3f} or n_remove <= {limit}"
+            )
+        if n > limit:
+            reason = " with keep_first_last=true" if self.keep_first_last else ""
+            raise ModelArgsError(
+                f"model_args: method={self.method} can remove at most {limit} of {num_layers} decoder layers{reason}, "
+                f"asked for {n}; allowed: n_remove <= {limit} or sparsity <= {limit / num_layers:.3f}"
+            )
+        return n
+
+    def removable_candidates(self, num_layers: int) -> list[int]:
+        """Decoder layers a method may remove (first and last excluded when ``keep_first_last``)."""
+        if self.keep_first_last:
+            return list(range(1, num_layers - 1))
+        return list(range(num_layers))
+
+    def scorer_fingerprint(self) -> dict[str, Any]:
+        """What determines the scores: method, its parameters and the seed."""
+        return {"method": self.method, "params": self.method_params, "seed": self.seed}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -1,0 +1,174 @@
+"""The lmms-eval model ``topo_pruned``: load a VLM, prune it inline, answer lmms-eval's requests.
+
+Two classes share everything but the request layout: :class:`TopoPrunedChat` (lmms-eval passes a
+``doc_to_messages`` callable) and :class:`TopoPrunedSimple` (``--force_simple``: context text plus a
+``doc_to_visual`` callable). Bad ``model_args`` end the process with a one-line message and exit code 2,
+because lmms-eval's CLI reports ordinary exceptions and still exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable
+
+from loguru import logger
+from lmms_eval.api.instance import Instance
+from lmms_eval.api.model import lmms
+from tqdm.auto import tqdm
+
+from .api import load_pruned
+from .compat import install_loglikelihood_fix
+from .config import PruneConfig
+from .distributed import is_distributed
+from .errors import ModelArgsError
+from .generation import continuation_nll, generate, generation_settings
+from .prompting import Prompt
+from .report_files import report_directory, write_report
+
+MAX_ROUNDS = 64
+
+
+class _TopoPrunedBase(lmms):
+    def __init__(self, **model_args: Any) -> None:
+        super().__init__()
+        install_loglikelihood_fix()
+        try:
+            self.config = PruneConfig.from_model_args(model_args)
+            self._configure_processes()
+            self.loaded, self.report = load_pruned(self.config)
+        except ModelArgsError as error:
+            print(f"topo_pruned: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+        if self.rank == 0:
+            for path in write_report(self.report, report_directory(self.config.report_dir, self.config.pretrained)):
+                logger.info(f"topo_pruned: wrote {path}")
+
+    def _configure_processes(self) -> None:
+        """Under ``accelerate launch``: one model per process, on this process's GPU when there is one."""
+        if not is_distributed():
+            return
+        import torch
+        import torch.distributed as dist
+        from accelerate import Accelerator
+
+        self.accelerator = Accelerator()
+        self._rank, self._world_size = dist.get_rank(), dist.get_world_size()
+        if torch.cuda.is_available() and not self.config.device_map:
+            self.config.device = f"cuda:{self.accelerator.local_process_index}"
+
+    @property
+    def model(self):
+        return self.loaded.model
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.batch_size
+
+    def clean(self) -> None:
+        """lmms-eval calls this after a run; the model lives in ``self.loaded``, so it stays usable."""
+        super().clean()
+
+    # --- request layouts -------------------------------------------------------------------------
+    def _prompt_for(self, args: tuple) -> tuple[Prompt, dict]:
+        raise NotImplementedError
+
+    def _round_prompt(self, args: tuple, doc: dict, round_idx: int, outputs: list[str], info: Any):
+        raise NotImplementedError
+
+    def _doc(self, task: str, split: str, doc_id: int) -> dict:
+        return self.task_dict[task][split][doc_id]
+
+    # --- lmms-eval API ---------------------------------------------------------------------------
+    def generate_until(self, requests: list[Instance]) -> list[str]:
+        prompts, kwargs = zip(*(self._prompt_for(request.args) for request in requests)) if requests else ((), ())
+        results: list[str | None] = [None] * len(requests)
+        order = sorted(range(len(requests)), key=lambda i: json.dumps(kwargs[i], sort_keys=True, default=str))
+        batches = _batches(order, key=lambda i: json.dumps(kwargs[i], sort_keys=True, default=str), size=self.batch_size)
+        with tqdm(total=len(requests), desc="topo_pruned generating", disable=self.rank != 0) as bar:
+            for batch in batches:
+                settings, until = generation_settings(kwargs[batch[0]], self.config.max_new_tokens)
+                texts = generate(self.loaded, [prompts[i] for i in batch], settings, until, use_cache=self.config.use_cache)
+                for i, text in zip(batch, texts):
+                    results[i] = text
+                bar.update(len(batch))
+        return results
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        """``(negative log-likelihood, is_greedy)`` per request: lmms-eval ranks choices by the smallest."""
+        results = []
+        for request in tqdm(requests, desc="topo_pruned log-likelihood", disable=self.rank != 0):
+            context, target, doc_to_visual, doc_id, task, split = request.args
+            doc = self._doc(task, split, doc_id)
+            continuation = target if isinstance(target, str) else str(target(doc))
+            visuals = doc_to_visual(doc) if callable(doc_to_visual) else []
+            results.append(continuation_nll(self.loaded, Prompt.from_text(context, visuals or []), continuation))
+        return results
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[list[str]]:
+        """Each round is a fresh prompt built by the task from the previous rounds' outputs."""
+        results = []
+        for request in tqdm(requests, desc="topo_pruned multi-round", disable=self.rank != 0):
+            args = request.args
+            doc_id, task, split = args[-3:]
+            doc = self._doc(task, split, doc_id)
+            prompt, gen_kwargs = self._prompt_for(args)
+            settings, until = generation_settings(gen_kwargs, self.config.max_new_tokens)
+            outputs: list[str] = []
+            info = None
+            for round_idx in range(MAX_ROUNDS):
+                if round_idx > 0:
+                    prompt, info = self._round_prompt(args, doc, round_idx, outputs, info)
+                    if prompt is None:
+                        break
+                outputs.append(generate(self.loaded, [prompt], settings, until, use_cache=self.config.use_cache)[0])
+            results.append(outputs)
+        return results
+
+
+def _batches(order: list[int], key: Callable[[int], str], size: int) -> list[list[int]]:
+    """Consecutive runs of ``order`` with the same key, cut into chunks of at most ``size``."""
+    batches: list[list[int]] = []
+    for index in order:
+        if batches and len(batches[-1]) < size and key(batches[-1][0]) == key(index):
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches
+
+
+class TopoPrunedChat(_TopoPrunedBase):
+    """Chat layout: ``(context, doc_to_messages, generation_kwargs, doc_id, task, split)``."""
+
+    is_simple = False
+
+    def _prompt_for(self, args: tuple) -> tuple[Prompt, dict]:
+        _context, doc_to_messages, gen_kwargs, doc_id, task, split = args
+        return Prompt.from_lmms_messages(doc_to_messages(self._doc(task, split, doc_id))), gen_kwargs
+
+    def _round_prompt(self, args, doc, round_idx, outputs, info):
+        payload = args[1](doc, round_idx=round_idx, previous_output=list(outputs), previous_round_info=info)
+        if not (isinstance(payload, tuple) and len(payload) == 4) or payload[1]:
+            return None, info
+        messages, _terminal, _previous, info = payload
+        return Prompt.from_lmms_messages(messages), info
+
+
+class TopoPrunedSimple(_TopoPrunedBase):
+    """Simple layout: ``(context, generation_kwargs, doc_to_visual, [doc_to_text,] doc_id, task, split)``."""
+
+    is_simple = True
+
+    def _prompt_for(self, args: tuple) -> tuple[Prompt, dict]:
+        context, gen_kwargs, doc_to_visual = args[:3]
+        doc_id, task, split = args[-3:]
+        visuals = doc_to_visual(self._doc(task, split, doc_id)) if callable(doc_to_visual) else []
+        return Prompt.from_text(context, visuals or []), gen_kwargs
+
+    def _round_prompt(self, args, doc, round_idx, outputs, info):
+        visuals, text, terminal, _previous, info = args[3](
+            doc, previous_output=list(outputs), round_idx=round_idx, previous_round_info=info
+        )
+        if terminal:
+            return None, info
+        return Prompt.from_text(text, visuals or []), info

@@ -1,0 +1,89 @@
+"""Resolve ``pretrained``, check the architecture, and load model + processor with transformers."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForImageTextToText, PretrainedConfig
+
+from .adapters import VLMAdapter, adapter_class_for
+from .config import PruneConfig
+from .errors import ModelArgsError
+from .processors import load_processor
+
+BUNDLED_MODEL_DIR = Path(__file__).parent / "default_model"
+
+
+def resolve_pretrained(pretrained: str | None) -> str:
+    """A local directory or Hub id; a clear error for a missing directory or no default."""
+    if pretrained is None:
+        if (BUNDLED_MODEL_DIR / "config.json").exists():
+            return str(BUNDLED_MODEL_DIR)
+        raise ModelArgsError(
+            "model_args: pretrained= is required (no bundled default model is installed); "
+            "build a local one with `topo-prune build-demo-model DIR` and pass pretrained=DIR"
+        )
+    path = Path(pretrained).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelArgsError(f"model_args: pretrained={pretrained!r} is a directory without config.json")
+        return str(path.resolve())
+    looks_local = pretrained.startswith((".", "/", "~")) or os.sep + os.sep in pretrained or pretrained.count("/") > 1
+    if looks_local or path.exists():
+        raise ModelArgsError(f"model_args: pretrained={pretrained!r} is not an existing model directory")
+    return pretrained
+
+
+def load_config(pretrained: str) -> PretrainedConfig:
+    """The checkpoint's config (cheap: no weights), with a one-line error when it cannot be read."""
+    try:
+        return AutoConfig.from_pretrained(pretrained)
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelArgsError(f"model_args: pretrained={pretrained!r} could not be loaded: {first_line}") from None
+
+
+def resolve_device(device: str | None) -> str:
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelArgsError(f"model_args: device={device!r} but CUDA is not available here; use device=cpu")
+    return device
+
+
+def resolve_dtype(dtype: str | None, device: str) -> Any:
+    if dtype is None:
+        return torch.float32 if device == "cpu" else "auto"
+    return "auto" if dtype == "auto" else getattr(torch, dtype)
+
+
+@dataclass
+class LoadedModel:
+    """A loaded checkpoint with its processor and adapter (plain object: survives lmms-eval's ``clean()``)."""
+
+    model: Any
+    processor: Any
+    adapter: VLMAdapter
+    source: str
+
+
+def load_model(config: PruneConfig, pretrained: str, hf_config: PretrainedConfig) -> LoadedModel:
+    """Load weights and processor; tokenizer padding goes to the left for batched generation."""
+    adapter_class = adapter_class_for(hf_config)
+    device = resolve_device(config.device)
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(config.dtype, device)}
+    if config.attn_implementation:
+        kwargs["attn_implementation"] = config.attn_implementation
+    if config.device_map:
+        kwargs["device_map"] = config.device_map
+    model = AutoModelForImageTextToText.from_pretrained(pretrained, **kwargs)
+    if not config.device_map:
+        model.to(device)
+    model.eval()
+    processor = load_processor(pretrained)
+    processor.tokenizer.padding_side = "left"
+    return LoadedModel(model, processor, adapter_class(model), pretrained)

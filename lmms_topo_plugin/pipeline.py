@@ -1,0 +1,203 @@
+"""The pruning pipeline: validate, calibrate (cached), score (cached), select, apply surgery, report.
+
+``prepare`` does every check that needs no weights; ``prune_loaded`` does the rest on a loaded model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+from transformers import PretrainedConfig
+
+from .cache import DiskCache, cache_key
+from .calib_data import default_calibration_prompts, prompts_fingerprint, task_calibration_prompts
+from .calibration import calibrate
+from .config import PruneConfig
+from .errors import ModelArgsError
+from .loading import LoadedModel, load_config, resolve_pretrained
+from .adapters import adapter_class_for
+from .prompting import Prompt
+from .registry import DENSE_METHOD, get_method
+from .scorers import LayerScorer, LayerScores
+from .surgery import remove_layers
+
+REPORT_SCHEMA = "topo_pruned.report/v1"
+
+
+@dataclass
+class PrunePlan:
+    """What a run decided; identical on every rank of a multi-process evaluation."""
+
+    method: str
+    num_layers: int
+    n_remove: int
+    removed_layers: list[int]
+    scores: dict[str, Any] | None
+    candidates: list[int]
+
+
+@dataclass
+class PruneReport:
+    """Machine-readable record of a run, written as JSON next to the evaluation results."""
+
+    schema: str
+    pretrained: str
+    model_type: str
+    config: dict[str, Any]
+    plan: dict[str, Any]
+    kept_layers: list[int]
+    parameters_before: int
+    parameters_after: int
+    calibration: dict[str, Any] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Prepared:
+    """Everything checked and resolved before the weights load."""
+
+    config: PruneConfig
+    pretrained: str
+    hf_config: PretrainedConfig
+    num_layers: int
+    n_remove: int
+    scorer: LayerScorer | None
+    calibration_prompts: list[Prompt]
+
+
+def prepare(config: PruneConfig, *, load_calibration: bool = True) -> Prepared:
+    """All validation that needs no weights: model directory, architecture, budget, calibration data."""
+    pretrained = resolve_pretrained(config.pretrained)
+    hf_config = load_config(pretrained)
+    adapter_class_for(hf_config)
+    num_layers = hf_config.get_text_config().num_hidden_layers
+    n_remove = config.layers_to_remove(num_layers)
+    scorer = None
+    prompts: list[Prompt] = []
+    if config.method != DENSE_METHOD:
+        scorer = get_method(config.method).create({**config.method_params, "seed": config.seed})
+        if scorer.needs and config.calib_limit < scorer.min_samples:
+            raise ModelArgsError(
+                f"model_args: method={config.method} needs at least {scorer.min_samples} calibration samples, "
+                f"calib_limit={config.calib_limit}"
+            )
+        if scorer.needs and n_remove and load_calibration:
+            prompts = calibration_prompts(config)
+    return Prepared(config, pretrained, hf_config, num_layers, n_remove, scorer, prompts)
+
+
+def calibration_prompts(config: PruneConfig) -> list[Prompt]:
+    if config.calib_task:
+        return task_calibration_prompts(config.calib_task, config.calib_limit, config.seed, config.include_path)
+    return default_calibration_prompts(config.calib_limit, config.seed)
+
+
+def model_fingerprint(pretrained: str) -> str:
+    """Identity of the checkpoint: its config and the names, sizes and times of its weight files."""
+    path = Path(pretrained)
+    if not path.is_dir():
+        return pretrained
+    digest = hashlib.sha256((path / "config.json").read_bytes())
+    for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+        stat = weights.stat()
+        digest.update(f"{weights.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return f"{path.resolve()}#{digest.hexdigest()[:16]}"
+
+
+def compute_plan(prepared: Prepared, loaded: LoadedModel, cache: DiskCache, timings: dict[str, float]) -> tuple[PrunePlan, dict]:
+    """Scores (from cache or a calibration pass) and the layers to remove; no model change yet."""
+    config, scorer = prepared.config, prepared.scorer
+    candidates = config.removable_candidates(prepared.num_layers)
+    if scorer is None or prepared.n_remove == 0:
+        return PrunePlan(config.method, prepared.num_layers, 0, [], None, candidates), {}
+    model_id = model_fingerprint(prepared.pretrained)
+    data_id = prompts_fingerprint(prepared.calibration_prompts) if scorer.needs else None
+    stats_key = cache_key("stats", model_id, data_id, sorted(scorer.needs), str(loaded.model.dtype))
+    scores_key = cache_key("scores", stats_key, config.scorer_fingerprint())
+    cache_info = {"dir": str(cache.root), "scores_key": scores_key, "scores_hit": False, "stats_hit": False}
+    cached_scores = cache.get_json("scores", scores_key)
+    if cached_scores is not None:
+        scores = LayerScores.from_json(cached_scores)
+        cache_info["scores_hit"] = True
+    else:
+        stats: dict = {}
+        if scorer.needs:
+            stats = cache.get_tensors("stats", stats_key) or {}
+            cache_info["stats_hit"] = bool(stats)
+            if not stats:
+                start = time.perf_counter()
+                stats = calibrate(
+                    loaded.adapter, loaded.processor, prepared.calibration_prompts, scorer.needs,
+                    batch_size=config.calib_batch_size,
+                )
+                timings["calibrate"] = time.perf_counter() - start
+                cache.put_tensors("stats", stats_key, stats)
+        start = time.perf_counter()
+        scores = scorer.score(stats, prepared.num_layers)
+        timings["score"] = time.perf_counter() - start
+        cache.put_json("scores", scores_key, scores.to_json())
+    removed = scorer.select(scores, prepared.n_remove, candidates)
+    plan = PrunePlan(config.method, prepared.num_layers, prepared.n_remove, removed, scores.to_json(), candidates)
+    return plan, cache_info
+
+
+def apply_plan(plan: PrunePlan, loaded: LoadedModel) -> list[int]:
+    """Remove the planned layers and record what was done in the model config (saved with the model)."""
+    kept = remove_layers(loaded.adapter, plan.removed_layers)
+    if plan.removed_layers:
+        loaded.model.config.topo_pruning = {
+            "method": plan.method,
+            "original_num_hidden_layers": plan.num_layers,
+            "removed_layers": plan.removed_layers,
+        }
+    return kept
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_report(prepared: Prepared, loaded: LoadedModel, plan: PrunePlan, kept: list[int], params_before: int,
+                 cache_info: dict, timings: dict[str, float]) -> PruneReport:
+    config = prepared.config
+    calibration = {}
+    if prepared.calibration_prompts:
+        calibration = {
+            "source": config.calib_task or "bundled:topo_synth/calib",
+            "samples": len(prepared.calibration_prompts),
+            "fingerprint": prompts_fingerprint(prepared.calibration_prompts),
+        }
+    return PruneReport(
+        schema=REPORT_SCHEMA,
+        pretrained=prepared.pretrained,
+        model_type=prepared.hf_config.model_type,
+        config={k: v for k, v in config.as_dict().items()},
+        plan=asdict(plan),
+        kept_layers=kept,
+        parameters_before=params_before,
+        parameters_after=count_parameters(loaded.model),
+        calibration=calibration,
+        cache=cache_info,
+        timings_s={k: round(v, 4) for k, v in timings.items()},
+    )
+
+
+def log_plan(plan: PrunePlan) -> None:
+    if plan.removed_layers:
+        logger.info(
+            f"topo_pruned: method={plan.method} removes {plan.n_remove}/{plan.num_layers} decoder layers: "
+            f"{plan.removed_layers}"
+        )
+    else:
+        logger.info(f"topo_pruned: dense model ({plan.num_layers} decoder layers), method={plan.method}")
+
+
+def report_json(report: PruneReport) -> str:
+    return json.dumps(asdict(report), indent=2)

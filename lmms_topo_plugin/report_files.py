@@ -1,0 +1,74 @@
+"""Where the pruning report goes, and the files it is written to (JSON, and a PNG of the scores)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from .cache import atomic_write_bytes, atomic_write_json
+from .pipeline import PruneReport
+
+
+def lmms_eval_output_path(argv: list[str] | None = None) -> str | None:
+    """The ``--output_path`` of the running ``lmms-eval`` command, if any."""
+    argv = sys.argv if argv is None else argv
+    for i, arg in enumerate(argv):
+        if arg == "--output_path" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--output_path="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def report_directory(report_dir: str | None, pretrained_arg: str | None) -> Path:
+    """``report_dir`` if given; else lmms-eval's results folder for this model; else ./topo_prune_reports."""
+    if report_dir:
+        return Path(report_dir)
+    output_path = lmms_eval_output_path()
+    if output_path is None:
+        return Path("topo_prune_reports")
+    from lmms_eval.utils import sanitize_model_name
+
+    return Path(output_path) / sanitize_model_name(pretrained_arg or "")
+
+
+def write_report(report: PruneReport, directory: Path) -> list[Path]:
+    """Write ``<time>_topo_pruned_<method>.json`` (and a score plot when there are scores)."""
+    stamp = time.strftime("%Y-%m-%dT%H-%M-%S")
+    stem = f"{stamp}_topo_pruned_{report.plan['method']}"
+    json_path = directory / f"{stem}.json"
+    atomic_write_json(json_path, asdict(report))
+    written = [json_path]
+    scores = report.plan.get("scores") or {}
+    if scores.get("importance"):
+        png_path = directory / f"{stem}.png"
+        atomic_write_bytes(png_path, plot_layer_scores(report))
+        written.append(png_path)
+    return written
+
+
+def plot_layer_scores(report: PruneReport) -> bytes:
+    """A bar chart of per-layer importance with the removed layers marked, as PNG bytes."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plan = report.plan
+    importance = plan["scores"]["importance"]
+    removed = set(plan["removed_layers"])
+    colours = ["#d62728" if layer in removed else "#1f77b4" for layer in range(len(importance))]
+    figure, axes = plt.subplots(figsize=(max(6, 0.3 * len(importance)), 3.2))
+    axes.bar(range(len(importance)), importance, color=colours)
+    axes.set_xlabel("decoder layer")
+    axes.set_ylabel("importance (higher = keep)")
+    axes.set_title(f"{plan['method']}: removed {sorted(removed)} of {plan['num_layers']} layers (red)")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()

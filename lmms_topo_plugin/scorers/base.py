@@ -1,0 +1,57 @@
+"""Layer scorers: importance of each decoder layer, and which layers to remove for a budget.
+
+Torch-Pruning keeps importance, pruner and ratio apart; here a scorer computes importance from calibration
+statistics (``needs`` names them), ``select`` turns importance and a layer budget into the removed set, and
+surgery applies it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+
+@dataclass
+class LayerScores:
+    """Per-layer scores of one method.
+
+    ``importance[l]`` is for decoder layer ``l`` (input ``h_l``, output ``h_{l+1}``); higher means keep.
+    It is ``None`` for methods that choose layers without scoring them (spacing). ``details`` holds other
+    named per-layer or per-depth series worth reporting.
+    """
+
+    importance: list[float] | None
+    details: dict[str, list] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"importance": self.importance, "details": self.details}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "LayerScores":
+        return cls(data["importance"], data.get("details", {}))
+
+
+class LayerScorer:
+    """Base class of every registered layer method."""
+
+    method_name: ClassVar[str]
+    needs: ClassVar[tuple[str, ...]] = ()
+    min_samples: ClassVar[int] = 1
+
+    def __init__(self, *, seed: int = 0) -> None:
+        self.seed = seed
+
+    def score(self, stats: dict[str, torch.Tensor], num_layers: int) -> LayerScores:
+        raise NotImplementedError
+
+    def max_removable(self, num_candidates: int) -> int:
+        """How many of ``num_candidates`` removable layers this method can remove at most."""
+        return num_candidates
+
+    def select(self, scores: LayerScores, n_remove: int, candidates: list[int]) -> list[int]:
+        """The ``n_remove`` candidates of lowest importance (ties broken by depth), sorted."""
+        assert scores.importance is not None
+        ranked = sorted(candidates, key=lambda layer: (scores.importance[layer], layer))
+        return sorted(ranked[:n_remove])

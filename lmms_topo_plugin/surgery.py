@@ -1,0 +1,56 @@
+"""Remove decoder layers so that the result is a normal checkpoint (METHODS.md section 6).
+
+The layer list is shortened, every remaining module's ``layer_idx`` renumbered 0..L'-1 (the KV cache is
+indexed by it), and the text config's ``num_hidden_layers`` and per-layer settings updated, so the pruned
+model saves, reloads with ``from_pretrained`` to the same logits, and generates the same tokens with and
+without the KV cache.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .adapters import VLMAdapter
+
+# Text-config entries that hold one value per decoder layer.
+PER_LAYER_CONFIG_KEYS = ("layer_types", "no_rope_layers")
+# Text-config entries that hold a layer index threshold ("layers below this index ...").
+LAYER_THRESHOLD_CONFIG_KEYS = ("max_window_layers",)
+
+
+def remove_layers(adapter: VLMAdapter, removed: Sequence[int]) -> list[int]:
+    """Delete decoder layers ``removed`` (original indices) in place; return the kept original indices."""
+    num_layers = adapter.num_layers
+    removed_set = set(removed)
+    if len(removed_set) != len(removed) or not all(0 <= i < num_layers for i in removed_set):
+        raise ValueError(f"layers to remove must be distinct indices in [0, {num_layers - 1}], got {list(removed)}")
+    kept = [i for i in range(num_layers) if i not in removed_set]
+    if not kept:
+        raise ValueError("cannot remove every decoder layer")
+    if not removed_set:
+        return kept
+    layers = adapter.layers
+    kept_modules = [layers[i] for i in kept]
+    for new_index, layer in enumerate(kept_modules):
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = new_index
+    adapter.replace_layers(kept_modules)
+    for config in adapter.text_configs:
+        _update_text_config(config, kept, num_layers)
+    text_model = adapter.text_model
+    if hasattr(text_model, "has_sliding_layers"):
+        text_model.has_sliding_layers = "sliding_attention" in (adapter.text_config.layer_types or ())
+    return kept
+
+
+def _update_text_config(config, kept: list[int], original_layers: int) -> None:
+    config.num_hidden_layers = len(kept)
+    for key in PER_LAYER_CONFIG_KEYS:
+        values = getattr(config, key, None)
+        if isinstance(values, (list, tuple)) and len(values) == original_layers:
+            setattr(config, key, [values[i] for i in kept])
+    for key in LAYER_THRESHOLD_CONFIG_KEYS:
+        threshold = getattr(config, key, None)
+        if isinstance(threshold, int):
+            setattr(config, key, sum(1 for i in kept if i < threshold))

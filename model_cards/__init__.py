@@ -1,0 +1,1 @@
+"""Model-card templates; installed as ``lmms_topo_plugin.model_cards``."""

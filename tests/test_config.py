@@ -1,0 +1,55 @@
+"""model_args parsing: every bad value is a one-line error naming the argument and the allowed values."""
+
+import pytest
+
+from lmms_topo_plugin.config import PruneConfig
+from lmms_topo_plugin.errors import ModelArgsError
+
+
+def parse(**kwargs):
+    return PruneConfig.from_model_args({k: str(v) for k, v in kwargs.items()})
+
+
+def test_defaults_and_types():
+    config = parse(method="block_influence", sparsity=0.25, keep_first_last="false", calib_limit=16)
+    assert config.method == "block_influence" and config.sparsity == 0.25
+    assert config.keep_first_last is False and config.calib_limit == 16 and config.batch_size == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        ({"bogus": 1}, ["unknown key 'bogus'", "sparsity", "method"]),
+        ({"method": "random", "sparsity": 1.0}, ["sparsity", "[0.0, 1.0)"]),
+        ({"method": "random", "sparsity": -0.1}, ["sparsity", "[0.0, 1.0)"]),
+        ({"method": "random", "sparsity": "lots"}, ["sparsity", "float"]),
+        ({"method": "magic", "sparsity": 0.5}, ["method='magic'", "block_influence", "spacing", "none"]),
+        ({"method": "random"}, ["method=random needs sparsity"]),
+        ({"method": "none", "sparsity": 0.5}, ["method=none"]),
+        ({"method": "random", "sparsity": 0.5, "n_remove": 2}, ["either sparsity or n_remove"]),
+        ({"device": "gpu0"}, ["device='gpu0'", "cpu, cuda"]),
+        ({"dtype": "float8"}, ["dtype='float8'", "bfloat16"]),
+        ({"batch_size": 0}, ["batch_size", "[1"]),
+        ({"keep_first_last": "maybe"}, ["keep_first_last", "true or false"]),
+    ],
+)
+def test_bad_model_args_name_the_argument(args, fragments):
+    with pytest.raises(ModelArgsError) as error:
+        parse(**args)
+    message = str(error.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_layer_budget():
+    assert parse(method="random", sparsity=0.25).layers_to_remove(8) == 2
+    assert parse(method="random", n_remove=3).layers_to_remove(8) == 3
+    assert parse(method="random", sparsity=0.0).layers_to_remove(8) == 0
+    with pytest.raises(ModelArgsError, match="would remove every layer"):
+        parse(method="random", n_remove=8).layers_to_remove(8)
+    with pytest.raises(ModelArgsError, match=r"at most 6 of 8 .*keep_first_last"):
+        parse(method="random", n_remove=7).layers_to_remove(8)
+    assert parse(method="random", n_remove=7, keep_first_last=False).layers_to_remove(8) == 7
+    with pytest.raises(ModelArgsError, match="method=spacing can remove at most 3"):
+        parse(method="spacing", n_remove=4).layers_to_remove(8)
