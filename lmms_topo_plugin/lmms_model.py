@@ -27,6 +27,7 @@ from .prompting import Prompt
 from .report_files import report_directory, write_report
 
 MAX_ROUNDS = 64
+CLI_OVERRIDABLE = ("batch_size", "device")  # lmms-eval's own flags that map onto model_args
 
 
 class _TopoPrunedBase(lmms):
@@ -43,6 +44,18 @@ class _TopoPrunedBase(lmms):
         if self.rank == 0:
             for path in write_report(self.report, report_directory(self.config.report_dir, self.config.pretrained)):
                 logger.info(f"topo_pruned: wrote {path}")
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
+        """``model_args`` win over lmms-eval's ``--batch_size``/``--device`` (which it always passes)."""
+        from lmms_eval.utils import simple_parse_args_string
+
+        model_args = simple_parse_args_string(arg_string)
+        for key in CLI_OVERRIDABLE:
+            value = (additional_config or {}).get(key)
+            if value is not None and key not in model_args:
+                model_args[key] = value
+        return cls(**model_args)
 
     def _configure_processes(self) -> None:
         """Under ``accelerate launch``: one model per process, on this process's GPU when there is one."""

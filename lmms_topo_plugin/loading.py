@@ -72,7 +72,7 @@ class LoadedModel:
 
 
 def load_model(config: PruneConfig, pretrained: str, hf_config: PretrainedConfig) -> LoadedModel:
-    """Load weights and processor; tokenizer padding goes to the left for batched generation."""
+    """Load weights and processor and wrap the model in its family's adapter."""
     adapter_class = adapter_class_for(hf_config)
     device = resolve_device(config.device)
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(config.dtype, device)}
@@ -85,5 +85,4 @@ def load_model(config: PruneConfig, pretrained: str, hf_config: PretrainedConfig
         model.to(device)
     model.eval()
     processor = load_processor(pretrained)
-    processor.tokenizer.padding_side = "left"
     return LoadedModel(model, processor, adapter_class(model), pretrained)

@@ -71,6 +71,7 @@ def encode(
     processor: Any, adapter: VLMAdapter, prompts: Sequence[Prompt], *, suffixes: Sequence[str] | None = None
 ) -> BatchFeature:
     """Tokenise a batch of prompts (left-padded) with their images; ``suffixes`` are appended verbatim."""
+    processor.tokenizer.padding_side = "left"  # generation appends on the right of every row
     texts = [render(processor, prompt) for prompt in prompts]
     if suffixes is not None:
         texts = [text + suffix for text, suffix in zip(texts, suffixes, strict=True)]

@@ -1,0 +1,58 @@
+"""A seeded synthetic multimodal benchmark: coloured shapes on a patch-aligned grid, five kinds of questions.
+
+Stored splits (`calib`, `test`) ship as JSONL under `tasks/topo_synth/data/` and are served to lmms-eval by the
+`topo_synth*` tasks; `iter_examples` is an endless training stream that never repeats a stored item.
+Rebuild the stored files with `python -m lmms_topo_plugin.synthbench build [--out DIR]`.
+"""
+
+from .questions import DOMAINS, KINDS
+from .scene import (
+    BACKGROUNDS,
+    CELL,
+    COLORS,
+    GRID,
+    MAX_ITEMS,
+    MIN_ITEMS,
+    SHAPES,
+    Item,
+    Scene,
+    random_scene,
+    render_image,
+)
+from .scoring import exact_match, pope_f1, pope_pair, pope_precision, pope_recall
+from .splits import SPLITS, build_files, iter_examples, load_split, write_files
+from .storage import data_dir, scene_of
+from .text import INSTRUCTION, normalize_answer, prompt_for, tokenize, vocabulary
+
+__all__ = [
+    "BACKGROUNDS",
+    "CELL",
+    "COLORS",
+    "DOMAINS",
+    "GRID",
+    "INSTRUCTION",
+    "KINDS",
+    "MAX_ITEMS",
+    "MIN_ITEMS",
+    "SHAPES",
+    "SPLITS",
+    "Item",
+    "Scene",
+    "build_files",
+    "data_dir",
+    "exact_match",
+    "iter_examples",
+    "load_split",
+    "normalize_answer",
+    "pope_f1",
+    "pope_pair",
+    "pope_precision",
+    "pope_recall",
+    "prompt_for",
+    "random_scene",
+    "render_image",
+    "scene_of",
+    "tokenize",
+    "vocabulary",
+    "write_files",
+]
