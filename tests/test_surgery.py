@@ -13,14 +13,14 @@ from lmms_topo_plugin.api import load_pruned
 from lmms_topo_plugin.calibration import move_inputs
 from lmms_topo_plugin.processors import load_processor
 from lmms_topo_plugin.prompting import Prompt, encode
-from lmms_topo_plugin.testing.tiny_models import FAMILIES, build_tiny_vlm, example_image
+from lmms_topo_plugin.testing.tiny_models import FAMILIES, example_image
 
 NUM_LAYERS = 6
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
-def tiny_dir(request, tmp_path_factory):
-    return build_tiny_vlm(request.param, tmp_path_factory.mktemp(request.param), num_layers=NUM_LAYERS)
+@pytest.fixture(params=FAMILIES)
+def tiny_dir(request, tiny_checkpoints):
+    return tiny_checkpoints(request.param, NUM_LAYERS)
 
 
 def prompts():

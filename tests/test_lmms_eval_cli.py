@@ -1,0 +1,52 @@
+"""The real ``lmms-eval`` CLI, in a subprocess, on each architecture family's tiny model."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmms_topo_plugin.calib_data import bundled_tasks_dir
+from lmms_topo_plugin.testing.tiny_models import FAMILIES
+
+LMMS_EVAL = Path(sys.executable).with_name("lmms-eval")
+METHOD_FOR = {"llava": "block_influence", "llava_next": "angular", "qwen2_vl": "block_influence",
+              "qwen2_5_vl": "angular", "idefics3": "block_influence"}
+
+
+def lmms_eval(model_args: str, output: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [str(LMMS_EVAL), "--model", "topo_pruned", "--model_args", model_args, "--tasks", "topo_synth_count",
+               "--include_path", bundled_tasks_dir(), "--output_path", str(output), "--limit", "4", *extra]
+    return subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cli_prunes_inline_and_writes_results_and_plan(family, tiny_checkpoints, tmp_path):
+    checkpoint = tiny_checkpoints(family, 8)
+    model_args = (f"pretrained={checkpoint},method={METHOD_FOR[family]},sparsity=0.25,device=cpu,"
+                  f"calib_limit=8,batch_size=2")
+    result = lmms_eval(model_args, tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = list((tmp_path / "out").rglob("*_results.json"))
+    assert len(results) == 1, result.stderr[-3000:]
+    metrics = json.loads(results[0].read_text())["results"]["topo_synth_count"]
+    assert 0.0 <= metrics["exact_match,none"] <= 1.0
+    reports = list(results[0].parent.glob("*_topo_pruned_*.json"))
+    assert len(reports) == 1, "the pruning plan must be written next to the results"
+    report = json.loads(reports[0].read_text())
+    assert report["plan"]["num_layers"] == 8 and len(report["plan"]["removed_layers"]) == 2
+    assert report["kept_layers"] == [i for i in range(8) if i not in report["plan"]["removed_layers"]]
+    assert report["parameters_after"] < report["parameters_before"]
+    assert report["calibration"]["samples"] == 8
+    assert list(results[0].parent.glob("*_topo_pruned_*.png"))
+
+
+def test_cli_bad_model_args_fail_fast_with_one_line(tiny_checkpoints, tmp_path):
+    checkpoint = tiny_checkpoints("llava", 8)
+    result = lmms_eval(f"pretrained={checkpoint},method=random,sparsity=1.5", tmp_path / "out")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("topo_pruned:")]
+    assert lines == ["topo_pruned: model_args: sparsity=1.5 is out of range; expected a float in [0.0, 1.0)"]
+    assert "Loading weights" not in result.stderr
