@@ -1,0 +1,56 @@
+"""A built wheel ships the tasks, their data and the entry point, and works outside the source tree."""
+
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
+                    str(ROOT)], check=True, capture_output=True, text=True)
+    (built,) = out.glob("lmms_topo_plugin-*.whl")
+    return built
+
+
+def test_wheel_contains_tasks_data_and_entry_point(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for shipped in ("lmms_topo_plugin/tasks/topo_synth/topo_synth.yaml", "lmms_topo_plugin/tasks/topo_synth/utils.py",
+                    "lmms_topo_plugin/tasks/topo_synth/_default_template.yaml",
+                    "lmms_topo_plugin/tasks/topo_synth/data/test_math.jsonl", "lmms_topo_plugin/exporters/__init__.py",
+                    "lmms_topo_plugin/model_cards/__init__.py", "lmms_topo_plugin/lmms_model.py"):
+        assert shipped in names, shipped
+    entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "[lmms_eval.models]" in text and "topo_pruned = lmms_topo_plugin.manifest:manifests" in text
+    assert "topo-prune = lmms_topo_plugin.cli:main" in text
+
+
+def test_installed_wheel_serves_its_own_tasks(wheel, tmp_path):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, text=True)
+    probe = textwrap.dedent("""
+        import lmms_topo_plugin, sys
+        from importlib.metadata import entry_points
+        from lmms_eval.tasks import TaskManager, get_task_dict
+        from lmms_topo_plugin.calib_data import bundled_tasks_dir
+        assert lmms_topo_plugin.__file__.startswith(sys.argv[1]), lmms_topo_plugin.__file__
+        assert bundled_tasks_dir().startswith(sys.argv[1]), bundled_tasks_dir()
+        assert any(ep.name == "topo_pruned" for ep in entry_points(group="lmms_eval.models"))
+        manager = TaskManager(include_path=bundled_tasks_dir(), include_defaults=False)
+        task = get_task_dict(["topo_synth_count"], manager)["topo_synth_count"]
+        assert len(task.eval_docs) == 100
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", probe, str(target)], cwd=tmp_path, capture_output=True, text=True,
+                            env={"PYTHONPATH": str(target), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
+                                 "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert result.stdout.strip() == "ok", result.stderr[-2000:]
