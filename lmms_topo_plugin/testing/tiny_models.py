@@ -108,17 +108,21 @@ class _Clip:
     patch_size: int
 
     def vision_config(self, _text_hidden_size: int) -> dict:
+        """The CLIP vision sub-config (its projector adapts to any text width)."""
         return dict(_CLIP_VISION, image_size=self.image_size, patch_size=self.patch_size)
 
     def image_processor_kwargs(self) -> dict:
+        """Resize the short side to the tower's input size, then center-crop a square."""
         return dict(
             size={"shortest_edge": self.image_size}, crop_size={"height": self.image_size, "width": self.image_size}
         )
 
     def processor_kwargs(self) -> dict:
+        """One image token per patch: CLS counted by the tower, then dropped by "default"."""
         return dict(patch_size=self.patch_size, vision_feature_select_strategy="default", num_additional_image_tokens=1)
 
     def config_kwargs(self) -> dict:
+        """Features from the second-to-last layer, as LLaVA does."""
         return dict(
             vision_feature_layer=-2,
             vision_feature_select_strategy="default",
