@@ -9,6 +9,7 @@ because lmms-eval's CLI reports ordinary exceptions and still exits 0.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, Callable
 
@@ -20,7 +21,6 @@ from tqdm.auto import tqdm
 from .api import load_pruned
 from .compat import install_loglikelihood_fix
 from .config import PruneConfig
-from .distributed import is_distributed
 from .errors import ModelArgsError
 from .generation import continuation_nll, generate, generation_settings
 from .prompting import Prompt
@@ -58,21 +58,27 @@ class _TopoPrunedBase(lmms):
         return cls(**model_args)
 
     def _configure_processes(self) -> None:
-        """Under ``accelerate launch``: one model per process, on this process's GPU when there is one."""
-        if not is_distributed():
+        """Under ``accelerate launch``/``torchrun``: one model per process, on this process's GPU if any."""
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             return
         import torch
         import torch.distributed as dist
         from accelerate import Accelerator
 
         self.accelerator = Accelerator()
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         self._rank, self._world_size = dist.get_rank(), dist.get_world_size()
         if torch.cuda.is_available() and not self.config.device_map:
-            self.config.device = f"cuda:{self.accelerator.local_process_index}"
+            self.config.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
 
     @property
     def model(self):
         return self.loaded.model
+
+    @property
+    def device(self):
+        return self.loaded.model.device
 
     @property
     def batch_size(self) -> int:

@@ -50,3 +50,21 @@ def test_cli_bad_model_args_fail_fast_with_one_line(tiny_checkpoints, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.startswith("topo_pruned:")]
     assert lines == ["topo_pruned: model_args: sparsity=1.5 is out of range; expected a float in [0.0, 1.0)"]
     assert "Loading weights" not in result.stderr
+
+
+def test_two_processes_calibrate_once_and_apply_the_same_plan(tiny_checkpoints, tmp_path):
+    checkpoint = tiny_checkpoints("llava", 8)
+    command = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "-m", "lmms_eval",
+               "--model", "topo_pruned", "--model_args",
+               f"pretrained={checkpoint},method=block_influence,sparsity=0.25,device=cpu,calib_limit=8",
+               "--tasks", "topo_synth_count", "--include_path", bundled_tasks_dir(),
+               "--output_path", str(tmp_path / "out"), "--limit", "8", "--log_samples"]
+    result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr  # lmms-eval sends its log to stdout
+    plans = [line.split("topo_pruned: ", 1)[1] for line in output.splitlines() if "decoder layers:" in line]
+    assert len(plans) == 2 and plans[0] == plans[1], plans
+    assert output.count("Calibrating:   0%") == 1  # one progress bar: only rank 0 calibrates
+    (results,) = (tmp_path / "out").rglob("*_results.json")
+    assert json.loads(results.read_text())["n-samples"]["topo_synth_count"]["effective"] == 8
+    assert len(list(results.parent.glob("*_topo_pruned_*.json"))) == 1
