@@ -43,19 +43,20 @@ class Collector:
         raise NotImplementedError
 
 
-class LastTokenStates(Collector):
-    """The last prompt token's state at every depth: a point cloud ``[N, L+1, d]`` (float32)."""
-
-    name = "last_token"
+class DepthStates(Collector):
+    """One vector per sample at every depth: a point cloud ``[N, L+1, d]`` (float32); subclasses pick the vector."""
 
     def __init__(self, num_layers: int) -> None:
         super().__init__(num_layers)
         self._depths: list[list[torch.Tensor]] = [[] for _ in range(num_layers + 1)]
 
+    def pick(self, hidden: torch.Tensor, batch: BatchContext) -> torch.Tensor:
+        raise NotImplementedError
+
     def update(self, layer: int, h_in: torch.Tensor, h_out: torch.Tensor, batch: BatchContext) -> None:
-        self._keep(layer, h_in[:, -1])
+        self._keep(layer, self.pick(h_in, batch))
         if layer == self.num_layers - 1:
-            self._keep(layer + 1, h_out[:, -1])
+            self._keep(layer + 1, self.pick(h_out, batch))
 
     def _keep(self, depth: int, states: torch.Tensor) -> None:
         states = states.detach().float().cpu()
@@ -66,6 +67,28 @@ class LastTokenStates(Collector):
 
     def result(self) -> torch.Tensor:
         return torch.stack([torch.cat(chunks) for chunks in self._depths], dim=1)
+
+
+class LastTokenStates(DepthStates):
+    """The last prompt token's state (batches are left-padded, so position -1)."""
+
+    name = "last_token"
+
+    def pick(self, hidden: torch.Tensor, batch: BatchContext) -> torch.Tensor:
+        return hidden[:, -1]
+
+
+class VisualMeanStates(DepthStates):
+    """The mean of the visual-token states of each sample."""
+
+    name = "visual_mean"
+
+    def pick(self, hidden: torch.Tensor, batch: BatchContext) -> torch.Tensor:
+        mask = batch.image_mask.to(hidden.device)
+        counts = mask.sum(dim=1, keepdim=True)
+        if bool((counts == 0).any()):
+            raise ValueError("visual_mean needs every calibration prompt to contain an image")
+        return (hidden.float() * mask[..., None]).sum(dim=1) / counts
 
 
 class TokenCosine(Collector):
@@ -88,7 +111,7 @@ class TokenCosine(Collector):
         return (self._sum / self._count.clamp(min=1)).float()
 
 
-COLLECTORS: dict[str, type[Collector]] = {cls.name: cls for cls in (LastTokenStates, TokenCosine)}
+COLLECTORS: dict[str, type[Collector]] = {cls.name: cls for cls in (LastTokenStates, VisualMeanStates, TokenCosine)}
 
 
 def move_inputs(inputs: Any, device: torch.device | str, dtype: torch.dtype) -> dict[str, Any]:
