@@ -8,10 +8,12 @@ from typing import Any
 from .cache import DiskCache
 from .config import PruneConfig
 from .distributed import compute_on_rank0, is_distributed
+from .errors import ModelArgsError
 from .loading import LoadedModel, load_model
 from .pipeline import (
-    PruneReport, apply_plan, build_report, compute_plan, count_parameters, log_plan, prepare,
+    PruneReport, apply_plan, build_report, compute_plan, compute_scores, count_parameters, log_plan, prepare,
 )
+from .scorers import LayerScores
 
 
 def load_pruned(config: PruneConfig | dict[str, Any]) -> tuple[LoadedModel, PruneReport]:
@@ -38,3 +40,22 @@ def load_pruned(config: PruneConfig | dict[str, Any]) -> tuple[LoadedModel, Prun
     timings["surgery"] = time.perf_counter() - start
     log_plan(plan)
     return loaded, build_report(prepared, loaded, plan, kept, params_before, cache_info, timings)
+
+
+def score_layers(config: PruneConfig | dict[str, Any]) -> tuple[LayerScores, dict[str, Any]]:
+    """Calibrate and score every decoder layer with ``config.method`` without pruning (cached like a run).
+
+    Returns the scores and a summary (model, method, parameters, calibration, cache, timings).
+    """
+    if not isinstance(config, PruneConfig):
+        config = PruneConfig.from_model_args(config)
+    prepared = prepare(config)
+    if prepared.scorer is None:
+        raise ModelArgsError("model_args: scoring needs a method other than none")
+    timings: dict[str, float] = {}
+    loaded = load_model(config, prepared.pretrained, prepared.hf_config)
+    scores, cache_info = compute_scores(prepared, loaded, DiskCache(config.cache_dir, enabled=not config.recompute), timings)
+    summary = {"pretrained": prepared.pretrained, "method": config.method, "params": config.method_params,
+               "num_layers": prepared.num_layers, "calibration_samples": len(prepared.calibration_prompts),
+               "cache": cache_info, "timings_s": timings}
+    return scores, summary

@@ -62,6 +62,24 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .api import score_layers
+    from .cache import atomic_write_bytes, atomic_write_json
+    from .registry import get_method
+
+    model_args = {**_parse_model_args(args.model_args), "method": args.what}
+    if "sparsity" not in model_args:
+        model_args.setdefault("n_remove", "0")  # scoring only
+    scores, summary = score_layers(model_args)
+    out = Path(args.out)
+    atomic_write_json(out / f"{args.what}_scores.json", {**summary, "scores": scores.to_json()})
+    print(f"scores: {out / f'{args.what}_scores.json'}")
+    for name, png in get_method(args.what).scorer_class.report_plots(scores, []).items():
+        atomic_write_bytes(out / f"{args.what}_{name}.png", png)
+        print(f"plot: {out / f'{args.what}_{name}.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="topo-prune", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,10 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--model-args", required=True, help="the same key=value,... string lmms-eval takes")
     prune.add_argument("--report-dir", default="topo_prune_reports")
     prune.add_argument("--save", help="save the pruned checkpoint (from_pretrained-loadable) here")
+    analyze = commands.add_parser("analyze", help="score every layer without pruning; write the scores JSON and plots")
+    analyze.add_argument("--what", default="topology", help="the method whose scores to compute (default topology)")
+    analyze.add_argument("--model-args", default="", help="key=value,... as for lmms-eval (pretrained=, calib_*, topo_*)")
+    analyze.add_argument("--out", default="topo_analysis", help="output directory")
     return parser
 
 
-COMMANDS = {"tasks-dir": cmd_tasks_dir, "methods": cmd_methods, "build-demo-model": cmd_build_demo_model, "prune": cmd_prune}
+COMMANDS = {"tasks-dir": cmd_tasks_dir, "methods": cmd_methods, "build-demo-model": cmd_build_demo_model,
+            "prune": cmd_prune, "analyze": cmd_analyze}
 
 
 def main(argv: list[str] | None = None) -> int:

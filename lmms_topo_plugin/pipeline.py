@@ -88,7 +88,7 @@ def prepare(config: PruneConfig, *, load_calibration: bool = True) -> Prepared:
                 f"model_args: method={config.method} needs at least {scorer.min_samples} calibration samples, "
                 f"calib_limit={config.calib_limit}"
             )
-        if scorer.needs and n_remove and load_calibration:
+        if scorer.needs and load_calibration:
             prompts = calibration_prompts(config)
     return Prepared(config, pretrained, hf_config, num_layers, n_remove, scorer, prompts)
 
@@ -117,6 +117,15 @@ def compute_plan(prepared: Prepared, loaded: LoadedModel, cache: DiskCache, timi
     candidates = config.removable_candidates(prepared.num_layers)
     if scorer is None or prepared.n_remove == 0:
         return PrunePlan(config.method, prepared.num_layers, 0, [], None, candidates), {}
+    scores, cache_info = compute_scores(prepared, loaded, cache, timings)
+    removed = scorer.select(scores, prepared.n_remove, candidates)
+    plan = PrunePlan(config.method, prepared.num_layers, prepared.n_remove, removed, scores.to_json(), candidates)
+    return plan, cache_info
+
+
+def compute_scores(prepared: Prepared, loaded: LoadedModel, cache: DiskCache, timings: dict[str, float]) -> tuple[LayerScores, dict]:
+    """The method's per-layer scores, from the cache or from calibration statistics (themselves cached)."""
+    config, scorer = prepared.config, prepared.scorer
     model_id = model_fingerprint(prepared.pretrained)
     data_id = prompts_fingerprint(prepared.calibration_prompts) if scorer.needs else None
     stats_key = cache_key("stats", model_id, data_id, sorted(scorer.needs), str(loaded.model.dtype))
@@ -143,9 +152,7 @@ def compute_plan(prepared: Prepared, loaded: LoadedModel, cache: DiskCache, timi
         scores = scorer.score(stats, prepared.num_layers)
         timings["score"] = time.perf_counter() - start
         cache.put_json("scores", scores_key, scores.to_json())
-    removed = scorer.select(scores, prepared.n_remove, candidates)
-    plan = PrunePlan(config.method, prepared.num_layers, prepared.n_remove, removed, scores.to_json(), candidates)
-    return plan, cache_info
+    return scores, cache_info
 
 
 def apply_plan(plan: PrunePlan, loaded: LoadedModel) -> list[int]:
@@ -192,7 +199,7 @@ def build_report(prepared: Prepared, loaded: LoadedModel, plan: PrunePlan, kept:
 def log_plan(plan: PrunePlan) -> None:
     if plan.removed_layers:
         logger.info(
-            f"topo_pruned: method={plan.method} removes {plan.n_remove}/{plan.num_layers} decoder layers: "
+            f"topo_pruned: method={plan.method} removes {len(plan.removed_layers)}/{plan.num_layers} decoder layers: "
             f"{plan.removed_layers}"
         )
     else:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from .cache import atomic_write_bytes, atomic_write_json
 from .pipeline import PruneReport
+from .registry import get_method
+from .scorers import LayerScores
 
 
 def lmms_eval_output_path(argv: list[str] | None = None) -> str | None:
@@ -42,10 +44,15 @@ def write_report(report: PruneReport, directory: Path) -> list[Path]:
     atomic_write_json(json_path, asdict(report))
     written = [json_path]
     scores = report.plan.get("scores") or {}
-    if scores.get("importance"):
-        png_path = directory / f"{stem}.png"
-        atomic_write_bytes(png_path, plot_layer_scores(report))
-        written.append(png_path)
+    if not scores.get("importance"):
+        return written
+    figures = {"scores": plot_layer_scores(report)}
+    scorer_class = get_method(report.plan["method"]).scorer_class
+    figures.update(scorer_class.report_plots(LayerScores.from_json(scores), report.plan["removed_layers"]))
+    for name, png in figures.items():
+        path = directory / f"{stem}_{name}.png"
+        atomic_write_bytes(path, png)
+        written.append(path)
     return written
 
 

@@ -35,7 +35,7 @@ def run(*command: str | os.PathLike, env: dict | None = None) -> None:
 
 def setup_fingerprint() -> str:
     digest = hashlib.sha256()
-    for name in ("pyproject.toml", "scripts/dev.py"):
+    for name in ("pyproject.toml", "scripts/dev.py", "scripts/install_dionysus.py"):
         digest.update((ROOT / name).read_bytes())
     return digest.hexdigest()
 
@@ -53,7 +53,8 @@ def setup() -> None:
     run(*pip, TORCH, *(["--index-url", torch_index] if torch_index else []))
     run(*pip, "-c", constraints, "-e", f"{ROOT}[eval,test]")
     run(*pip, "--no-deps", LMMS_EVAL)
-    run(PYTHON, "-c", "import torch, transformers, lmms_eval, lmms_topo_plugin; "
+    run(PYTHON, ROOT / "scripts" / "install_dionysus.py")  # zigzag persistence (method=topology)
+    run(PYTHON, "-c", "import torch, transformers, lmms_eval, lmms_topo_plugin, dionysus; "
         "assert not __import__('importlib').util.find_spec('torchvision'), 'torchvision must not be installed'")
     STAMP.write_text(setup_fingerprint())
 

@@ -12,7 +12,7 @@ from lmms_topo_plugin.calib_data import bundled_tasks_dir
 from lmms_topo_plugin.testing.tiny_models import FAMILIES
 
 LMMS_EVAL = Path(sys.executable).with_name("lmms-eval")
-METHOD_FOR = {"llava": "block_influence", "llava_next": "angular", "qwen2_vl": "block_influence",
+METHOD_FOR = {"llava": "block_influence", "llava_next": "angular", "qwen2_vl": "topology",
               "qwen2_5_vl": "angular", "idefics3": "block_influence"}
 
 
@@ -40,7 +40,9 @@ def test_cli_prunes_inline_and_writes_results_and_plan(family, tiny_checkpoints,
     assert report["kept_layers"] == [i for i in range(8) if i not in report["plan"]["removed_layers"]]
     assert report["parameters_after"] < report["parameters_before"]
     assert report["calibration"]["samples"] == 8
-    assert list(results[0].parent.glob("*_topo_pruned_*.png"))
+    figures = {path.name.rsplit("_", 1)[1] for path in results[0].parent.glob("*_topo_pruned_*.png")}
+    expected = {"scores.png", "barcode.png", "epi.png", "consistency.png"} if METHOD_FOR[family] == "topology" else {"scores.png"}
+    assert figures == expected
 
 
 def test_cli_bad_model_args_fail_fast_with_one_line(tiny_checkpoints, tmp_path):

@@ -46,6 +46,11 @@ class LayerScorer:
     def score(self, stats: dict[str, torch.Tensor], num_layers: int) -> LayerScores:
         raise NotImplementedError
 
+    @classmethod
+    def report_plots(cls, scores: LayerScores, removed: list[int]) -> dict[str, bytes]:
+        """Method-specific figures for the run report, ``{name: PNG bytes}`` (none by default)."""
+        return {}
+
     def max_removable(self, num_candidates: int) -> int:
         """How many of ``num_candidates`` removable layers this method can remove at most."""
         return num_candidates
