@@ -33,6 +33,16 @@ def test_wheel_contains_tasks_data_and_entry_point(wheel):
     assert "topo-prune = lmms_topo_plugin.cli:main" in text
 
 
+def test_wheel_contains_every_subpackage(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    package_root = ROOT / "lmms_topo_plugin"
+    for init in package_root.rglob("__init__.py"):
+        if "__pycache__" in init.parts:
+            continue
+        shipped = "lmms_topo_plugin/" + init.relative_to(package_root).as_posix()
+        assert shipped in names, f"{shipped} is missing from the wheel: list its package in pyproject.toml"
+
+
 def test_installed_wheel_serves_its_own_tasks(wheel, tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
