@@ -25,7 +25,8 @@ GENERAL_PARAMS: dict[str, Param] = {
     "keep_first_last": Param(bool, True, "never remove the first or the last decoder layer"),
     "seed": Param(int, 0, "seed for random choices (random method, calibration sampling)", low=0),
     "calib_task": Param(str, None, "lmms-eval task whose documents calibrate (default: the bundled calib split)"),
-    "calib_limit": Param(int, 64, "number of calibration samples", low=1, high=100_000),
+    "calib_limit": Param(int, None, "number of calibration samples (default: the method's, 64; topology 256)",
+                         low=1, high=100_000),
     "calib_batch_size": Param(int, 8, "batch size of the calibration pass", low=1, high=4096),
     "include_path": Param(str, None, "extra lmms-eval task directory for calib_task"),
     "device": Param(str, None, "cpu, cuda, cuda:N, mps or auto (default: cuda when available)", check=_device_problem),
@@ -53,7 +54,7 @@ class PruneConfig:
     keep_first_last: bool = True
     seed: int = 0
     calib_task: str | None = None
-    calib_limit: int = 64
+    calib_limit: int | None = None
     calib_batch_size: int = 8
     include_path: str | None = None
     device: str | None = None

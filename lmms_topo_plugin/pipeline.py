@@ -83,20 +83,21 @@ def prepare(config: PruneConfig, *, load_calibration: bool = True) -> Prepared:
     prompts: list[Prompt] = []
     if config.method != DENSE_METHOD:
         scorer = get_method(config.method).create({**config.method_params, "seed": config.seed})
-        if scorer.needs and config.calib_limit < scorer.min_samples:
+        limit = config.calib_limit or scorer.default_samples
+        if scorer.needs and limit < scorer.min_samples:
             raise ModelArgsError(
                 f"model_args: method={config.method} needs at least {scorer.min_samples} calibration samples, "
-                f"calib_limit={config.calib_limit}"
+                f"calib_limit={limit}"
             )
         if scorer.needs and load_calibration:
-            prompts = calibration_prompts(config)
+            prompts = calibration_prompts(config, limit)
     return Prepared(config, pretrained, hf_config, num_layers, n_remove, scorer, prompts)
 
 
-def calibration_prompts(config: PruneConfig) -> list[Prompt]:
+def calibration_prompts(config: PruneConfig, limit: int) -> list[Prompt]:
     if config.calib_task:
-        return task_calibration_prompts(config.calib_task, config.calib_limit, config.seed, config.include_path)
-    return default_calibration_prompts(config.calib_limit, config.seed)
+        return task_calibration_prompts(config.calib_task, limit, config.seed, config.include_path)
+    return default_calibration_prompts(limit, config.seed)
 
 
 def model_fingerprint(pretrained: str) -> str:

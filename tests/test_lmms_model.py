@@ -126,3 +126,10 @@ def test_calibration_from_an_lmms_eval_task(tiny_checkpoints, tmp_path):
         load_pruned({**base, "calib_task": "no_such_task"})
     with pytest.raises(Exception, match="calib_limit=999 but calib_task=topo_synth_math has only 100"):
         load_pruned({**base, "calib_task": "topo_synth_math", "calib_limit": "999"})
+
+
+def test_calibration_size_defaults_to_the_methods_own(tiny_checkpoints):
+    base = {"pretrained": str(tiny_checkpoints("llava", 6)), "n_remove": "1", "device": "cpu"}
+    _, topology = load_pruned({**base, "method": "topology"})
+    _, angular = load_pruned({**base, "method": "angular"})
+    assert topology.calibration["samples"] == 256 and angular.calibration["samples"] == 64

@@ -39,6 +39,7 @@ class LayerScorer:
     method_name: ClassVar[str]
     needs: ClassVar[tuple[str, ...]] = ()
     min_samples: ClassVar[int] = 1
+    default_samples: ClassVar[int] = 64  # calibration samples when calib_limit is not given
 
     def __init__(self, *, seed: int = 0) -> None:
         self.seed = seed

@@ -39,6 +39,7 @@ PARAMS = {
 class TopologyScorer(LayerScorer):
     needs = ("last_token",)
     min_samples = MIN_POINTS
+    default_samples = 256  # the paper uses 512; 256 fits the bundled calib split (320) and costs ~1 s to score
 
     def __init__(self, *, topo_k: int = 15, topo_alpha: float = 1.0, topo_sigma: float = 0.5,
                  topo_select: str = "topn", topo_epsilon: float = 0.9, topo_engine: str = "fast",
