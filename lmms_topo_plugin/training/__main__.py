@@ -1,0 +1,37 @@
+"""`python -m lmms_topo_plugin.training --out DIR [--seed 0] [--steps N] [--minutes M]`: train and save."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .model import ModelSpec
+from .train import TrainConfig, train
+
+
+def main(argv=None) -> int:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(prog="python -m lmms_topo_plugin.training", description=__doc__)
+    parser.add_argument("--out", required=True, help="directory for model, processor and training_log.json")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="stage-2 steps (sets the LR schedule)")
+    parser.add_argument("--vision-steps", type=int, default=defaults.vision_steps)
+    parser.add_argument("--batch", type=int, default=defaults.batch)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--vision-lr-scale", type=float, default=defaults.vision_lr_scale)
+    parser.add_argument("--minutes", type=float, default=None, help="wall-clock cap on stage 2")
+    parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    parser.add_argument("--spec", type=json.loads, default={}, help='ModelSpec overrides as JSON, e.g. {"text_width": 128}')
+    parser.add_argument("--no-bf16", action="store_true", help="train in fp32 (slower on CPU)")
+    args = parser.parse_args(argv)
+    cfg = TrainConfig(
+        seed=args.seed, spec=ModelSpec(**args.spec), steps=args.steps, vision_steps=args.vision_steps,
+        batch=args.batch, lr=args.lr, vision_lr_scale=args.vision_lr_scale, minutes=args.minutes,
+        eval_every=args.eval_every, bf16=not args.no_bf16,
+    )
+    train(cfg, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

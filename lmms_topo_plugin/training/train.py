@@ -1,0 +1,249 @@
+"""The two-stage recipe.
+
+Stage 1 trains the CLIP vision tower alone with dense supervision: a temporary linear head on every patch feature
+(the features the projector will see) predicts that grid cell's shape (or empty), colour, row and column.
+Stage 2 trains projector + decoder (the tower frozen, or at a lower learning rate) on question answering in the
+plugin's chat format, with the loss on the answer token and eos only. Learning rate: linear warmup, flat, then a
+linear decay over the last `decay_frac` of the steps. Everything is seeded; the held-out monitor is the calib split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from lmms_topo_plugin.adapters import get_adapter
+from lmms_topo_plugin.synthbench import KINDS, load_split, normalize_answer
+
+from . import data
+from .model import ModelSpec, build_model
+
+DEFAULT_KIND_WEIGHTS = {"presence": 1.5, "attribute": 1.0, "count": 1.0, "spatial": 1.5, "math": 1.25}
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    spec: ModelSpec = field(default_factory=ModelSpec)
+    vision_steps: int = 400
+    vision_lr: float = 3e-3
+    vision_batch: int = 64
+    steps: int = 6000
+    batch: int = 64
+    lr: float = 1.5e-3
+    vision_lr_scale: float = 0.0  # stage-2 LR of the tower relative to `lr`; 0 freezes it
+    warmup: int = 150
+    decay_frac: float = 0.25
+    weight_decay: float = 0.01
+    clip: float = 1.0
+    kind_weights: dict = field(default_factory=lambda: dict(DEFAULT_KIND_WEIGHTS))
+    eval_every: int = 250
+    eval_split: str = "calib"
+    minutes: float | None = None  # wall-clock cap on stage 2 (stops early: the schedule is step-based)
+    bf16: bool = True
+    threads: int = 2
+    log_every: int = 25
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["spec"] = self.spec.to_dict()
+        return out
+
+
+def _autocast(enabled: bool):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+# -- stage 1 ---------------------------------------------------------------------------------------
+
+
+class PatchHead(torch.nn.Module):
+    """Temporary per-patch classifier over the tower's selected features (discarded after stage 1)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.shape = torch.nn.Linear(width, len(data.SHAPE_CLASSES))
+        self.color = torch.nn.Linear(width, len(data.COLOR_CLASSES))
+        self.row = torch.nn.Linear(width, 4)
+        self.col = torch.nn.Linear(width, 4)
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name)(features) for name in ("shape", "color", "row", "col")}
+
+
+def patch_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """The patch features the projector receives (`vision_feature_layer`, CLS dropped as "default" does)."""
+    outputs = model.model.vision_tower(pixel_values, output_hidden_states=True)
+    return outputs.hidden_states[model.config.vision_feature_layer][:, 1:]
+
+
+def train_vision(model, processor, cfg: TrainConfig) -> dict:
+    stream = data.kind_mixture(f"{cfg.seed}/vision")
+    head = PatchHead(model.config.vision_config.hidden_size)
+    params = list(model.model.vision_tower.parameters()) + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.vision_lr, weight_decay=cfg.weight_decay)
+    model.train()
+    accuracy = {}
+    for step in range(1, cfg.vision_steps + 1):
+        batch = data.vision_batch(processor, data.take(stream, cfg.vision_batch))
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.vision_lr * min(1.0, step / 50) * (1 - 0.9 * step / cfg.vision_steps)
+        with _autocast(cfg.bf16):
+            logits = head(patch_features(model, batch["pixel_values"]))
+        losses = {k: F.cross_entropy(v.float().flatten(0, 1), batch[k].flatten(), ignore_index=data.IGNORE)
+                  for k, v in logits.items()}
+        loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+        optimizer.step()
+        if step % cfg.log_every == 0 or step == cfg.vision_steps:
+            accuracy = {}
+            for key, value in logits.items():
+                target = batch[key].flatten()
+                keep = target != data.IGNORE
+                accuracy[key] = (value.argmax(-1).flatten()[keep] == target[keep]).float().mean().item()
+            _log(f"[vision {step}/{cfg.vision_steps}] loss {loss.item():.4f} "
+                 + " ".join(f"{k} {v:.3f}" for k, v in accuracy.items()))
+    return {"final_loss": loss.item(), "patch_accuracy": accuracy}
+
+
+# -- stage 2 ---------------------------------------------------------------------------------------
+
+
+def qa_loss(model, batch: dict, bf16: bool) -> torch.Tensor:
+    """Cross-entropy of the answer token and eos (the last two positions of every left-padded row)."""
+    inputs = {k: v for k, v in batch.items()}
+    with _autocast(bf16):
+        logits = model(**inputs, use_cache=False, logits_to_keep=3).logits
+    targets = batch["input_ids"][:, -2:]
+    return F.cross_entropy(logits[:, :2].float().flatten(0, 1), targets.flatten())
+
+
+@torch.no_grad()
+def quick_eval(model, processor, adapter, docs: list[dict], bf16: bool = True, batch: int = 128) -> dict:
+    """Per-kind exact match of the greedy first answer token (one forward per batch; the monitor only)."""
+    model.eval()
+    suppress = list(model.generation_config.suppress_tokens or [])
+    hits: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    for start in range(0, len(docs), batch):
+        chunk = docs[start : start + batch]
+        inputs = data.qa_batch(processor, adapter, chunk, with_answers=False)
+        with _autocast(bf16):
+            logits = model(**inputs, use_cache=False, logits_to_keep=1).logits[:, -1].float()
+        if suppress:
+            logits[:, suppress] = -math.inf
+        words = processor.tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
+        for doc, word in zip(chunk, words):
+            hits[doc["kind"]].append(float(normalize_answer(word) == normalize_answer(doc["answer"])))
+    model.train()
+    table = {kind: sum(v) / len(v) for kind, v in hits.items() if v}
+    table["overall"] = sum(sum(v) for v in hits.values()) / sum(len(v) for v in hits.values())
+    return table
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    decay_start = cfg.steps * (1 - cfg.decay_frac)
+    if step <= cfg.warmup:
+        return cfg.lr * step / cfg.warmup
+    if step <= decay_start:
+        return cfg.lr
+    return cfg.lr * max(0.02, (cfg.steps - step) / max(1.0, cfg.steps - decay_start))
+
+
+def train_qa(model, processor, cfg: TrainConfig, history: list, start_time: float) -> dict:
+    adapter = get_adapter(model)
+    stream = data.kind_mixture(cfg.seed, cfg.kind_weights)
+    monitor = load_split(cfg.eval_split)
+    tower = list(model.model.vision_tower.parameters())
+    tower_ids = {id(p) for p in tower}
+    rest = [p for p in model.parameters() if id(p) not in tower_ids]
+    groups = [{"params": rest, "scale": 1.0}]
+    if cfg.vision_lr_scale > 0:
+        groups.append({"params": tower, "scale": cfg.vision_lr_scale})
+    else:
+        for p in tower:
+            p.requires_grad_(False)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    model.train()
+    stage_start, running, done = time.time(), None, 0
+    for step in range(1, cfg.steps + 1):
+        batch = data.qa_batch(processor, adapter, data.take(stream, cfg.batch))
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg) * group["scale"]
+        loss = qa_loss(model, batch, cfg.bf16)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.clip)
+        optimizer.step()
+        done = step
+        running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
+        elapsed = time.time() - stage_start
+        if step % cfg.log_every == 0:
+            rate = step * cfg.batch / elapsed
+            _log(f"[qa {step}/{cfg.steps}] loss {running:.4f} lr {lr_at(step, cfg):.2e} "
+                 f"{rate:.0f} samples/s {elapsed / 60:.1f} min")
+        out_of_time = cfg.minutes is not None and elapsed > cfg.minutes * 60
+        if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
+            table = quick_eval(model, processor, adapter, monitor, cfg.bf16)
+            history.append({"step": step, "minutes": (time.time() - start_time) / 60, "loss": running, **table})
+            _log(f"[eval {cfg.eval_split} @ {step}] " + " ".join(f"{k} {v:.3f}" for k, v in table.items()))
+        if out_of_time:
+            _log(f"stopping stage 2 at step {step}: the {cfg.minutes} min cap was reached")
+            break
+    return {"steps_done": done, "final_loss": running, "minutes": (time.time() - stage_start) / 60}
+
+
+# -- recipe ----------------------------------------------------------------------------------------
+
+
+def save(model, processor, out: Path) -> None:
+    """fp16 safetensors + processor, with `save_pretrained`."""
+    out.mkdir(parents=True, exist_ok=True)
+    half = model.to(torch.float16)
+    for p in half.parameters():
+        p.requires_grad_(True)
+    half.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    model.to(torch.float32)
+
+
+def train(cfg: TrainConfig, out: str | Path | None = None) -> dict:
+    """Runs both stages, saves model + processor (fp16) and `training_log.json` into `out`; returns the log."""
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    start = time.time()
+    model, processor = build_model(cfg.spec, cfg.seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    _log(f"model: {n_params / 1e6:.2f} M parameters; config {json.dumps(cfg.to_dict())}")
+    vision = train_vision(model, processor, cfg)
+    history: list = []
+    qa = train_qa(model, processor, cfg, history, start)
+    model.eval()
+    log = {
+        "config": cfg.to_dict(),
+        "seed": cfg.seed,
+        "parameters": n_params,
+        "stage1": vision,
+        "stage2": qa,
+        "history": history,
+        "final_monitor": history[-1] if history else None,
+        "minutes": (time.time() - start) / 60,
+    }
+    if out is not None:
+        out = Path(out)
+        save(model, processor, out)
+        (out / "training_log.json").write_text(json.dumps(log, indent=2) + "\n")
+        _log(f"saved to {out}")
+    log["model"] = model
+    return log
