@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 
 def default_cache_dir() -> Path:
@@ -80,13 +80,5 @@ class DiskCache:
 
     def put_tensors(self, kind: str, key: str, tensors: dict[str, torch.Tensor]) -> Path:
         path = self._path(kind, key, ".safetensors")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({name: t.contiguous() for name, t in tensors.items()}, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, save({name: t.contiguous() for name, t in tensors.items()}))
         return path

@@ -2,7 +2,8 @@
 
 Two classes share everything but the request layout: :class:`TopoPrunedChat` (lmms-eval passes a
 ``doc_to_messages`` callable) and :class:`TopoPrunedSimple` (``--force_simple``: context text plus a
-``doc_to_visual`` callable). Bad ``model_args`` end the process with a one-line message and exit code 2,
+``doc_to_visual`` callable). The model lives in ``self.loaded`` (not an ``nn.Module`` attribute), so
+lmms-eval's ``clean()`` after a run leaves it usable. Bad ``model_args`` end the process with a one-line message and exit code 2,
 because lmms-eval's CLI reports ordinary exceptions and still exits 0.
 """
 
@@ -83,10 +84,6 @@ class _TopoPrunedBase(lmms):
     @property
     def batch_size(self) -> int:
         return self.config.batch_size
-
-    def clean(self) -> None:
-        """lmms-eval calls this after a run; the model lives in ``self.loaded``, so it stays usable."""
-        super().clean()
 
     # --- request layouts -------------------------------------------------------------------------
     def _prompt_for(self, args: tuple) -> tuple[Prompt, dict]:

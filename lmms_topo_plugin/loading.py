@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ def resolve_pretrained(pretrained: str | None) -> str:
         if not (path / "config.json").exists():
             raise ModelArgsError(f"model_args: pretrained={pretrained!r} is a directory without config.json")
         return str(path.resolve())
-    looks_local = pretrained.startswith((".", "/", "~")) or os.sep + os.sep in pretrained or pretrained.count("/") > 1
+    looks_local = pretrained.startswith((".", "/", "~")) or pretrained.count("/") > 1  # Hub ids are "org/name"
     if looks_local or path.exists():
         raise ModelArgsError(f"model_args: pretrained={pretrained!r} is not an existing model directory")
     return pretrained

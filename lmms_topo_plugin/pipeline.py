@@ -176,7 +176,7 @@ def build_report(prepared: Prepared, loaded: LoadedModel, plan: PrunePlan, kept:
                  cache_info: dict, timings: dict[str, float]) -> PruneReport:
     config = prepared.config
     calibration = {}
-    if prepared.calibration_prompts:
+    if prepared.calibration_prompts and plan.scores is not None:  # prompts are loaded but unused at budget 0
         calibration = {
             "source": config.calib_task or "bundled:topo_synth/calib",
             "samples": len(prepared.calibration_prompts),

@@ -22,10 +22,11 @@ class BlockInfluence(LayerScorer):
         return LayerScores([1.0 - c for c in cosine], {"mean_token_cosine": cosine})
 
 
-def angular_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean over samples of arccos(cos(a_i, b_i)) / pi for row-aligned ``[N, d]`` tensors."""
-    cosine = torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=-1).clamp(-1.0, 1.0)
-    return (torch.arccos(cosine) / math.pi).mean()
+def depth_distance_matrix(states: torch.Tensor) -> torch.Tensor:
+    """``[D, D]``: mean over samples of arccos(cos(h_i, h_j)) / pi for the depth states ``[N, D, d]``."""
+    unit = torch.nn.functional.normalize(states.double(), dim=-1)
+    cosine = torch.einsum("nid,njd->nij", unit, unit).clamp(-1.0, 1.0)
+    return (torch.arccos(cosine) / math.pi).mean(dim=0)
 
 
 @register_layer_method(
@@ -37,9 +38,7 @@ class AngularDistance(LayerScorer):
     needs = ("last_token",)
 
     def score(self, stats: dict[str, torch.Tensor], num_layers: int) -> LayerScores:
-        states = stats["last_token"]
-        depths = range(num_layers + 1)
-        matrix = [[angular_distance(states[:, i], states[:, j]).item() for j in depths] for i in depths]
+        matrix = depth_distance_matrix(stats["last_token"]).tolist()
         per_layer = [matrix[l][l + 1] for l in range(num_layers)]
         return LayerScores(per_layer, {"angular_distance": per_layer, "depth_distance_matrix": matrix})
 
