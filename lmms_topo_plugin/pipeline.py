@@ -91,6 +91,11 @@ def prepare(config: PruneConfig, *, load_calibration: bool = True) -> Prepared:
             )
         if scorer.needs and load_calibration:
             prompts = calibration_prompts(config, limit)
+            if "visual_mean" in scorer.needs and not all(prompt.images for prompt in prompts):
+                raise ModelArgsError(
+                    "model_args: topo_points=visual_mean needs an image in every calibration prompt; "
+                    "the calibration data has text-only prompts (choose another calib_task or topo_points=last_token)"
+                )
     return Prepared(config, pretrained, hf_config, num_layers, n_remove, scorer, prompts)
 
 

@@ -58,12 +58,7 @@ def write_report(report: PruneReport, directory: Path) -> list[Path]:
 
 def plot_layer_scores(report: PruneReport) -> bytes:
     """A bar chart of per-layer importance with the removed layers marked, as PNG bytes."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plotting import figure_png, plt
 
     plan = report.plan
     importance = plan["scores"]["importance"]
@@ -74,8 +69,4 @@ def plot_layer_scores(report: PruneReport) -> bytes:
     axes.set_xlabel("decoder layer")
     axes.set_ylabel("importance (higher = keep)")
     axes.set_title(f"{plan['method']}: removed {sorted(removed)} of {plan['num_layers']} layers (red)")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    return buffer.getvalue()
+    return figure_png(figure)

@@ -248,10 +248,11 @@ def test_scorer_parameters_are_validated(topology_method):
     assert not set(topology_method.params) & set(GENERAL_PARAMS)
     defaults = topology_method.parse({})
     assert defaults == {"topo_k": 15, "topo_alpha": 1.0, "topo_sigma": 0.5, "topo_select": "topn",
-                        "topo_epsilon": 0.9, "topo_engine": "fast"}
+                        "topo_epsilon": 0.9, "topo_points": "last_token", "topo_engine": "fast"}
     assert topology_method.parse({"topo_k": "5", "topo_select": "epsilon", "topo_epsilon": "1"})["topo_k"] == 5
     for key, bad in [("topo_k", "0"), ("topo_alpha", "4.5"), ("topo_sigma", "0"), ("topo_epsilon", "0"),
-                     ("topo_epsilon", "1.2"), ("topo_select", "all"), ("topo_engine", "gudhi")]:
+                     ("topo_epsilon", "1.2"), ("topo_select", "all"), ("topo_engine", "gudhi"),
+                     ("topo_points", "cls")]:
         with pytest.raises(ModelArgsError, match=key):
             topology_method.parse({key: bad})
     config = PruneConfig.from_model_args({"method": "topology", "n_remove": "2", "topo_k": "7"})
@@ -298,3 +299,10 @@ def test_prunes_a_tiny_model_end_to_end(topology_method, tiny_checkpoints):
     assert min(consistency[l] for l in removed) >= max(consistency[l] for l in range(1, 7) if l not in removed)
     with pytest.raises(Exception, match="at least 3 calibration samples"):
         load_pruned({**base, "calib_limit": "2"})
+
+    _, visual = load_pruned({**base, "topo_points": "visual_mean"})
+    assert visual.config["method_params"]["topo_points"] == "visual_mean"
+    visual_consistency = visual.plan["scores"]["details"]["layer_consistency"]
+    assert visual_consistency != consistency  # scored on another point cloud, not the cached last-token one
+    assert min(visual_consistency[l] for l in visual.plan["removed_layers"]) >= max(
+        visual_consistency[l] for l in range(1, 7) if l not in visual.plan["removed_layers"])

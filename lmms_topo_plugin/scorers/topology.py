@@ -25,6 +25,9 @@ PARAMS = {
                          "topo_epsilon * max, at most n", choices=("topn", "epsilon")),
     "topo_epsilon": Param(float, 0.9, "threshold of topo_select=epsilon, as a fraction of the max consistency",
                           check=lambda v: None if 0 < v <= 1 else "expected a float in (0, 1]"),
+    "topo_points": Param(str, "last_token", "point per calibration sample: the last prompt token's state, or the "
+                         "mean of its visual tokens' states (every calibration prompt needs an image)",
+                         choices=("last_token", "visual_mean")),
     "topo_engine": Param(str, "fast", "dionysus zigzag algorithm: fast (cone) or classic (quadratic; small N)",
                          choices=ENGINES),
 }
@@ -33,8 +36,8 @@ PARAMS = {
 @register_layer_method(
     "topology",
     params=PARAMS,
-    description="TopoVLM: zigzag persistent homology (H0, H1) of kNN flag complexes of the last-token cloud at "
-    "every depth; remove the layers whose topology is most consistent",
+    description="TopoVLM: zigzag persistent homology (H0, H1) of kNN flag complexes of the last-token (or "
+    "visual-mean) cloud at every depth; remove the layers whose topology is most consistent",
 )
 class TopologyScorer(LayerScorer):
     needs = ("last_token",)
@@ -42,18 +45,20 @@ class TopologyScorer(LayerScorer):
     default_samples = 256  # the paper uses 512; 256 fits the bundled calib split (320) and costs ~1 s to score
 
     def __init__(self, *, topo_k: int = 15, topo_alpha: float = 1.0, topo_sigma: float = 0.5,
-                 topo_select: str = "topn", topo_epsilon: float = 0.9, topo_engine: str = "fast",
-                 seed: int = 0) -> None:
+                 topo_select: str = "topn", topo_epsilon: float = 0.9, topo_points: str = "last_token",
+                 topo_engine: str = "fast", seed: int = 0) -> None:
         super().__init__(seed=seed)
         require_dionysus()
+        self.needs = (topo_points,)
         self.analysis_params = {"k": topo_k, "alpha": topo_alpha, "sigma": topo_sigma, "engine": topo_engine}
         self.select_rule = topo_select
         self.epsilon = topo_epsilon
 
     def score(self, stats: dict[str, torch.Tensor], num_layers: int) -> LayerScores:
-        states = stats["last_token"]
+        (points,) = self.needs
+        states = stats[points]
         if states.shape[1] != num_layers + 1:
-            raise ValueError(f"last_token holds {states.shape[1]} depths, expected {num_layers + 1}")
+            raise ValueError(f"{points} holds {states.shape[1]} depths, expected {num_layers + 1}")
         result = analyze_topology(states, **self.analysis_params)
         details = {key: value for key, value in result.items() if key not in ("importance", "params")}
         return LayerScores(result["importance"], details)

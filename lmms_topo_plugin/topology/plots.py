@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from ..plotting import figure_png, plt
 
 DIMS = (0, 1)
-
-
-def _png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
 
 
 def barcode_png(result: dict) -> bytes:
@@ -33,7 +23,7 @@ def barcode_png(result: dict) -> bytes:
                       markerfacecolor=f"C{dim}" if last == death else "white")
         axis.set(title=f"H{dim} zigzag barcode ({len(bars)} bars)", xlabel="depth l (h_l)", ylabel="bar",
                  xlim=(-0.5, num_depths - 0.5))
-    return _png(figure)
+    return figure_png(figure)
 
 
 def epi_png(result: dict) -> bytes:
@@ -43,7 +33,7 @@ def epi_png(result: dict) -> bytes:
         image = axis.imshow(np.asarray(result[f"epi_h{dim}"]).T, origin="lower", aspect="auto", cmap="viridis")
         axis.set(title=f"EPI H{dim}", xlabel="birth depth", ylabel="lifetime (layers)")
         figure.colorbar(image, ax=axis)
-    return _png(figure)
+    return figure_png(figure)
 
 
 def consistency_png(result: dict, removed: list[int] | None = None) -> bytes:
@@ -61,7 +51,7 @@ def consistency_png(result: dict, removed: list[int] | None = None) -> bytes:
     top.legend(loc="best")
     bottom.bar(range(len(result["topological_activity"])), result["topological_activity"], color="C2")
     bottom.set(xlabel="layer l / depth l", ylabel="topological activity")
-    return _png(figure)
+    return figure_png(figure)
 
 
 def write_topology_plots(result: dict, out_dir: str | Path, removed: list[int] | None = None) -> list[Path]:
