@@ -7,7 +7,7 @@ from lmms_topo_plugin.adapters import get_adapter
 from lmms_topo_plugin.processors import load_processor
 from lmms_topo_plugin.training import data
 from lmms_topo_plugin.training.model import ModelSpec, build_model
-from lmms_topo_plugin.training.train import PatchHead, TrainConfig, patch_features, qa_loss, save, train
+from lmms_topo_plugin.training.train import PatchHead, TrainConfig, last_image_positions, patch_features, suffix_loss, train
 
 TINY = ModelSpec(text_layers=2, text_width=32, text_mlp=64, text_heads=2, text_kv_heads=2,
                  vision_layers=1, vision_width=32, vision_mlp=64, vision_heads=2)
@@ -42,7 +42,7 @@ def test_both_stages_learn_a_fixed_batch():
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
 
     batch = data.qa_batch(processor, get_adapter(model), docs)
-    losses = _losses(lambda: qa_loss(model, batch, bf16=False), list(model.parameters()))
+    losses = _losses(lambda: suffix_loss(model, batch, 2, bf16=False), list(model.parameters()))
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < 0.8 * losses[0]
 
 
@@ -59,12 +59,47 @@ def test_prompt_format_has_one_image_token_per_cell_and_targets_at_the_end():
     assert answers == [doc["answer"] for doc in docs]
 
 
+def test_caption_names_every_cell_in_order():
+    model, processor = build_model(TINY, seed=0)
+    docs = data.take(data.kind_mixture(2), 4)
+    batch = data.caption_batch(processor, get_adapter(model), docs)
+    tokenizer = processor.tokenizer
+    assert tokenizer.unk_token_id not in batch["input_ids"].tolist()
+    for doc, row in zip(docs, batch["input_ids"]):
+        words = tokenizer.convert_ids_to_tokens(row[-data.CAPTION_TARGETS :].tolist())
+        assert words[-1] == tokenizer.eos_token and len(words) == 33
+        cells = [" ".join(words[i : i + 2]) for i in range(0, 32, 2)]
+        for item in doc["scene"]:
+            assert cells[item["row"] * 4 + item["col"]] == f"{item['color']} {item['shape']}"
+        assert cells.count(data.EMPTY_CELL) == 16 - len(doc["scene"])
+
+
+def test_scene_summary_labels_and_the_last_image_token():
+    doc = {"scene": [{"shape": "circle", "color": "red", "row": 1, "col": 2},
+                     {"shape": "circle", "color": "blue", "row": 3, "col": 0},
+                     {"shape": "cross", "color": "blue", "row": 0, "col": 0},
+                     {"shape": "cross", "color": "blue", "row": 2, "col": 3}]}
+    labels = data.summary_labels([doc])
+    red_circle, blue_cross = data.COMBOS.index(("circle", "red")), data.COMBOS.index(("cross", "blue"))
+    assert labels["combo"][0].tolist() == [int(c in (red_circle, blue_cross, data.COMBOS.index(("circle", "blue"))))
+                                           for c in range(16)]
+    assert (labels["row"][0, red_circle], labels["col"][0, red_circle]) == (2, 3)  # 1 + row, 1 + col
+    assert labels["row"][0, blue_cross] == data.IGNORE  # two blue crosses: no single position
+    assert labels["row"][0, data.COMBOS.index(("square", "red"))] == 0  # absent
+    # circle, square, triangle, cross; red, green, blue, yellow; all
+    assert labels["count"][0].tolist() == [2, 0, 0, 2, 1, 0, 3, 0, 4]
+    ids = torch.tensor([[0, 0, 7, 7, 7, 5], [7, 7, 3, 7, 2, 2]])
+    assert last_image_positions(ids, 7).tolist() == [4, 3]
+
+
 def test_recipe_saves_a_reloadable_fp16_checkpoint(tmp_path):
     cfg = TrainConfig(spec=TINY, vision_steps=3, steps=3, batch=4, vision_batch=4, warmup=1, eval_every=3,
-                      log_every=1, kind_weights={"count": 1.0})
+                      log_every=1, kind_weights={"count": 1.0}, caption_steps=1, caption_every=2,
+                      summary_layer=1)
     log = train(cfg, tmp_path / "model")
     assert (tmp_path / "model" / "training_log.json").exists()
     assert log["stage2"]["steps_done"] == 3
+    assert 0.0 <= log["final_monitor"]["caption_tokens"] <= 1.0
     model = AutoModelForImageTextToText.from_pretrained(tmp_path / "model")
     assert model.config.model_type == "llava" and model.dtype == torch.float16
     processor = load_processor(tmp_path / "model")

@@ -18,6 +18,12 @@ def main(argv=None) -> int:
     parser.add_argument("--vision-steps", type=int, default=defaults.vision_steps)
     parser.add_argument("--batch", type=int, default=defaults.batch)
     parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--caption-steps", type=int, default=defaults.caption_steps,
+                        help="caption-only steps at the start of stage 2")
+    parser.add_argument("--caption-every", type=int, default=defaults.caption_every,
+                        help="then every n-th step is a caption batch (0: none)")
+    parser.add_argument("--summary-layer", type=int, default=defaults.summary_layer,
+                        help="decoder depth whose last image token predicts the scene summary (0: off)")
     parser.add_argument("--vision-lr-scale", type=float, default=defaults.vision_lr_scale)
     parser.add_argument("--minutes", type=float, default=None, help="wall-clock cap on stage 2")
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
@@ -26,7 +32,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cfg = TrainConfig(
         seed=args.seed, spec=ModelSpec(**args.spec), steps=args.steps, vision_steps=args.vision_steps,
-        batch=args.batch, lr=args.lr, vision_lr_scale=args.vision_lr_scale, minutes=args.minutes,
+        batch=args.batch, lr=args.lr, caption_steps=args.caption_steps,
+        caption_every=args.caption_every, summary_layer=args.summary_layer, vision_lr_scale=args.vision_lr_scale,
+        minutes=args.minutes,
         eval_every=args.eval_every, bf16=not args.no_bf16,
     )
     train(cfg, args.out)

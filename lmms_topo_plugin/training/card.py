@@ -25,7 +25,8 @@ def render_card(model_dir: str | Path, test_table: dict, command: str) -> str:
     model_dir = Path(model_dir)
     log = json.loads((model_dir / "training_log.json").read_text())
     cfg = log["config"]
-    monitor = {k: v for k, v in (log["final_monitor"] or {}).items() if k not in ("step", "minutes", "loss")}
+    monitor = {k: v for k, v in (log["final_monitor"] or {}).items()
+               if k not in ("step", "minutes", "loss", "caption_tokens")}
     vocab = json.loads((model_dir / "config.json").read_text())["text_config"]["vocab_size"]
     weights = sum(p.stat().st_size for p in model_dir.glob("*.safetensors")) / 1e6
     scale = cfg["vision_lr_scale"]
@@ -33,6 +34,8 @@ def render_card(model_dir: str | Path, test_table: dict, command: str) -> str:
         **cfg["spec"], vocab_size=vocab, parameters_m=log["parameters"] / 1e6, weights_mb=weights,
         seed=cfg["seed"], command=command, vision_steps=cfg["vision_steps"], steps_done=log["stage2"]["steps_done"],
         batch=cfg["batch"], lr=cfg["lr"], kind_weights=cfg["kind_weights"], minutes=log["minutes"],
+        caption_steps=cfg["caption_steps"], caption_every=cfg["caption_every"],
+        caption_tokens=(log["final_monitor"] or {}).get("caption_tokens", float("nan")),
         vision_stage2="frozen" if scale == 0 else f"at {scale}x the learning rate",
         test_table=format_table(test_table, "test"), calib_table=format_table(monitor, "calib"),
     )

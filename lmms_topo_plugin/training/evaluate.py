@@ -29,9 +29,9 @@ def load(path: str | Path) -> LoadedModel:
     return LoadedModel(model, load_processor(str(path)), get_adapter(model), str(path))
 
 
-def evaluate(loaded: LoadedModel, split: str = "test", batch: int = 50) -> dict[str, float]:
-    """Per-kind and overall exact match on `split`."""
-    docs = load_split(split)
+def evaluate(loaded: LoadedModel, split: str = "test", batch: int = 50, limit: int | None = None) -> dict[str, float]:
+    """Per-kind and overall exact match on `split` (its first `limit` docs of each kind, or all)."""
+    docs = [doc for kind in KINDS for doc in load_split(split, [kind])[:limit]]
     scores: dict[str, list[float]] = {kind: [] for kind in KINDS}
     for start in range(0, len(docs), batch):
         chunk = docs[start : start + batch]
@@ -53,10 +53,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lmms_topo_plugin.training.evaluate", description=__doc__)
     parser.add_argument("model_dir")
     parser.add_argument("--split", default="test", choices=("test", "calib"))
+    parser.add_argument("--limit", type=int, default=None, help="first N docs of each kind (default: all)")
     parser.add_argument("--json", help="also write the table to this JSON file")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    table = evaluate(load(args.model_dir), args.split)
+    table = evaluate(load(args.model_dir), args.split, limit=args.limit)
     print(format_table(table, args.split))
     if args.json:
         Path(args.json).write_text(json.dumps(table, indent=2) + "\n")

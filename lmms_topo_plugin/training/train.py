@@ -2,9 +2,14 @@
 
 Stage 1 trains the CLIP vision tower alone with dense supervision: a temporary linear head on every patch feature
 (the features the projector will see) predicts that grid cell's shape (or empty), colour, row and column.
-Stage 2 trains projector + decoder (the tower frozen, or at a lower learning rate) on question answering in the
-plugin's chat format, with the loss on the answer token and eos only. Learning rate: linear warmup, flat, then a
-linear decay over the last `decay_frac` of the steps. Everything is seeded; the held-out monitor is the calib split.
+Stage 2 trains projector + decoder (the tower frozen, or at a lower learning rate) in the plugin's chat format:
+its first `caption_steps` steps on captions only (every grid cell named in order: dense supervision that teaches
+the decoder to read the image tokens), then on question answering with the loss on the answer token and eos, every
+`caption_every`-th step a caption batch again. On every stage-2 batch an auxiliary linear head (discarded after
+training) reads the last image token's state after decoder layer `summary_layer` and predicts the scene summary
+(`data.summary_labels`): the image positions learn to gather the scene in one place, which question answering
+then reads by attending to a single position instead of searching all sixteen. Learning rate: linear warmup, flat, then a linear decay over the last
+`decay_frac` of the steps. Everything is seeded; the held-out monitor is the calib split.
 """
 
 from __future__ import annotations
@@ -36,7 +41,11 @@ class TrainConfig:
     vision_batch: int = 64
     steps: int = 6000
     batch: int = 64
-    lr: float = 1.5e-3
+    lr: float = 1e-3
+    caption_steps: int = 300
+    caption_every: int = 4  # after the caption-only phase, every n-th step is a caption batch (0: none)
+    summary_layer: int = 4  # decoder depth whose last-image-token state predicts the scene summary (0: off)
+    summary_weight: float = 1.0
     vision_lr_scale: float = 0.0  # stage-2 LR of the tower relative to `lr`; 0 freezes it
     warmup: int = 150
     decay_frac: float = 0.25
@@ -121,13 +130,55 @@ def train_vision(model, processor, cfg: TrainConfig) -> dict:
 # -- stage 2 ---------------------------------------------------------------------------------------
 
 
-def qa_loss(model, batch: dict, bf16: bool) -> torch.Tensor:
-    """Cross-entropy of the answer token and eos (the last two positions of every left-padded row)."""
-    inputs = {k: v for k, v in batch.items()}
+class SummaryHead(torch.nn.Module):
+    """Temporary linear head: a decoder state → logits of every scene-summary target (discarded after training)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.heads = torch.nn.ModuleDict(
+            {name: torch.nn.Linear(width, n * classes) for name, (n, classes) in data.SUMMARY_CLASSES.items()})
+
+    def forward(self, state: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: head(state).unflatten(-1, (data.SUMMARY_CLASSES[name][0], -1))
+                for name, head in self.heads.items()}
+
+    def loss(self, state: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sum(F.cross_entropy(logits.flatten(0, 1), labels[name].flatten(), ignore_index=data.IGNORE)
+                   for name, logits in self(state).items())
+
+
+def last_image_positions(input_ids: torch.Tensor, image_token: int) -> torch.Tensor:
+    """Index of the last image token of every row."""
+    positions = torch.arange(input_ids.shape[1]).expand_as(input_ids)
+    return positions.masked_fill(input_ids != image_token, -1).amax(dim=1)
+
+
+def suffix_forward(model, batch: dict, n_targets: int, bf16: bool, summary_layer: int = 0):
+    """(logits predicting the last `n_targets` tokens of every left-padded row, those tokens, and the last image
+    token's state after decoder layer `summary_layer`, or None when it is 0)."""
     with _autocast(bf16):
-        logits = model(**inputs, use_cache=False, logits_to_keep=3).logits
-    targets = batch["input_ids"][:, -2:]
-    return F.cross_entropy(logits[:, :2].float().flatten(0, 1), targets.flatten())
+        out = model(**batch, use_cache=False, logits_to_keep=n_targets + 1, output_hidden_states=summary_layer > 0)
+    summary = None
+    if summary_layer:
+        hidden = out.hidden_states[summary_layer]
+        rows = torch.arange(hidden.shape[0])
+        summary = hidden[rows, last_image_positions(batch["input_ids"], model.config.image_token_index)].float()
+    return out.logits[:, :n_targets].float(), batch["input_ids"][:, -n_targets:], summary
+
+
+def suffix_loss(model, batch: dict, n_targets: int, bf16: bool) -> torch.Tensor:
+    """Cross-entropy of the last `n_targets` tokens (answer + eos: 2; a caption: `CAPTION_TARGETS`)."""
+    logits, targets, _ = suffix_forward(model, batch, n_targets, bf16)
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+@torch.no_grad()
+def caption_accuracy(model, batch: dict, bf16: bool) -> float:
+    """Teacher-forced token accuracy of the caption words (eos excluded)."""
+    model.eval()
+    logits, targets, _ = suffix_forward(model, batch, data.CAPTION_TARGETS, bf16)
+    model.train()
+    return (logits.argmax(-1) == targets)[:, :-1].float().mean().item()
 
 
 @torch.no_grad()
@@ -168,6 +219,9 @@ def train_qa(model, processor, cfg: TrainConfig, history: list, start_time: floa
     tower = list(model.model.vision_tower.parameters())
     tower_ids = {id(p) for p in tower}
     rest = [p for p in model.parameters() if id(p) not in tower_ids]
+    summary_head = SummaryHead(model.config.text_config.hidden_size) if cfg.summary_layer else None
+    if summary_head is not None:
+        rest += list(summary_head.parameters())
     groups = [{"params": rest, "scale": 1.0}]
     if cfg.vision_lr_scale > 0:
         groups.append({"params": tower, "scale": cfg.vision_lr_scale})
@@ -175,27 +229,40 @@ def train_qa(model, processor, cfg: TrainConfig, history: list, start_time: floa
         for p in tower:
             p.requires_grad_(False)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    caption_monitor = data.caption_batch(processor, adapter, monitor[:128])
     model.train()
     stage_start, running, done = time.time(), None, 0
     for step in range(1, cfg.steps + 1):
-        batch = data.qa_batch(processor, adapter, data.take(stream, cfg.batch))
+        captioning = step <= cfg.caption_steps or (cfg.caption_every > 0 and step % cfg.caption_every == 0)
+        docs = data.take(stream, cfg.batch)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg) * group["scale"]
-        loss = qa_loss(model, batch, cfg.bf16)
+        if captioning:
+            batch, n_targets = data.caption_batch(processor, adapter, docs), data.CAPTION_TARGETS
+        else:
+            batch, n_targets = data.qa_batch(processor, adapter, docs), 2
+        logits, targets, summary = suffix_forward(model, batch, n_targets, cfg.bf16, cfg.summary_layer)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        summary_loss = summary_head.loss(summary, data.summary_labels(docs)) if summary_head is not None else None
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if summary_loss is None else loss + cfg.summary_weight * summary_loss).backward()
         torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.clip)
         optimizer.step()
         done = step
-        running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
+        if not captioning:
+            running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
         elapsed = time.time() - stage_start
         if step % cfg.log_every == 0:
             rate = step * cfg.batch / elapsed
-            _log(f"[qa {step}/{cfg.steps}] loss {running:.4f} lr {lr_at(step, cfg):.2e} "
+            task = f"caption loss {loss.item():.4f}" if captioning else f"qa loss {running:.4f}"
+            if summary_loss is not None:
+                task += f" summary loss {summary_loss.item():.4f}"
+            _log(f"[stage 2 {step}/{cfg.steps}] {task} lr {lr_at(step, cfg):.2e} "
                  f"{rate:.0f} samples/s {elapsed / 60:.1f} min")
         out_of_time = cfg.minutes is not None and elapsed > cfg.minutes * 60
         if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
             table = quick_eval(model, processor, adapter, monitor, cfg.bf16)
+            table["caption_tokens"] = caption_accuracy(model, caption_monitor, cfg.bf16)
             history.append({"step": step, "minutes": (time.time() - start_time) / 60, "loss": running, **table})
             _log(f"[eval {cfg.eval_split} @ {step}] " + " ".join(f"{k} {v:.3f}" for k, v in table.items()))
         if out_of_time:
@@ -220,6 +287,8 @@ def save(model, processor, out: Path) -> None:
 
 def train(cfg: TrainConfig, out: str | Path | None = None) -> dict:
     """Runs both stages, saves model + processor (fp16) and `training_log.json` into `out`; returns the log."""
+    if not 0 <= cfg.summary_layer <= cfg.spec.text_layers:
+        raise ValueError(f"summary_layer must be in [0, {cfg.spec.text_layers}], got {cfg.summary_layer}")
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     start = time.time()
