@@ -7,7 +7,7 @@ from lmms_topo_plugin.adapters import get_adapter
 from lmms_topo_plugin.processors import load_processor
 from lmms_topo_plugin.training import data
 from lmms_topo_plugin.training.model import ModelSpec, build_model
-from lmms_topo_plugin.training.train import PatchHead, TrainConfig, last_image_positions, patch_features, suffix_loss, train
+from lmms_topo_plugin.training.train import PatchHead, TrainConfig, patch_features, suffix_loss, train
 
 TINY = ModelSpec(text_layers=2, text_width=32, text_mlp=64, text_heads=2, text_kv_heads=2,
                  vision_layers=1, vision_width=32, vision_mlp=64, vision_heads=2)
@@ -74,8 +74,8 @@ def test_caption_names_every_cell_in_order():
         assert cells.count(data.EMPTY_CELL) == 16 - len(doc["scene"])
 
 
-def test_scene_summary_labels_and_the_last_image_token():
-    doc = {"scene": [{"shape": "circle", "color": "red", "row": 1, "col": 2},
+def test_scene_summary_labels():
+    doc = {"question": "Is the red circle to the left of the blue cross?", "scene": [{"shape": "circle", "color": "red", "row": 1, "col": 2},
                      {"shape": "circle", "color": "blue", "row": 3, "col": 0},
                      {"shape": "cross", "color": "blue", "row": 0, "col": 0},
                      {"shape": "cross", "color": "blue", "row": 2, "col": 3}]}
@@ -88,8 +88,11 @@ def test_scene_summary_labels_and_the_last_image_token():
     assert labels["row"][0, data.COMBOS.index(("square", "red"))] == 0  # absent
     # circle, square, triangle, cross; red, green, blue, yellow; all
     assert labels["count"][0].tolist() == [2, 0, 0, 2, 1, 0, 3, 0, 4]
-    ids = torch.tensor([[0, 0, 7, 7, 7, 5], [7, 7, 3, 7, 2, 2]])
-    assert last_image_positions(ids, 7).tolist() == [4, 3]
+    assert {name: labels[name][0].tolist() for name in ("template", "colors", "shapes", "relation")} == {
+        "template": [4], "colors": [1, 3], "shapes": [1, 4], "relation": [1]}
+    assert labels["named"][0].tolist() == [2, 3, data.IGNORE, data.IGNORE]  # the red circle; two blue crosses
+    difference = data.question_labels("How many more circles than blue shapes are there?")
+    assert difference == {"template": [6], "colors": [3, 0], "shapes": [1, 0], "relation": [0]}
 
 
 def test_recipe_saves_a_reloadable_fp16_checkpoint(tmp_path):

@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     parser.add_argument("--caption-every", type=int, default=defaults.caption_every,
                         help="then every n-th step is a caption batch (0: none)")
     parser.add_argument("--summary-layer", type=int, default=defaults.summary_layer,
-                        help="decoder depth whose last image token predicts the scene summary (0: off)")
+                        help="decoder depth at which the last prompt token predicts the scene summary (0: off)")
     parser.add_argument("--vision-lr-scale", type=float, default=defaults.vision_lr_scale)
     parser.add_argument("--minutes", type=float, default=None, help="wall-clock cap on stage 2")
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)

@@ -34,7 +34,7 @@ def render_card(model_dir: str | Path, test_table: dict, command: str) -> str:
         **cfg["spec"], vocab_size=vocab, parameters_m=log["parameters"] / 1e6, weights_mb=weights,
         seed=cfg["seed"], command=command, vision_steps=cfg["vision_steps"], steps_done=log["stage2"]["steps_done"],
         batch=cfg["batch"], lr=cfg["lr"], kind_weights=cfg["kind_weights"], minutes=log["minutes"],
-        caption_steps=cfg["caption_steps"], caption_every=cfg["caption_every"],
+        caption_steps=cfg["caption_steps"], caption_every=cfg["caption_every"], summary_layer=cfg["summary_layer"],
         caption_tokens=(log["final_monitor"] or {}).get("caption_tokens", float("nan")),
         vision_stage2="frozen" if scale == 0 else f"at {scale}x the learning rate",
         test_table=format_table(test_table, "test"), calib_table=format_table(monitor, "calib"),

@@ -6,9 +6,10 @@ Stage 2 trains projector + decoder (the tower frozen, or at a lower learning rat
 its first `caption_steps` steps on captions only (every grid cell named in order: dense supervision that teaches
 the decoder to read the image tokens), then on question answering with the loss on the answer token and eos, every
 `caption_every`-th step a caption batch again. On every stage-2 batch an auxiliary linear head (discarded after
-training) reads the last image token's state after decoder layer `summary_layer` and predicts the scene summary
-(`data.summary_labels`): the image positions learn to gather the scene in one place, which question answering
-then reads by attending to a single position instead of searching all sixteen. Learning rate: linear warmup, flat, then a linear decay over the last
+training) reads the state of the position that predicts the first answer token after decoder layer `summary_layer`
+and predicts the summary of scene and question (`data.summary_labels`): dense supervision that teaches that
+position to gather the whole scene and the question's terms (attention starts out near uniform, so the gathering
+is learnt at once), leaving the later layers to combine the two. Learning rate: linear warmup, flat, then a linear decay over the last
 `decay_frac` of the steps. Everything is seeded; the held-out monitor is the calib split.
 """
 
@@ -42,9 +43,9 @@ class TrainConfig:
     steps: int = 6000
     batch: int = 64
     lr: float = 1e-3
-    caption_steps: int = 300
-    caption_every: int = 4  # after the caption-only phase, every n-th step is a caption batch (0: none)
-    summary_layer: int = 4  # decoder depth whose last-image-token state predicts the scene summary (0: off)
+    caption_steps: int = 200
+    caption_every: int = 8  # after the caption-only phase, every n-th step is a caption batch (0: none)
+    summary_layer: int = 6  # decoder depth at which the last prompt token predicts the summary (0: off)
     summary_weight: float = 1.0
     vision_lr_scale: float = 0.0  # stage-2 LR of the tower relative to `lr`; 0 freezes it
     warmup: int = 150
@@ -147,22 +148,12 @@ class SummaryHead(torch.nn.Module):
                    for name, logits in self(state).items())
 
 
-def last_image_positions(input_ids: torch.Tensor, image_token: int) -> torch.Tensor:
-    """Index of the last image token of every row."""
-    positions = torch.arange(input_ids.shape[1]).expand_as(input_ids)
-    return positions.masked_fill(input_ids != image_token, -1).amax(dim=1)
-
-
 def suffix_forward(model, batch: dict, n_targets: int, bf16: bool, summary_layer: int = 0):
-    """(logits predicting the last `n_targets` tokens of every left-padded row, those tokens, and the last image
-    token's state after decoder layer `summary_layer`, or None when it is 0)."""
+    """(logits predicting the last `n_targets` tokens of every left-padded row, those tokens, and the state after
+    decoder layer `summary_layer` of the last prompt token, the one predicting the first target; None when 0)."""
     with _autocast(bf16):
         out = model(**batch, use_cache=False, logits_to_keep=n_targets + 1, output_hidden_states=summary_layer > 0)
-    summary = None
-    if summary_layer:
-        hidden = out.hidden_states[summary_layer]
-        rows = torch.arange(hidden.shape[0])
-        summary = hidden[rows, last_image_positions(batch["input_ids"], model.config.image_token_index)].float()
+    summary = out.hidden_states[summary_layer][:, -n_targets - 1].float() if summary_layer else None
     return out.logits[:, :n_targets].float(), batch["input_ids"][:, -n_targets:], summary
 
 
@@ -243,7 +234,9 @@ def train_qa(model, processor, cfg: TrainConfig, history: list, start_time: floa
             batch, n_targets = data.qa_batch(processor, adapter, docs), 2
         logits, targets, summary = suffix_forward(model, batch, n_targets, cfg.bf16, cfg.summary_layer)
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        summary_loss = summary_head.loss(summary, data.summary_labels(docs)) if summary_head is not None else None
+        summary_loss = None  # question answering only: a caption prompt does not hold the question
+        if summary_head is not None and not captioning:
+            summary_loss = summary_head.loss(summary, data.summary_labels(docs))
         optimizer.zero_grad(set_to_none=True)
         (loss if summary_loss is None else loss + cfg.summary_weight * summary_loss).backward()
         torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.clip)
