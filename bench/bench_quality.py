@@ -36,6 +36,7 @@ def evaluate_budget(pretrained: str | None, method: str, fraction: float, seed: 
 
 
 def run(args: argparse.Namespace) -> dict:
+    from lmms_topo_plugin.errors import ModelArgsError
     from lmms_topo_plugin.registry import DENSE_METHOD, available_methods
 
     methods = args.methods or [m for m in available_methods() if m != DENSE_METHOD]
@@ -52,12 +53,19 @@ def run(args: argparse.Namespace) -> dict:
             runs, removed = [], []
             for seed in seeds:
                 start = time.perf_counter()
-                table, layers = evaluate_budget(args.pretrained, method, fraction, seed, args.limit, args.cache_dir)
+                try:
+                    table, layers = evaluate_budget(args.pretrained, method, fraction, seed, args.limit,
+                                                    args.cache_dir)
+                except ModelArgsError as error:  # a budget this method cannot reach (e.g. spacing at 1/2)
+                    print(f"{method} sparsity={fraction:g}: n/a ({error})", flush=True)
+                    break
                 runs.append(table)
                 removed.append(layers)
                 print(f"{method} sparsity={fraction:g} seed={seed}: removed {layers} -> overall "
                       f"{table['overall']:.3f} ({time.perf_counter() - start:.1f} s)", flush=True)
-            rows.append({"fraction": fraction, "removed": removed if len(removed) > 1 else removed[0], "runs": runs})
+            if runs:
+                rows.append({"fraction": fraction, "removed": removed if len(removed) > 1 else removed[0],
+                             "runs": runs})
         results["methods"][method] = rows
     return results
 
@@ -73,17 +81,17 @@ def n_removed(row: dict) -> int:
 
 def markdown(results: dict, key: str = "overall") -> str:
     """Methods x budgets table of `key` (mean over seeds; random shows min..max)."""
-    first = next(iter(results["methods"].values()))
+    first = max(results["methods"].values(), key=len)
     header = "| method | " + " | ".join(f"{row['fraction']:g} ({n_removed(row)} layers)" for row in first) + " |"
     lines = [header, "|---" * (len(first) + 1) + "|"]
     for method, rows in results["methods"].items():
-        cells = []
-        for row in rows:
+        cells = ["n/a"] * (len(first) - len(rows))  # budgets the method cannot reach are the largest ones
+        for row in reversed(rows):
             values = [run[key] for run in row["runs"]]
             cell = f"{statistics.fmean(values):.3f}"
             if len(values) > 1:
                 cell += f" ({min(values):.2f}..{max(values):.2f})"
-            cells.append(cell)
+            cells.insert(0, cell)
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -94,11 +102,11 @@ def versus_baselines(results: dict, method: str = "topology") -> list[str]:
     if not rows:
         return []
     lines = []
-    for i, row in enumerate(rows):
+    for row in rows:
         if row["fraction"] == 0:
             continue
-        others = {name: mean_table(other[i]["runs"])["overall"] for name, other in results["methods"].items()
-                  if name != method}
+        others = {name: mean_table(other_row["runs"])["overall"] for name, other in results["methods"].items()
+                  for other_row in other if name != method and other_row["fraction"] == row["fraction"]}
         if not others:
             return []
         best = max(others, key=others.get)
@@ -116,10 +124,12 @@ def plot(results: dict, path: Path) -> None:
     keys = ["overall", *[k for k in keys if k != "overall"]]
     figure, axes = plt.subplots(2, 3, figsize=(13, 7.5), sharex=True, sharey=True)
     for ax, key in zip(axes.flat, keys):
+        ax.axhline(results["dense"][key], color="gray", linestyle="--", linewidth=1, label="dense")
         for method, rows in results["methods"].items():
             xs = [n_removed(row) for row in rows]
             ys = [mean_table(row["runs"])[key] for row in rows]
             ax.plot(xs, ys, marker="o", linewidth=2.5 if method == "topology" else 1.5, label=method)
+            ax.set_xticks(xs)
         ax.set_title(key)
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
@@ -128,7 +138,7 @@ def plot(results: dict, path: Path) -> None:
     for ax in axes[:, 0]:
         ax.set_ylabel("exact match (test)")
     axes.flat[0].legend(fontsize=8)
-    figure.suptitle("topo_synth accuracy vs removed layers (bundled default model)")
+    figure.suptitle(f"topo_synth test accuracy vs removed decoder layers ({results['model']})")
     atomic_write_bytes(path, figure_png(figure))
 
 
@@ -155,6 +165,7 @@ def main() -> int:
         print(f"bench_quality: {error}", file=sys.stderr)
         return 2
     results["fractions"] = args.fractions
+    results["model"] = Path(args.pretrained).name if args.pretrained else "bundled default model"
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "quality.json", results)
     plot(results, args.out / "quality.png")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up a CPU environment and run the project's two commands; needs nothing but Python 3.10+.
 
-    python3 scripts/dev.py demo    # prune + evaluate on the embedded default through lmms-eval
+    python3 scripts/dev.py demo    # prune the bundled model + evaluate it on topo_synth through lmms-eval
     python3 scripts/dev.py test    # the test suite (pytest; extra arguments go to pytest)
     python3 scripts/dev.py setup   # only create/refresh .venv
 
@@ -60,15 +60,12 @@ def setup() -> None:
 
 
 def demo(extra: list[str]) -> None:
-    """Build the demo model if needed, then prune + evaluate it with the lmms-eval CLI."""
-    model_dir = ROOT / ".cache" / "demo-model"
-    if not (model_dir / "config.json").exists():
-        run(VENV / "bin" / "topo-prune", "build-demo-model", model_dir, "--layers", "8")
+    """Prune the bundled default model with topology and evaluate it on topo_synth with the lmms-eval CLI."""
     tasks_dir = subprocess.run([VENV / "bin" / "topo-prune", "tasks-dir"], check=True, capture_output=True,
                                text=True).stdout.strip()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     run(VENV / "bin" / "lmms-eval", "--model", "topo_pruned",
-        "--model_args", f"pretrained={model_dir},method=block_influence,sparsity=0.25,device=cpu,batch_size=8",
+        "--model_args", "method=topology,sparsity=0.25,device=cpu,batch_size=16",
         "--tasks", "topo_synth", "--include_path", tasks_dir, "--output_path", ROOT / "out" / "demo", *extra, env=env)
 
 
