@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> dict:
         rows = []
         for fraction in args.fractions:
             if fraction == 0:
-                rows.append({"fraction": 0.0, "removed": [], "runs": [dense]})
+                rows.append({"fraction": 0.0, "removed": [[]], "runs": [dense]})
                 continue
             runs, removed = [], []
             for seed in seeds:
@@ -64,8 +64,7 @@ def run(args: argparse.Namespace) -> dict:
                 print(f"{method} sparsity={fraction:g} seed={seed}: removed {layers} -> overall "
                       f"{table['overall']:.3f} ({time.perf_counter() - start:.1f} s)", flush=True)
             if runs:
-                rows.append({"fraction": fraction, "removed": removed if len(removed) > 1 else removed[0],
-                             "runs": runs})
+                rows.append({"fraction": fraction, "removed": removed, "runs": runs})  # one per seed
         results["methods"][method] = rows
     return results
 
@@ -75,8 +74,7 @@ def mean_table(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def n_removed(row: dict) -> int:
-    removed = row["removed"]
-    return len(removed[0]) if removed and isinstance(removed[0], list) else len(removed)
+    return len(row["removed"][0])
 
 
 def markdown(results: dict, key: str = "overall") -> str:
@@ -85,13 +83,15 @@ def markdown(results: dict, key: str = "overall") -> str:
     header = "| method | " + " | ".join(f"{row['fraction']:g} ({n_removed(row)} layers)" for row in first) + " |"
     lines = [header, "|---" * (len(first) + 1) + "|"]
     for method, rows in results["methods"].items():
-        cells = ["n/a"] * (len(first) - len(rows))  # budgets the method cannot reach are the largest ones
-        for row in reversed(rows):
-            values = [run[key] for run in row["runs"]]
-            cell = f"{statistics.fmean(values):.3f}"
+        by_fraction = {row["fraction"]: row for row in rows}
+        cells = []
+        for budget in first:
+            row = by_fraction.get(budget["fraction"])
+            values = [run[key] for run in row["runs"]] if row else []
+            cell = f"{statistics.fmean(values):.3f}" if values else "n/a"  # n/a: a budget it cannot reach
             if len(values) > 1:
                 cell += f" ({min(values):.2f}..{max(values):.2f})"
-            cells.insert(0, cell)
+            cells.append(cell)
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

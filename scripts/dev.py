@@ -26,6 +26,7 @@ PYTHON = VENV / "bin" / "python"
 STAMP = VENV / ".topo-setup-stamp"
 TORCH = "torch==2.13.0"
 LMMS_EVAL = "lmms-eval==0.7.3"
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def run(*command: str | os.PathLike, env: dict | None = None) -> None:
@@ -63,14 +64,14 @@ def demo(extra: list[str]) -> None:
     """Prune the bundled default model with topology and evaluate it on topo_synth with the lmms-eval CLI."""
     tasks_dir = subprocess.run([VENV / "bin" / "topo-prune", "tasks-dir"], check=True, capture_output=True,
                                text=True).stdout.strip()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, **OFFLINE}
     run(VENV / "bin" / "lmms-eval", "--model", "topo_pruned",
         "--model_args", "method=topology,sparsity=0.25,device=cpu,batch_size=16",
         "--tasks", "topo_synth", "--include_path", tasks_dir, "--output_path", ROOT / "out" / "demo", *extra, env=env)
 
 
 def test(extra: list[str]) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, **OFFLINE}
     run(PYTHON, "-m", "pytest", *extra, env=env)
 
 

@@ -5,11 +5,11 @@ Stage 1 trains the CLIP vision tower alone with dense supervision: a temporary l
 Stage 2 trains projector + decoder (the tower frozen, or at a lower learning rate) in the plugin's chat format:
 its first `caption_steps` steps on captions only (every grid cell named in order: dense supervision that teaches
 the decoder to read the image tokens), then on question answering with the loss on the answer token and eos, every
-`caption_every`-th step a caption batch again. On every stage-2 batch an auxiliary linear head (discarded after
-training) reads the state of the position that predicts the first answer token after decoder layer `summary_layer`
-and predicts the summary of scene and question (`data.summary_labels`): dense supervision that teaches that
-position to gather the whole scene and the question's terms (attention starts out near uniform, so the gathering
-is learnt at once), leaving the later layers to combine the two. Learning rate: linear warmup, flat, then a linear decay over the last
+`caption_every`-th step a caption batch again. On every question batch an auxiliary linear head (discarded after
+training) reads the state of the position that predicts the answer after decoder layer `summary_layer` and predicts
+the summary of scene and question (`data.summary_labels`): dense supervision that teaches that position to gather
+the whole scene and the question's terms (attention starts out near uniform, so the gathering is learnt at once),
+leaving the later layers to combine the two. Learning rate: linear warmup, flat, then a linear decay over the last
 `decay_frac` of the steps. Everything is seeded; the held-out monitor is the calib split.
 """
 
@@ -155,12 +155,6 @@ def suffix_forward(model, batch: dict, n_targets: int, bf16: bool, summary_layer
         out = model(**batch, use_cache=False, logits_to_keep=n_targets + 1, output_hidden_states=summary_layer > 0)
     summary = out.hidden_states[summary_layer][:, -n_targets - 1].float() if summary_layer else None
     return out.logits[:, :n_targets].float(), batch["input_ids"][:, -n_targets:], summary
-
-
-def suffix_loss(model, batch: dict, n_targets: int, bf16: bool) -> torch.Tensor:
-    """Cross-entropy of the last `n_targets` tokens (answer + eos: 2; a caption: `CAPTION_TARGETS`)."""
-    logits, targets, _ = suffix_forward(model, batch, n_targets, bf16)
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
 @torch.no_grad()
