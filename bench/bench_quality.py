@@ -118,11 +118,11 @@ def versus_baselines(results: dict, method: str = "topology") -> list[str]:
 
 def plot(results: dict, path: Path) -> None:
     from lmms_topo_plugin.cache import atomic_write_bytes
-    from lmms_topo_plugin.plotting import figure_png, plt
+    from lmms_topo_plugin.plotting import figure_png, subplots
 
     keys = list(results["dense"])
     keys = ["overall", *[k for k in keys if k != "overall"]]
-    figure, axes = plt.subplots(2, 3, figsize=(13, 7.5), sharex=True, sharey=True)
+    figure, axes = subplots(2, 3, figsize=(13, 7.5), sharex=True, sharey=True)
     for ax, key in zip(axes.flat, keys):
         ax.axhline(results["dense"][key], color="gray", linestyle="--", linewidth=1, label="dense")
         for method, rows in results["methods"].items():

@@ -10,17 +10,31 @@ Columns: ``total`` = ``analyze_topology`` wall time (kNN graphs, flag complexes,
 ``zigzag`` = building the zigzag and running the engine on precomputed complexes; ``same`` = whether the
 classic engine gives identical scores; ``peak RSS`` = the process's peak resident memory, ``input`` = the
 point clouds' own size (included in the peak).
+
+Writes every measured row, the command line and the machine to ``--out`` (default
+``bench/results/topology.json``, atomically); ``bench/readme_tables.py`` renders the README's speed table from it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
+import os
+import platform
 import resource
+import shlex
+import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
 
 TARGET_N, TARGET_S = 512, 3.0
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "bench" / "results" / "topology.json"
 
 
 def _timed(function, *args, **kwargs):
@@ -72,6 +86,58 @@ def table(rows: list[dict], depths: int, dim: int) -> str:
     return "\n".join(lines)
 
 
+def _shown_path(path: str) -> str:
+    """``path`` relative to the repository root when it lies inside it (as the README writes commands)."""
+    try:
+        return str(Path(path).absolute().relative_to(ROOT))
+    except ValueError:
+        return path
+
+
+def command_line() -> str:
+    return shlex.join([_shown_path(sys.executable), _shown_path(sys.argv[0]), *sys.argv[1:]])
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info() -> dict:
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpus_available": available,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "dionysus": _version("dionysus"),
+        "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,  # other work on the box
+    }
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write ``data`` to a temporary file in ``path``'s folder, then ``os.replace`` it onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(data, indent=2) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the result unreadable to others
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048], help="N, fast engine only")
@@ -81,7 +147,10 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=4096)
     parser.add_argument("--k", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON (default: %(default)s)")
     args = parser.parse_args()
+    started = datetime.now(timezone.utc)
+    machine = machine_info()
     sizes = sorted(set(args.sizes) | set(args.classic_sizes))
     rows = []
     spawn = multiprocessing.get_context("spawn")
@@ -95,6 +164,20 @@ def main() -> None:
         if r["n"] == TARGET_N:
             verdict = "meets" if r["total_fast"] <= TARGET_S else "MISSES"
             print(f"N={TARGET_N}: {r['total_fast']:.2f} s {verdict} the {TARGET_S:.0f} s target")
+    if hasattr(os, "getloadavg"):
+        machine["loadavg_at_end"] = list(os.getloadavg())
+    results = {
+        "command": command_line(),
+        "argv": sys.argv[1:],
+        "args": {key: _shown_path(str(value)) if isinstance(value, Path) else value
+                 for key, value in vars(args).items()},
+        "started_utc": started.isoformat(timespec="seconds"),
+        "machine": machine,
+        "target": {"n": TARGET_N, "seconds": TARGET_S},
+        "rows": rows,
+    }
+    write_json_atomic(args.out, results)
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

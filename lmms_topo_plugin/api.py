@@ -36,7 +36,7 @@ def load_pruned(config: PruneConfig | dict[str, Any]) -> tuple[LoadedModel, Prun
     cache = DiskCache(config.cache_dir, enabled=not config.recompute)
     plan, cache_info = compute_on_rank0(lambda: compute_plan(prepared, loaded, cache, timings))
     start = time.perf_counter()
-    kept = apply_plan(plan, loaded)
+    kept = apply_plan(plan, prepared, loaded)
     timings["surgery"] = time.perf_counter() - start
     log_plan(plan)
     return loaded, build_report(prepared, loaded, plan, kept, params_before, cache_info, timings)

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from loguru import logger
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 
@@ -31,8 +33,15 @@ def cache_key(*parts: Any) -> str:
     return hashlib.sha256(payload).hexdigest()[:24]
 
 
+def umask_mode(full: int = 0o666) -> int:
+    """``full`` with the process umask applied: the mode an ordinary ``open()`` would give a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return full & ~mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and an atomic rename."""
+    """Write ``data`` to ``path`` via a temporary file and an atomic rename; normal file mode (umask honoured)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -41,6 +50,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+            os.fchmod(handle.fileno(), umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -65,7 +75,10 @@ class DiskCache:
         path = self._path(kind, key, ".json")
         if not self.enabled or not path.exists():
             return None
-        return json.loads(path.read_text())
+        try:
+            return json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            return self._unreadable(path, error)
 
     def put_json(self, kind: str, key: str, value: Any) -> Path:
         path = self._path(kind, key, ".json")
@@ -76,7 +89,17 @@ class DiskCache:
         path = self._path(kind, key, ".safetensors")
         if not self.enabled or not path.exists():
             return None
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (OSError, SafetensorError) as error:
+            return self._unreadable(path, error)
+
+    @staticmethod
+    def _unreadable(path: Path, error: Exception) -> None:
+        """An entry that cannot be read (truncated, corrupted) is a miss; the next write replaces it."""
+        logger.warning(f"topo_pruned: cache entry {path} is unreadable ({type(error).__name__}: {error}); "
+                       "recomputing it")
+        return None
 
     def put_tensors(self, kind: str, key: str, tensors: dict[str, torch.Tensor]) -> Path:
         path = self._path(kind, key, ".safetensors")

@@ -17,7 +17,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .adapters import VLMAdapter
+from .errors import NonFiniteError
 from .prompting import Prompt, encode
+
+# Bump when a collector's statistic changes meaning: part of the cache key of calibration statistics.
+COLLECTORS_VERSION = 2
 
 
 @dataclass
@@ -59,11 +63,7 @@ class DepthStates(Collector):
             self._keep(layer + 1, self.pick(h_out, batch))
 
     def _keep(self, depth: int, states: torch.Tensor) -> None:
-        states = states.detach().float().cpu()
-        if not torch.isfinite(states).all():
-            where = "the embedded prompt (h_0)" if depth == 0 else f"the output of decoder layer {depth - 1}"
-            raise FloatingPointError(f"non-finite hidden states (NaN or inf) in {where} during calibration")
-        self._depths[depth].append(states)
+        self._depths[depth].append(states.detach().float().cpu())
 
     def result(self) -> torch.Tensor:
         return torch.stack([torch.cat(chunks) for chunks in self._depths], dim=1)
@@ -114,6 +114,15 @@ class TokenCosine(Collector):
 COLLECTORS: dict[str, type[Collector]] = {cls.name: cls for cls in (LastTokenStates, VisualMeanStates, TokenCosine)}
 
 
+def check_finite(hidden: torch.Tensor, token_mask: torch.Tensor, where: str) -> None:
+    """Refuse NaN/inf in the real (non-padding) tokens' states: no statistic may be computed from them."""
+    if not bool(torch.isfinite(hidden[token_mask]).all()):
+        raise NonFiniteError(
+            f"non-finite hidden states (NaN or inf) in {where} during calibration; check the checkpoint's weights "
+            "of that layer, or use dtype=float32 if a half-precision dtype overflows"
+        )
+
+
 def move_inputs(inputs: Any, device: torch.device | str, dtype: torch.dtype) -> dict[str, Any]:
     """Inputs on ``device``; floating tensors (pixel values) cast to the model's dtype."""
     moved = {}
@@ -150,6 +159,10 @@ def calibrate(
         def hook(module, args, kwargs, output):
             h_in = args[0] if args else kwargs["hidden_states"]
             h_out = output[0] if isinstance(output, tuple) else output
+            mask = current["batch"].token_mask.to(h_out.device)
+            if layer == 0:
+                check_finite(h_in, mask, "the embedded prompt h_0 (input of decoder layer 0)")
+            check_finite(h_out, mask, f"the output of decoder layer {layer} (h_{layer + 1})")
             for collector in collectors:
                 collector.update(layer, h_in, h_out, current["batch"])
 

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from .errors import ModelArgsError
+from .exporters.checkpoint import SAVE_DTYPES
+from .failures import report_failure
 
 
 def _parse_model_args(text: str) -> dict[str, str]:
@@ -50,15 +52,19 @@ def cmd_build_demo_model(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from .api import load_pruned
+    from .exporters.checkpoint import save_checkpoint, save_dtype
+    from .loading import load_config, resolve_pretrained
     from .report_files import write_report
 
-    loaded, report = load_pruned(_parse_model_args(args.model_args))
+    model_args = _parse_model_args(args.model_args)
+    loaded, report = load_pruned(model_args)
     for path in write_report(report, Path(args.report_dir)):
         print(f"report: {path}")
     if args.save:
-        loaded.model.save_pretrained(args.save)
-        loaded.processor.save_pretrained(args.save)
-        print(f"pruned checkpoint: {args.save}")
+        base = load_config(resolve_pretrained(model_args.get("pretrained")), model_args.get("revision"))
+        dtype = save_dtype(args.save_dtype, getattr(base, "dtype", None))
+        save_checkpoint(loaded.model, loaded.processor, args.save, dtype)
+        print(f"pruned checkpoint ({str(dtype or loaded.model.dtype).removeprefix('torch.')}): {args.save}")
     return 0
 
 
@@ -92,12 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--hidden-size", type=int, default=64, help="decoder width")
     demo.add_argument("--seed", type=int, default=0)
     prune = commands.add_parser("prune", help="prune a model as model_args describe; write the report, optionally save")
-    prune.add_argument("--model-args", required=True, help="the same key=value,... string lmms-eval takes")
+    prune.add_argument("--model-args", "--model_args", required=True, help="the same key=value,... string lmms-eval takes")
     prune.add_argument("--report-dir", default="topo_prune_reports")
     prune.add_argument("--save", help="save the pruned checkpoint (from_pretrained-loadable) here")
+    prune.add_argument("--save-dtype", default="base", choices=SAVE_DTYPES,
+                       help="dtype of the saved weights (default: the base checkpoint's, e.g. float16)")
     analyze = commands.add_parser("analyze", help="score every layer without pruning; write the scores JSON and plots")
     analyze.add_argument("--what", default="topology", help="the method whose scores to compute (default topology)")
-    analyze.add_argument("--model-args", default="", help="key=value,... as for lmms-eval (pretrained=, calib_*, topo_*)")
+    analyze.add_argument("--model-args", "--model_args", default="", help="key=value,... as for lmms-eval (pretrained=, calib_*, topo_*)")
     analyze.add_argument("--out", default="topo_analysis", help="output directory")
     return parser
 
@@ -107,12 +115,12 @@ COMMANDS = {"tasks-dir": cmd_tasks_dir, "methods": cmd_methods, "build-demo-mode
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; any failure prints one line on stderr and returns its exit code (lmms_topo_plugin.errors)."""
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except ModelArgsError as error:
-        print(f"topo-prune: {error}", file=sys.stderr)
-        return 2
+    except Exception as error:
+        return report_failure(error, f"topo-prune {args.command}", "topo-prune")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from typing import Any
 
 from .errors import ModelArgsError
 from .params import Param, parse_params
-from .registry import DENSE_METHOD, all_method_params, get_method
+from .registry import DENSE_METHOD, all_method_params, available_methods, get_method
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps|auto)$")
 
@@ -19,6 +19,7 @@ def _device_problem(value: str) -> str | None:
 
 GENERAL_PARAMS: dict[str, Param] = {
     "pretrained": Param(str, None, "Hub id or local directory of the base model (default: the bundled model)"),
+    "revision": Param(str, None, "Hub revision (branch, tag or commit) of pretrained (default: main)"),
     "method": Param(str, DENSE_METHOD, "layer-pruning method; 'none' evaluates the dense model"),
     "sparsity": Param(float, None, "fraction of decoder layers to remove", low=0.0, high=1.0, high_inclusive=False),
     "n_remove": Param(int, None, "number of decoder layers to remove (instead of sparsity)", low=0),
@@ -48,6 +49,7 @@ class PruneConfig:
     """Every option of a ``topo_pruned`` run, parsed and range-checked."""
 
     pretrained: str | None = None
+    revision: str | None = None
     method: str = DENSE_METHOD
     sparsity: float | None = None
     n_remove: int | None = None
@@ -84,7 +86,10 @@ class PruneConfig:
         values = parse_params(GENERAL_PARAMS, general, where="topo_pruned")
         if method == DENSE_METHOD:
             if own:
-                raise ModelArgsError(f"model_args: {sorted(own)[0]!r} is a parameter of another method, not of method=none")
+                key = sorted(own)[0]
+                owners = [name for name in available_methods()[1:] if key in get_method(name).params]
+                raise ModelArgsError(f"model_args: {key!r} is a parameter of method={'/'.join(owners)}, "
+                                     "not of method=none")
             method_params: dict[str, Any] = {}
         else:
             spec = get_method(method)

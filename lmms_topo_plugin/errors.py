@@ -1,12 +1,60 @@
-"""Exceptions raised for bad user input, before any heavy work starts."""
+"""The failures the plugin owns: each one carries a one-line message for the user and the exit code reporting it.
+
+lmms-eval catches ``Exception`` and exits 0, so :func:`lmms_topo_plugin.failures.exit_on_failure` turns every
+one of these (and out-of-memory, and any other exception inside the plugin) into ``SystemExit(exit_code)``.
+
+=========  ==========================================================================
+exit code  meaning
+=========  ==========================================================================
+1          an unexpected exception inside the plugin (named step, exception type)
+2          bad ``model_args`` (including too few calibration samples): nothing loaded
+3          a missing optional dependency (the message says how to install it)
+4          the model or its processor failed to load
+5          non-finite (NaN/inf) hidden states or scores: the message names the layer
+6          out of memory (the message names the step and what to lower)
+=========  ==========================================================================
+"""
 
 
-class ModelArgsError(ValueError):
+class PluginError(Exception):
+    """A failure the plugin reports with one line (``str(error)``) and a non-zero ``exit_code``."""
+
+    exit_code = 1
+
+
+class ModelArgsError(PluginError, ValueError):
     """A ``model_args`` value (or a combination of them) is invalid.
 
     The message is one line that names the argument and the allowed values.
     """
 
+    exit_code = 2
+
 
 class UnsupportedArchitectureError(ModelArgsError):
     """The checkpoint's architecture has no adapter."""
+
+
+class MissingDependencyError(PluginError, ImportError):
+    """An optional package a method needs is not installed; the message says how to install it."""
+
+    exit_code = 3
+
+
+class ModelLoadError(PluginError, OSError):
+    """The weights or the processor of ``pretrained`` could not be loaded."""
+
+    exit_code = 4
+
+
+class NonFiniteError(PluginError, FloatingPointError):
+    """NaN or inf in calibration states or layer scores; the message names the layer or depth."""
+
+    exit_code = 5
+
+
+class OutOfMemory(PluginError, MemoryError):
+    """A step ran out of (GPU or host) memory; the message names the step and what to lower."""
+
+    exit_code = 6
+

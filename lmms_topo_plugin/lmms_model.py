@@ -3,15 +3,16 @@
 Two classes share everything but the request layout: :class:`TopoPrunedChat` (lmms-eval passes a
 ``doc_to_messages`` callable) and :class:`TopoPrunedSimple` (``--force_simple``: context text plus a
 ``doc_to_visual`` callable). The model lives in ``self.loaded`` (not an ``nn.Module`` attribute), so
-lmms-eval's ``clean()`` after a run leaves it usable. Bad ``model_args`` end the process with a one-line message and exit code 2,
-because lmms-eval's CLI reports ordinary exceptions and still exits 0.
+lmms-eval's ``clean()`` after a run leaves it usable. Every failure inside the plugin (bad ``model_args``, a model
+that does not load, NaN during calibration, out of memory, an exception while answering requests) ends the
+process with one line on stderr and a non-zero exit code (:mod:`lmms_topo_plugin.failures`), because lmms-eval's
+CLI reports ordinary exceptions and still exits 0.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Any, Callable
 
 from loguru import logger
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 from .api import load_pruned
 from .compat import install_loglikelihood_fix
 from .config import PruneConfig
-from .errors import ModelArgsError
+from .failures import exit_on_failure
 from .generation import continuation_nll, generate, generation_settings
 from .prompting import Prompt
 from .report_files import report_directory, write_report
@@ -34,24 +35,22 @@ CLI_OVERRIDABLE = ("batch_size", "device")  # lmms-eval's own flags that map ont
 class _TopoPrunedBase(lmms):
     def __init__(self, **model_args: Any) -> None:
         super().__init__()
-        install_loglikelihood_fix()
-        try:
+        with exit_on_failure("preparing the model"):
+            install_loglikelihood_fix()
             self.config = PruneConfig.from_model_args(model_args)
             self._configure_processes()
             self.loaded, self.report = load_pruned(self.config)
-        except ModelArgsError as error:
-            print(f"topo_pruned: {error}", file=sys.stderr)
-            raise SystemExit(2) from None
-        if self.rank == 0:
-            for path in write_report(self.report, report_directory(self.config.report_dir, self.config.pretrained)):
-                logger.info(f"topo_pruned: wrote {path}")
+            if self.rank == 0:
+                for path in write_report(self.report, report_directory(self.config.report_dir, self.config.pretrained)):
+                    logger.info(f"topo_pruned: wrote {path}")
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
         """``model_args`` win over lmms-eval's ``--batch_size``/``--device`` (which it always passes)."""
         from lmms_eval.utils import simple_parse_args_string
 
-        model_args = simple_parse_args_string(arg_string)
+        with exit_on_failure("parsing model_args"):
+            model_args = simple_parse_args_string(arg_string)
         for key in CLI_OVERRIDABLE:
             value = (additional_config or {}).get(key)
             if value is not None and key not in model_args:
@@ -97,6 +96,20 @@ class _TopoPrunedBase(lmms):
 
     # --- lmms-eval API ---------------------------------------------------------------------------
     def generate_until(self, requests: list[Instance]) -> list[str]:
+        with exit_on_failure("generate_until"):
+            return self._generate_until(requests)
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        """``(negative log-likelihood, is_greedy)`` per request: lmms-eval ranks choices by the smallest."""
+        with exit_on_failure("loglikelihood"):
+            return self._loglikelihood(requests)
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[list[str]]:
+        """Each round is a fresh prompt built by the task from the previous rounds' outputs."""
+        with exit_on_failure("generate_until_multi_round"):
+            return self._generate_until_multi_round(requests)
+
+    def _generate_until(self, requests: list[Instance]) -> list[str]:
         prompts, kwargs = zip(*(self._prompt_for(request.args) for request in requests)) if requests else ((), ())
         results: list[str | None] = [None] * len(requests)
         order = sorted(range(len(requests)), key=lambda i: json.dumps(kwargs[i], sort_keys=True, default=str))
@@ -110,8 +123,7 @@ class _TopoPrunedBase(lmms):
                 bar.update(len(batch))
         return results
 
-    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
-        """``(negative log-likelihood, is_greedy)`` per request: lmms-eval ranks choices by the smallest."""
+    def _loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         results = []
         for request in tqdm(requests, desc="topo_pruned log-likelihood", disable=self.rank != 0):
             context, target, doc_to_visual, doc_id, task, split = request.args
@@ -121,8 +133,7 @@ class _TopoPrunedBase(lmms):
             results.append(continuation_nll(self.loaded, Prompt.from_text(context, visuals or []), continuation))
         return results
 
-    def generate_until_multi_round(self, requests: list[Instance]) -> list[list[str]]:
-        """Each round is a fresh prompt built by the task from the previous rounds' outputs."""
+    def _generate_until_multi_round(self, requests: list[Instance]) -> list[list[str]]:
         results = []
         for request in tqdm(requests, desc="topo_pruned multi-round", disable=self.rank != 0):
             args = request.args

@@ -11,7 +11,8 @@ from transformers import AutoConfig, AutoModelForImageTextToText, PretrainedConf
 
 from .adapters import VLMAdapter, adapter_class_for
 from .config import PruneConfig
-from .errors import ModelArgsError
+from .errors import ModelArgsError, ModelLoadError
+from .failures import first_line, is_out_of_memory, out_of_memory_as_failure
 from .processors import load_processor
 
 BUNDLED_MODEL_DIR = Path(__file__).parent / "default_model"
@@ -37,13 +38,12 @@ def resolve_pretrained(pretrained: str | None) -> str:
     return pretrained
 
 
-def load_config(pretrained: str) -> PretrainedConfig:
+def load_config(pretrained: str, revision: str | None = None) -> PretrainedConfig:
     """The checkpoint's config (cheap: no weights), with a one-line error when it cannot be read."""
     try:
-        return AutoConfig.from_pretrained(pretrained)
+        return AutoConfig.from_pretrained(pretrained, revision=revision)
     except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelArgsError(f"model_args: pretrained={pretrained!r} could not be loaded: {first_line}") from None
+        raise ModelArgsError(f"model_args: pretrained={pretrained!r} could not be loaded: {first_line(error)}") from None
 
 
 def resolve_device(device: str | None) -> str:
@@ -71,17 +71,29 @@ class LoadedModel:
 
 
 def load_model(config: PruneConfig, pretrained: str, hf_config: PretrainedConfig) -> LoadedModel:
-    """Load weights and processor and wrap the model in its family's adapter."""
+    """Load weights and processor and wrap the model in its family's adapter.
+
+    Raises :class:`ModelLoadError` (one line) when transformers cannot load them, and
+    :class:`~lmms_topo_plugin.errors.OutOfMemory` when they do not fit.
+    """
     adapter_class = adapter_class_for(hf_config)
     device = resolve_device(config.device)
-    kwargs: dict[str, Any] = {"dtype": resolve_dtype(config.dtype, device)}
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(config.dtype, device), "revision": config.revision}
     if config.attn_implementation:
         kwargs["attn_implementation"] = config.attn_implementation
     if config.device_map:
         kwargs["device_map"] = config.device_map
-    model = AutoModelForImageTextToText.from_pretrained(pretrained, **kwargs)
-    if not config.device_map:
-        model.to(device)
-    model.eval()
-    processor = load_processor(pretrained)
+    with out_of_memory_as_failure(f"loading the weights of {pretrained} on {config.device_map or device}",
+                                  "use dtype=bfloat16 or float16, or device_map=auto"):
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(pretrained, **kwargs)
+            if not config.device_map:
+                model.to(device)
+            model.eval()
+            processor = load_processor(pretrained, revision=config.revision)
+        except Exception as error:
+            if is_out_of_memory(error):
+                raise
+            raise ModelLoadError(f"pretrained={pretrained!r} failed to load: {type(error).__name__}: "
+                                 f"{first_line(error)}") from error
     return LoadedModel(model, processor, adapter_class(model), pretrained)

@@ -17,9 +17,10 @@ from transformers import PretrainedConfig
 
 from .cache import DiskCache, cache_key
 from .calib_data import default_calibration_prompts, prompts_fingerprint, task_calibration_prompts
-from .calibration import calibrate
+from .calibration import COLLECTORS_VERSION, calibrate
 from .config import PruneConfig
 from .errors import ModelArgsError
+from .failures import out_of_memory_as_failure
 from .loading import LoadedModel, load_config, resolve_pretrained
 from .adapters import adapter_class_for
 from .prompting import Prompt
@@ -75,7 +76,7 @@ class Prepared:
 def prepare(config: PruneConfig, *, load_calibration: bool = True) -> Prepared:
     """All validation that needs no weights: model directory, architecture, budget, calibration data."""
     pretrained = resolve_pretrained(config.pretrained)
-    hf_config = load_config(pretrained)
+    hf_config = load_config(pretrained, config.revision)
     adapter_class_for(hf_config)
     num_layers = hf_config.get_text_config().num_hidden_layers
     n_remove = config.layers_to_remove(num_layers)
@@ -105,11 +106,11 @@ def calibration_prompts(config: PruneConfig, limit: int) -> list[Prompt]:
     return default_calibration_prompts(limit, config.seed)
 
 
-def model_fingerprint(pretrained: str) -> str:
-    """Identity of the checkpoint: its config and the names, sizes and times of its weight files."""
+def model_fingerprint(pretrained: str, hf_config: PretrainedConfig, revision: str | None = None) -> str:
+    """Identity of the checkpoint: a Hub id at its resolved commit, or a directory's config and weight files."""
     path = Path(pretrained)
     if not path.is_dir():
-        return pretrained
+        return f"{pretrained}@{getattr(hf_config, '_commit_hash', None) or revision or 'main'}"
     digest = hashlib.sha256((path / "config.json").read_bytes())
     for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
         stat = weights.stat()
@@ -124,22 +125,32 @@ def compute_plan(prepared: Prepared, loaded: LoadedModel, cache: DiskCache, timi
     if scorer is None or prepared.n_remove == 0:
         return PrunePlan(config.method, prepared.num_layers, 0, [], None, candidates), {}
     scores, cache_info = compute_scores(prepared, loaded, cache, timings)
-    removed = scorer.select(scores, prepared.n_remove, candidates)
-    plan = PrunePlan(config.method, prepared.num_layers, prepared.n_remove, removed, scores.to_json(), candidates)
-    return plan, cache_info
+    return plan_from_scores(config, scorer, scores, prepared.num_layers), cache_info
+
+
+def plan_from_scores(config: PruneConfig, scorer: LayerScorer, scores: LayerScores, num_layers: int) -> PrunePlan:
+    """The plan for ``config``'s budget from already computed scores: a pure function, no model involved.
+
+    The sweep scores a method once and calls this for every budget; a single run calls it once.
+    """
+    n_remove = config.layers_to_remove(num_layers)
+    candidates = config.removable_candidates(num_layers)
+    removed = scorer.select(scores, n_remove, candidates) if n_remove else []
+    return PrunePlan(config.method, num_layers, n_remove, removed, scores.to_json(), candidates)
 
 
 def compute_scores(prepared: Prepared, loaded: LoadedModel, cache: DiskCache, timings: dict[str, float]) -> tuple[LayerScores, dict]:
     """The method's per-layer scores, from the cache or from calibration statistics (themselves cached)."""
     config, scorer = prepared.config, prepared.scorer
-    model_id = model_fingerprint(prepared.pretrained)
+    model_id = model_fingerprint(prepared.pretrained, prepared.hf_config, config.revision)
     data_id = prompts_fingerprint(prepared.calibration_prompts) if scorer.needs else None
-    stats_key = cache_key("stats", model_id, data_id, sorted(scorer.needs), str(loaded.model.dtype))
-    scores_key = cache_key("scores", stats_key, config.scorer_fingerprint())
+    stats_key = cache_key("stats", model_id, data_id, sorted(scorer.needs), str(loaded.model.dtype),
+                          loaded.model.config._attn_implementation, config.calib_batch_size, COLLECTORS_VERSION)
+    scores_key = cache_key("scores", stats_key, config.scorer_fingerprint(), scorer.version)
     cache_info = {"dir": str(cache.root), "scores_key": scores_key, "scores_hit": False, "stats_hit": False}
     cached_scores = cache.get_json("scores", scores_key)
     if cached_scores is not None:
-        scores = LayerScores.from_json(cached_scores)
+        scores = LayerScores.from_json(cached_scores).check_finite(config.method)
         cache_info["scores_hit"] = True
     else:
         stats: dict = {}
@@ -148,28 +159,48 @@ def compute_scores(prepared: Prepared, loaded: LoadedModel, cache: DiskCache, ti
             cache_info["stats_hit"] = bool(stats)
             if not stats:
                 start = time.perf_counter()
-                stats = calibrate(
-                    loaded.adapter, loaded.processor, prepared.calibration_prompts, scorer.needs,
-                    batch_size=config.calib_batch_size,
-                )
+                with out_of_memory_as_failure(f"the calibration pass (calib_batch_size={config.calib_batch_size})",
+                                              "lower calib_batch_size="):
+                    stats = calibrate(
+                        loaded.adapter, loaded.processor, prepared.calibration_prompts, scorer.needs,
+                        batch_size=config.calib_batch_size,
+                    )
                 timings["calibrate"] = time.perf_counter() - start
                 cache.put_tensors("stats", stats_key, stats)
         start = time.perf_counter()
-        scores = scorer.score(stats, prepared.num_layers)
+        scores = scorer.score(stats, prepared.num_layers).check_finite(config.method)
         timings["score"] = time.perf_counter() - start
         cache.put_json("scores", scores_key, scores.to_json())
     return scores, cache_info
 
 
-def apply_plan(plan: PrunePlan, loaded: LoadedModel) -> list[int]:
+PRUNING_RECORD_SCHEMA = "lmms_topo_plugin.pruning"
+PRUNING_RECORD_VERSION = 1
+
+
+def pruning_record(plan: PrunePlan, prepared: Prepared, previous: dict | None) -> dict[str, Any]:
+    """What this run removed, from which model, by which method; earlier prunings of that model in ``history``."""
+    earlier = []
+    if previous:
+        earlier = [*previous.get("history", []), {k: v for k, v in previous.items() if k != "history"}]
+    return {
+        "schema": PRUNING_RECORD_SCHEMA,
+        "version": PRUNING_RECORD_VERSION,
+        "method": plan.method,
+        "base_model": prepared.pretrained,
+        "base_model_fingerprint": model_fingerprint(prepared.pretrained, prepared.hf_config, prepared.config.revision),
+        "original_num_hidden_layers": plan.num_layers,
+        "removed_layers": plan.removed_layers,
+        "history": earlier,
+    }
+
+
+def apply_plan(plan: PrunePlan, prepared: Prepared, loaded: LoadedModel) -> list[int]:
     """Remove the planned layers and record what was done in the model config (saved with the model)."""
     kept = remove_layers(loaded.adapter, plan.removed_layers)
     if plan.removed_layers:
-        loaded.model.config.topo_pruning = {
-            "method": plan.method,
-            "original_num_hidden_layers": plan.num_layers,
-            "removed_layers": plan.removed_layers,
-        }
+        previous = getattr(loaded.model.config, "topo_pruning", None)
+        loaded.model.config.topo_pruning = pruning_record(plan, prepared, previous)
     return kept
 
 

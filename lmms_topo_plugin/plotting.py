@@ -1,18 +1,24 @@
-"""Matplotlib without a display: figures rendered to PNG bytes."""
+"""Figures rendered to PNG bytes with matplotlib's object API: no pyplot, so no global backend is switched.
+
+Import this module only where a figure is drawn (it imports matplotlib).
+"""
 
 from __future__ import annotations
 
 import io
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 
-def figure_png(figure) -> bytes:
-    """The figure as PNG bytes (110 dpi, tight box); the figure is closed."""
+def subplots(*grid: int, **kwargs):
+    """``(figure, axes)`` like ``pyplot.subplots``, on a figure that belongs to no GUI backend."""
+    figsize = kwargs.pop("figsize", None)
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(*grid, **kwargs)
+
+
+def figure_png(figure: Figure) -> bytes:
+    """The figure as PNG bytes (110 dpi, tight box)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
     return buffer.getvalue()

@@ -70,12 +70,15 @@ def render(processor: Any, prompt: Prompt, *, add_generation_prompt: bool = True
 def encode(
     processor: Any, adapter: VLMAdapter, prompts: Sequence[Prompt], *, suffixes: Sequence[str] | None = None
 ) -> BatchFeature:
-    """Tokenise a batch of prompts (left-padded) with their images; ``suffixes`` are appended verbatim."""
-    processor.tokenizer.padding_side = "left"  # generation appends on the right of every row
+    """Tokenise a batch of prompts (left-padded) with their images; ``suffixes`` are appended verbatim.
+
+    The shared processor is not modified: left padding (generation appends on the right of every row) is
+    asked for in this call only.
+    """
     texts = [render(processor, prompt) for prompt in prompts]
     if suffixes is not None:
         texts = [text + suffix for text, suffix in zip(texts, suffixes, strict=True)]
-    kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
+    kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True, "padding_side": "left"}
     if any(prompt.images for prompt in prompts):
         if adapter.nested_images:
             kwargs["images"] = [prompt.images for prompt in prompts]

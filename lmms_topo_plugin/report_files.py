@@ -36,35 +36,40 @@ def report_directory(report_dir: str | None, pretrained_arg: str | None) -> Path
     return Path(output_path) / sanitize_model_name(pretrained_arg or "")
 
 
+LATEST_POINTER = "topo_pruned_latest.json"
+
+
 def write_report(report: PruneReport, directory: Path) -> list[Path]:
-    """Write ``<time>_topo_pruned_<method>.json`` (and a score plot when there are scores)."""
+    """Write ``<time>_topo_pruned_<method>.json``, a PNG of the scores (and the method's own plots) when there
+    are scores, and ``topo_pruned_latest.json`` naming them, so the results folder says where the report is."""
     stamp = time.strftime("%Y-%m-%dT%H-%M-%S")
     stem = f"{stamp}_topo_pruned_{report.plan['method']}"
-    json_path = directory / f"{stem}.json"
-    atomic_write_json(json_path, asdict(report))
-    written = [json_path]
+    figures: dict[str, bytes] = {}
     scores = report.plan.get("scores") or {}
-    if not scores.get("importance"):
-        return written
-    figures = {"scores": plot_layer_scores(report)}
-    scorer_class = get_method(report.plan["method"]).scorer_class
-    figures.update(scorer_class.report_plots(LayerScores.from_json(scores), report.plan["removed_layers"]))
+    if scores.get("importance"):
+        figures["scores"] = plot_layer_scores(report)
+        scorer_class = get_method(report.plan["method"]).scorer_class
+        figures.update(scorer_class.report_plots(LayerScores.from_json(scores), report.plan["removed_layers"]))
+    plots = {name: directory / f"{stem}_{name}.png" for name in figures}
     for name, png in figures.items():
-        path = directory / f"{stem}_{name}.png"
-        atomic_write_bytes(path, png)
-        written.append(path)
-    return written
+        atomic_write_bytes(plots[name], png)
+    json_path = directory / f"{stem}.json"
+    atomic_write_json(json_path, {**asdict(report), "plots": {name: path.name for name, path in plots.items()}})
+    atomic_write_json(directory / LATEST_POINTER, {"report": json_path.name, "plots": [p.name for p in plots.values()],
+                                                   "method": report.plan["method"],
+                                                   "removed_layers": report.plan["removed_layers"]})
+    return [json_path, *plots.values()]
 
 
 def plot_layer_scores(report: PruneReport) -> bytes:
     """A bar chart of per-layer importance with the removed layers marked, as PNG bytes."""
-    from .plotting import figure_png, plt
+    from .plotting import figure_png, subplots
 
     plan = report.plan
     importance = plan["scores"]["importance"]
     removed = set(plan["removed_layers"])
     colours = ["#d62728" if layer in removed else "#1f77b4" for layer in range(len(importance))]
-    figure, axes = plt.subplots(figsize=(max(6, 0.3 * len(importance)), 3.2))
+    figure, axes = subplots(figsize=(max(6, 0.3 * len(importance)), 3.2))
     axes.bar(range(len(importance)), importance, color=colours)
     axes.set_xlabel("decoder layer")
     axes.set_ylabel("importance (higher = keep)")

@@ -1,4 +1,4 @@
-"""Remove decoder layers so that the result is a normal checkpoint (METHODS.md section 6).
+"""Remove decoder layers so that the result is a normal checkpoint (docs/methods.md §6).
 
 The layer list is shortened, every remaining module's ``layer_idx`` renumbered 0..L'-1 (the KV cache is
 indexed by it), and the text config's ``num_hidden_layers`` and per-layer settings updated, so the pruned
@@ -54,3 +54,4 @@ def _update_text_config(config, kept: list[int], original_layers: int) -> None:
         threshold = getattr(config, key, None)
         if isinstance(threshold, int):
             setattr(config, key, sum(1 for i in kept if i < threshold))
+

@@ -1,22 +1,29 @@
 #!/usr/bin/env python3
-"""Set up a CPU environment and run the project's two commands; needs nothing but Python 3.10+.
+"""Set up the locked CPU environment and run the project's commands; needs nothing but Python 3.10+.
 
     python3 scripts/dev.py demo    # prune the bundled model + evaluate it on topo_synth through lmms-eval
     python3 scripts/dev.py test    # the test suite (pytest; extra arguments go to pytest)
-    python3 scripts/dev.py setup   # only create/refresh .venv
+    python3 scripts/dev.py setup   # only create/refresh .venv from the lock
+    python3 scripts/dev.py lock    # re-resolve the lock from pyproject.toml's ranges, rebuild .venv, run the suite
 
-The environment lives in ``.venv`` next to this repository. torch is pinned to a CPU build
-(``torch==2.13.0``), and lmms-eval is installed without its dependency metadata, because that pulls
-PyPI's torchvision, a CUDA build that breaks ``import transformers`` next to a CPU torch; the
-dependencies lmms-eval needs at run time come from the ``eval`` extra of pyproject.toml.
+The environment lives in ``.venv`` next to this repository and is installed from ``requirements-cpu.lock``:
+every package pinned to an exact version and installed with ``--no-deps``, so nothing is resolved at install
+time and a fresh clone next month gets what it gets today. ``lock`` makes the lock in a throwaway venv from the
+declared ranges (the ``eval`` and ``test`` extras, a CPU ``torch==2.13.0``, and lmms-eval in the ``harness``
+extra's range but without its dependency metadata: that pulls PyPI's torchvision, a CUDA build that breaks
+``import transformers`` next to a CPU torch), freezes it, then rebuilds ``.venv`` from it and runs the suite.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import platform
+import re
+import shutil
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -24,9 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
 STAMP = VENV / ".topo-setup-stamp"
+LOCK = ROOT / "requirements-cpu.lock"
 TORCH = "torch==2.13.0"
-LMMS_EVAL = "lmms-eval==0.7.3"
+BUILT_SEPARATELY = {"dionysus"}  # built from source by scripts/install_dionysus.py (no Linux wheel)
+NOT_LOCKED = {"pip", "lmms-topo-plugin"}  # the installer itself and the project (installed editable)
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+PIP = ("-m", "pip", "install", "--disable-pip-version-check", "-q")
 
 
 def run(*command: str | os.PathLike, env: dict | None = None) -> None:
@@ -34,30 +44,108 @@ def run(*command: str | os.PathLike, env: dict | None = None) -> None:
     subprocess.run([str(part) for part in command], check=True, cwd=ROOT, env=env)
 
 
+def canonical(name: str) -> str:
+    """PEP 503 normalised distribution name."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_lock(path: Path = LOCK) -> dict[str, str]:
+    """``{canonical name: version}`` of the lock file."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonical(name)] = version
+    return pins
+
+
+def harness_requirement() -> str:
+    """lmms-eval's declared range, from the ``harness`` extra of pyproject.toml."""
+    match = re.search(r'^harness = \["([^"]+)"\]', (ROOT / "pyproject.toml").read_text(), re.M)
+    if not match:
+        sys.exit("pyproject.toml has no `harness = [\"lmms-eval...\"]` extra")
+    return match.group(1)
+
+
+def torch_index() -> list[str]:
+    index = os.environ.get("TORCH_INDEX_URL")  # e.g. a CPU-only wheel index on machines without the local wheel
+    return ["--index-url", index] if index else []
+
+
 def setup_fingerprint() -> str:
     digest = hashlib.sha256()
-    for name in ("pyproject.toml", "scripts/dev.py", "scripts/install_dionysus.py"):
+    for name in ("pyproject.toml", "requirements-cpu.lock", "scripts/dev.py", "scripts/install_dionysus.py"):
         digest.update((ROOT / name).read_bytes())
     return digest.hexdigest()
 
 
-def setup() -> None:
-    """Create ``.venv`` and install the project (editable) with a CPU torch; skipped when up to date."""
-    if STAMP.exists() and STAMP.read_text() == setup_fingerprint() and PYTHON.exists():
+def new_venv(path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path)
+    venv.EnvBuilder(with_pip=True).create(path)
+    return path / "bin" / "python"
+
+
+def setup(force: bool = False) -> None:
+    """Install ``.venv`` from the lock (torch first, then every pin with ``--no-deps``); skipped when up to date."""
+    if not force and STAMP.exists() and STAMP.read_text() == setup_fingerprint() and PYTHON.exists():
         return
-    if not PYTHON.exists():
-        venv.EnvBuilder(with_pip=True).create(VENV)
-    constraints = VENV / "constraints.txt"
-    constraints.write_text(TORCH + "\n")
-    pip = [PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    torch_index = os.environ.get("TORCH_INDEX_URL")  # e.g. a CPU-only wheel index on other machines
-    run(*pip, TORCH, *(["--index-url", torch_index] if torch_index else []))
-    run(*pip, "-c", constraints, "-e", f"{ROOT}[eval,test]")
-    run(*pip, "--no-deps", LMMS_EVAL)
-    run(PYTHON, ROOT / "scripts" / "install_dionysus.py")  # zigzag persistence (method=topology)
-    run(PYTHON, "-c", "import torch, transformers, lmms_eval, lmms_topo_plugin, dionysus; "
+    pins = read_lock()
+    python = new_venv(VENV)
+    run(python, *PIP, "--no-deps", f"torch=={pins['torch']}", *torch_index())
+    rest = VENV / "locked-requirements.txt"
+    rest.write_text("".join(f"{name}=={version}\n" for name, version in pins.items()
+                            if name != "torch" and name not in BUILT_SEPARATELY))
+    run(python, *PIP, "--no-deps", "-r", rest)
+    run(python, *PIP, "--no-deps", "--no-build-isolation", "-e", ROOT)
+    run(python, ROOT / "scripts" / "install_dionysus.py", f"dionysus=={pins['dionysus']}", "--no-deps")
+    check_requirements(python)
+    run(python, "-c", "import torch, transformers, lmms_eval, lmms_topo_plugin, dionysus; "
         "assert not __import__('importlib').util.find_spec('torchvision'), 'torchvision must not be installed'")
     STAMP.write_text(setup_fingerprint())
+
+
+def check_requirements(python: Path) -> None:
+    """``pip check``, except lmms-eval's own requirements (installed with ``--no-deps`` on purpose)."""
+    report = subprocess.run([str(python), "-m", "pip", "check"], capture_output=True, text=True).stdout
+    problems = [line for line in report.splitlines() if line.strip() and not line.startswith("lmms-eval ")
+                and not line.startswith("No broken requirements")]
+    if problems:
+        sys.exit("the locked environment is inconsistent:\n" + "\n".join(problems))
+
+
+def installed_versions(python: Path) -> dict[str, str]:
+    probe = ("from importlib.metadata import distributions\n"
+             "for d in distributions(): print(d.metadata['Name'], d.version, sep='==')")
+    listing = subprocess.run([str(python), "-c", probe], check=True, capture_output=True, text=True).stdout
+    return {canonical(line.split("==")[0]): line.split("==")[1] for line in listing.splitlines() if "==" in line}
+
+
+def lock() -> None:
+    """Resolve the declared ranges in a throwaway venv, write the lock atomically, rebuild ``.venv``, run the suite."""
+    scratch = ROOT / ".venv-lock"
+    python = new_venv(scratch)
+    constraints = scratch / "constraints.txt"
+    constraints.write_text(TORCH + "\n")
+    run(python, *PIP, TORCH, *torch_index())
+    run(python, *PIP, "-c", constraints, f"{ROOT}[eval,test]")
+    run(python, *PIP, "--no-deps", harness_requirement())
+    run(python, ROOT / "scripts" / "install_dionysus.py")
+    pins = {name: version for name, version in installed_versions(python).items() if name not in NOT_LOCKED}
+    if "torchvision" in pins:
+        sys.exit("the resolved environment contains torchvision; refusing to lock it (see the module docstring)")
+    header = (f"# Exact versions of the CPU development/CI environment; made by `python3 scripts/dev.py lock` on\n"
+              f"# {time.strftime('%Y-%m-%d')} with Python {platform.python_version()} ({sys.platform}, "
+              f"{platform.machine()}). Do not edit by hand: change pyproject.toml's ranges and re-lock.\n")
+    body = "".join(f"{name}=={pins[name]}\n" for name in sorted(pins))
+    partial = LOCK.with_name(LOCK.name + ".partial")
+    partial.write_text(header + body)
+    os.replace(partial, LOCK)
+    shutil.rmtree(scratch)
+    print(f"wrote {LOCK.relative_to(ROOT)} ({len(pins)} packages)")
+    setup(force=True)
+    test([])
 
 
 def demo(extra: list[str]) -> None:
@@ -76,14 +164,16 @@ def test(extra: list[str]) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("setup", "demo", "test"):
+    commands = {"setup": lambda extra: None, "demo": demo, "test": test, "lock": lambda extra: lock()}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
-    setup()
     command, extra = sys.argv[1], sys.argv[2:]
-    if command == "demo":
-        demo(extra)
-    elif command == "test":
-        test(extra)
+    if command != "lock":
+        setup()
+    try:
+        commands[command](extra)
+    except subprocess.CalledProcessError as error:
+        sys.exit(error.returncode)
 
 
 if __name__ == "__main__":

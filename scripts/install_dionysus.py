@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Make ``import dionysus`` work in the running Python (normally ``.venv/bin/python``); idempotent.
 
-    .venv/bin/python scripts/install_dionysus.py
+    .venv/bin/python scripts/install_dionysus.py [REQUIREMENT [PIP_OPTION ...]]   # default dionysus==2.2.3
 
 dionysus 2.2.3 ships no Linux wheel: pip builds it from source (scikit-build-core + CMake), and its headers
 need Boost >= 1.81 (Debian bookworm's default 1.74 fails to compile it). Steps, each skipped when done:
@@ -61,14 +61,14 @@ def ensure_boost() -> None:
                  "remove the older libboost-dev headers")
 
 
-def build_dionysus() -> None:
+def build_dionysus(requirement: str, pip_options: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         constraints = Path(tmp) / "constraints.txt"
         constraints.write_text("torch==2.13.0\n")
         settings = [f"--config-settings=cmake.define.{option}=OFF" for option in CMAKE_OFF]
         env = {**os.environ, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
         run([sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-c", str(constraints),
-             *settings, DIONYSUS], env)
+             *settings, *pip_options, requirement], env)
 
 
 def main() -> None:
@@ -77,7 +77,7 @@ def main() -> None:
         return
     start = time.perf_counter()
     ensure_boost()
-    build_dionysus()
+    build_dionysus(sys.argv[1] if len(sys.argv) > 1 else DIONYSUS, sys.argv[2:])
     if not dionysus_importable():
         sys.exit("dionysus was built but still does not import; see the pip output above")
     print(f"dionysus installed in {time.perf_counter() - start:.0f} s")

@@ -53,3 +53,28 @@ def test_layer_budget():
     assert parse(method="random", n_remove=7, keep_first_last=False).layers_to_remove(8) == 7
     with pytest.raises(ModelArgsError, match="method=spacing can remove at most 3"):
         parse(method="spacing", n_remove=4).layers_to_remove(8)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"method": "angular", "sparsity": 0.25, "topo_k": 5},
+         "model_args: 'topo_k' is not a parameter of method=angular; its parameters: (none)"),
+        ({"method": "angular", "topo_k": 5},  # the foreign key is reported before the missing budget
+         "model_args: 'topo_k' is not a parameter of method=angular; its parameters: (none)"),
+        ({"method": "none", "topo_k": 5},
+         "model_args: 'topo_k' is a parameter of method=topology, not of method=none"),
+        ({"topo_k": 5},  # method defaults to none
+         "model_args: 'topo_k' is a parameter of method=topology, not of method=none"),
+    ],
+)
+def test_a_foreign_method_key_is_refused_with_its_name_and_the_method(args, message):
+    with pytest.raises(ModelArgsError) as error:
+        parse(**args)
+    assert str(error.value) == message
+
+
+def test_a_method_key_is_accepted_by_its_own_method():
+    config = parse(method="topology", sparsity=0.25, topo_k=5)
+    assert config.method_params["topo_k"] == 5 and config.method_params["topo_select"] == "topn"
+    assert parse(method="angular", sparsity=0.25).method_params == {}

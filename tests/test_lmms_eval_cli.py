@@ -8,8 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from lmms_topo_plugin.api import load_pruned
 from lmms_topo_plugin.calib_data import bundled_tasks_dir
+from lmms_topo_plugin.generation import generate
+from lmms_topo_plugin.synthbench import exact_match, load_split
+from lmms_topo_plugin.testing.lmms_eval_output import logged_samples, response_text
 from lmms_topo_plugin.testing.tiny_models import FAMILIES
+from lmms_topo_plugin.training.data import prompts_of
 
 LMMS_EVAL = Path(sys.executable).with_name("lmms-eval")
 METHOD_FOR = {"llava": "block_influence", "llava_next": "angular", "qwen2_vl": "topology",
@@ -27,16 +32,28 @@ def test_cli_prunes_inline_and_writes_results_and_plan(family, tiny_checkpoints,
     checkpoint = tiny_checkpoints(family, 8)
     model_args = (f"pretrained={checkpoint},method={METHOD_FOR[family]},sparsity=0.25,device=cpu,"
                   f"calib_limit=8,batch_size=2")
-    result = lmms_eval(model_args, tmp_path / "out")
+    result = lmms_eval(model_args, tmp_path / "out", "--log_samples")
     assert result.returncode == 0, result.stderr[-3000:]
     results = list((tmp_path / "out").rglob("*_results.json"))
     assert len(results) == 1, result.stderr[-3000:]
     metrics = json.loads(results[0].read_text())["results"]["topo_synth_count"]
-    assert 0.0 <= metrics["exact_match,none"] <= 1.0
+    # the same pruned model in this process (scores from the run's cache), one prompt at a time, answers the same
+    # 4 docs alike, and lmms-eval's metric is their exact match
+    docs = load_split("test", ["count"])[:4]
+    samples = logged_samples(results[0], "topo_synth_count")
+    assert [row["doc_id"] for row in samples] == [0, 1, 2, 3]
+    assert [row["target"] for row in samples] == [doc["answer"] for doc in docs]
+    loaded, again = load_pruned(dict(item.split("=", 1) for item in model_args.split(",")))
+    assert again.cache["scores_hit"]
+    answers = [generate(loaded, [prompt], {"max_new_tokens": 5, "do_sample": False}, ["\n"])[0]
+               for prompt in prompts_of(docs)]
+    assert [response_text(row) for row in samples] == answers
+    assert metrics["exact_match,none"] == sum(exact_match(a, doc["answer"]) for a, doc in zip(answers, docs)) / 4
     reports = list(results[0].parent.glob("*_topo_pruned_*.json"))
     assert len(reports) == 1, "the pruning plan must be written next to the results"
     report = json.loads(reports[0].read_text())
-    assert report["plan"]["num_layers"] == 8 and len(report["plan"]["removed_layers"]) == 2
+    assert report["plan"]["num_layers"] == 8 and report["plan"]["removed_layers"] == again.plan["removed_layers"]
+    assert len(again.plan["removed_layers"]) == 2
     assert report["kept_layers"] == [i for i in range(8) if i not in report["plan"]["removed_layers"]]
     assert report["parameters_after"] < report["parameters_before"]
     assert report["calibration"]["samples"] == 8

@@ -54,9 +54,11 @@ def test_spacing_is_even_and_never_adjacent(span):
     for n in range(0, (span + 1) // 2 + 1):
         picks = evenly_spaced(candidates, n)
         assert len(picks) == len(set(picks)) == n
-        assert all(b - a >= 2 for a, b in zip(picks, picks[1:]))
+        gaps = [b - a for a, b in zip(picks, picks[1:])]
+        assert all(gap >= 2 for gap in gaps)
+        assert not gaps or max(gaps) - min(gaps) <= 1  # even: the gaps are the floor or the ceiling of span / n
     assert scorer("spacing").max_removable(span) == (span + 1) // 2
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"cannot pick {(span + 1) // 2 + 1} non-adjacent layers among {span}"):
         evenly_spaced(candidates, (span + 1) // 2 + 1)
 
 

@@ -207,8 +207,16 @@ def test_degenerate_clouds():
     states = drifting_clouds(5, 30, 8, seed=5)
     states[10:20] = states[:10]  # duplicate points
     states[:, 2] = 1.0  # every point coincides at depth 2
+    # all 30 points tied at depth 2: each point's 4 neighbours are the lowest other indices
+    coincident = knn_flag_complex(states[:, 2], 4)
+    expected_edges = sorted({(a, b) for a, b in itertools.combinations(range(5), 2)}
+                            | {(j, i) for j in range(4) for i in range(5, 30)})
+    assert [tuple(edge) for edge in coincident.edges.tolist()] == expected_edges
     result = analyze_topology(states, k=4)
-    assert all(0.0 <= v <= 1.0 for v in result["layer_consistency"])
+    classic = analyze_topology(states, k=4, engine="classic")  # the quadratic algorithm, on the same ties
+    assert result.pop("params")["engine"] == "fast" and classic.pop("params")["engine"] == "classic"
+    assert result == classic
+    assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in result["layer_consistency"])
     small = analyze_topology(drifting_clouds(4, 5, 8, seed=6), k=15)  # N <= k: k clamped to N - 1
     assert small["params"]["k"] == 4
     assert small["importance"] == [0.0, 0.0, 0.0]  # complete graphs at every depth: nothing changes
@@ -297,8 +305,9 @@ def test_prunes_a_tiny_model_end_to_end(topology_method, tiny_checkpoints):
     assert len(details["layer_consistency"]) == 8 and len(details["depth_consistency"]) == 9
     consistency = details["layer_consistency"]
     assert min(consistency[l] for l in removed) >= max(consistency[l] for l in range(1, 7) if l not in removed)
-    with pytest.raises(Exception, match="at least 3 calibration samples"):
+    with pytest.raises(ModelArgsError) as error:
         load_pruned({**base, "calib_limit": "2"})
+    assert str(error.value) == "model_args: method=topology needs at least 3 calibration samples, calib_limit=2"
 
     _, visual = load_pruned({**base, "topo_points": "visual_mean"})
     assert visual.config["method_params"]["topo_points"] == "visual_mean"

@@ -7,10 +7,13 @@ surgery applies it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
+
+from ..errors import NonFiniteError
 
 
 @dataclass
@@ -25,6 +28,14 @@ class LayerScores:
     importance: list[float] | None
     details: dict[str, list] = field(default_factory=dict)
 
+    def check_finite(self, method: str) -> "LayerScores":
+        """Refuse NaN/inf importance (no selection may be made from it), naming the layers; returns ``self``."""
+        bad = [layer for layer, value in enumerate(self.importance or []) if not math.isfinite(value)]
+        if bad:
+            raise NonFiniteError(f"method={method} produced non-finite scores (NaN or inf) for decoder layers {bad}; "
+                                 "nothing was removed")
+        return self
+
     def to_json(self) -> dict:
         return {"importance": self.importance, "details": self.details}
 
@@ -37,6 +48,7 @@ class LayerScorer:
     """Base class of every registered layer method."""
 
     method_name: ClassVar[str]
+    version: ClassVar[int] = 1  # bump when the scores change meaning: part of the scores' cache key
     needs: ClassVar[tuple[str, ...]] = ()
     min_samples: ClassVar[int] = 1
     default_samples: ClassVar[int] = 64  # calibration samples when calib_limit is not given

@@ -12,7 +12,6 @@ import torch
 from ..params import Param
 from ..registry import register_layer_method
 from ..topology.analysis import MIN_POINTS, analyze_topology, select_epsilon
-from ..topology.plots import barcode_png, consistency_png, epi_png
 from ..topology.zigzag import ENGINES, require_dionysus
 from .base import LayerScorer, LayerScores
 
@@ -66,6 +65,8 @@ class TopologyScorer(LayerScorer):
     @classmethod
     def report_plots(cls, scores: LayerScores, removed: list[int]) -> dict[str, bytes]:
         """Barcode over depth, EPI heatmap, per-layer consistency with the removed layers marked."""
+        from ..topology.plots import barcode_png, consistency_png, epi_png
+
         details = scores.details
         return {"barcode": barcode_png(details), "epi": epi_png(details), "consistency": consistency_png(details, removed)}
 

@@ -268,8 +268,10 @@ def _mrope_section(head_dim: int) -> list[int]:
     return [temporal, height, half - temporal - height]
 
 
-def _text_config(spec: _Family, tokenizer: PreTrainedTokenizerFast, num_layers: int, hidden_size: int) -> dict:
-    """The decoder's sub-config: `num_layers` layers, grouped-query attention, the tokenizer's ids."""
+def _text_config(
+    spec: _Family, tokenizer: PreTrainedTokenizerFast, num_layers: int, hidden_size: int, overrides: dict | None = None
+) -> dict:
+    """The decoder's sub-config: `num_layers` layers, grouped-query attention, the tokenizer's ids, then `overrides`."""
     if hidden_size % (2 * NUM_HEADS):
         raise ValueError(f"hidden_size must be a multiple of {2 * NUM_HEADS}, got {hidden_size}")
     text = dict(
@@ -288,6 +290,7 @@ def _text_config(spec: _Family, tokenizer: PreTrainedTokenizerFast, num_layers: 
     if spec.mrope:
         mrope_section = _mrope_section(hidden_size // NUM_HEADS)
         text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section}
+    text.update(overrides or {})
     return text
 
 
@@ -297,14 +300,18 @@ def tiny_config(
     num_layers: int = 4,
     hidden_size: int = 64,
     tokenizer: PreTrainedTokenizerFast | None = None,
+    text_overrides: dict | None = None,
 ) -> PreTrainedConfig:
-    """The family's tiny config (no weights); token ids come from `tokenizer` (default: `tiny_tokenizer`)."""
+    """The family's tiny config (no weights); token ids come from `tokenizer` (default: `tiny_tokenizer`).
+
+    `text_overrides` are extra text-config fields, e.g. ``use_sliding_window``/``max_window_layers`` for Qwen2-VL.
+    """
     spec = _family(family)
     tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer(family)
     token_ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in spec.token_fields.items()}
     config_class = getattr(transformers, spec.config_class)
     return config_class(
-        text_config=_text_config(spec, tokenizer, num_layers, hidden_size),
+        text_config=_text_config(spec, tokenizer, num_layers, hidden_size, text_overrides),
         vision_config=spec.vision_config(hidden_size),
         **token_ids,
         **spec.config_kwargs,
@@ -348,11 +355,14 @@ def build_tiny_vlm(
     hidden_size: int = 64,
     seed: int = 0,
     vocab_words: list[str] | None = None,
+    text_overrides: dict | None = None,
 ) -> Path:
     """Builds a tiny random model of `family` with its processor and saves both into `out_dir`."""
     out_dir = Path(out_dir)
     tokenizer = tiny_tokenizer(family, vocab_words)
-    config = tiny_config(family, num_layers=num_layers, hidden_size=hidden_size, tokenizer=tokenizer)
+    config = tiny_config(
+        family, num_layers=num_layers, hidden_size=hidden_size, tokenizer=tokenizer, text_overrides=text_overrides
+    )
     tiny_model(config, tokenizer, seed).save_pretrained(out_dir)
     tiny_processor(family, tokenizer).save_pretrained(out_dir)
     return out_dir

@@ -1,4 +1,4 @@
-"""Zigzag persistent homology of per-depth point clouds (TopoVLM, docs METHODS.md section 1).
+"""Zigzag persistent homology of per-depth point clouds (TopoVLM, docs/methods.md §1).
 
 ``analyze_topology(states, k=, alpha=, sigma=, engine=)`` turns clouds ``[N, L+1, d]`` into JSON-ready layer
 scores; ``write_topology_plots(result, out_dir, removed=)`` draws them. Modules: ``complexes`` (kNN flag
@@ -7,6 +7,15 @@ complexes), ``zigzag`` (the intersection zigzag, dionysus, bars → depths), ``c
 """
 
 from .analysis import analyze_topology, select_epsilon
-from .plots import write_topology_plots
+
+
+def __getattr__(name: str):
+    """``write_topology_plots`` is imported on first use: matplotlib stays out of ``import`` time."""
+    if name == "write_topology_plots":
+        from .plots import write_topology_plots
+
+        return write_topology_plots
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["analyze_topology", "select_epsilon", "write_topology_plots"]

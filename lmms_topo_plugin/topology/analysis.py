@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from loguru import logger
 
+from ..errors import NonFiniteError
 from .complexes import knn_flag_complex
 from .consistency import consistency, persistence_image, topological_activity
 from .zigzag import zigzag_barcode
@@ -24,7 +25,7 @@ def check_states(states: torch.Tensor) -> None:
             continue
         where = "the embedded prompt h_0, input of decoder layer 0" if depth == 0 else (
             f"h_{depth}, output of decoder layer {depth - 1}")
-        raise FloatingPointError(f"topology: non-finite hidden states (NaN or inf) at depth {depth} ({where})")
+        raise NonFiniteError(f"topology: non-finite hidden states (NaN or inf) at depth {depth} ({where})")
 
 
 def effective_k(k: int, num_points: int) -> int:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..plotting import figure_png, plt
+from ..cache import atomic_write_bytes
+from ..plotting import figure_png, subplots
 
 DIMS = (0, 1)
 
@@ -14,7 +15,7 @@ DIMS = (0, 1)
 def barcode_png(result: dict) -> bytes:
     """H0 and H1 bars over depth, birth to death; a filled end is alive at the death depth, a hollow one not."""
     num_depths = len(result["depth_consistency"])
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    figure, axes = subplots(1, 2, figsize=(11, 4), sharex=True)
     for axis, dim in zip(axes, DIMS):
         bars = result[f"bars_h{dim}"]
         for row, (birth, death, last) in enumerate(bars):
@@ -28,7 +29,7 @@ def barcode_png(result: dict) -> bytes:
 
 def epi_png(result: dict) -> bytes:
     """Effective persistence images (birth depth × lifetime) of H0 and H1."""
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    figure, axes = subplots(1, 2, figsize=(11, 4.5))
     for axis, dim in zip(axes, DIMS):
         image = axis.imshow(np.asarray(result[f"epi_h{dim}"]).T, origin="lower", aspect="auto", cmap="viridis")
         axis.set(title=f"EPI H{dim}", xlabel="birth depth", ylabel="lifetime (layers)")
@@ -39,7 +40,7 @@ def epi_png(result: dict) -> bytes:
 def consistency_png(result: dict, removed: list[int] | None = None) -> bytes:
     """Per-layer consistency (removed layers marked) and per-depth topological activity."""
     layers = range(len(result["layer_consistency"]))
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    figure, (top, bottom) = subplots(2, 1, figsize=(10, 6), sharex=True)
     top.plot(layers, result["layer_consistency"], marker="o", label="layer consistency S(l)")
     top.plot(layers, result["layer_survival"], linestyle="--", label="layer survival s(l)")
     for layer in removed or []:
@@ -64,5 +65,5 @@ def write_topology_plots(result: dict, out_dir: str | Path, removed: list[int] |
         "topology_consistency.png": consistency_png(result, removed),
     }
     for name, png in figures.items():
-        (out / name).write_bytes(png)
+        atomic_write_bytes(out / name, png)
     return [out / name for name in figures]

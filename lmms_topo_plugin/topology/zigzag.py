@@ -25,11 +25,13 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import MissingDependencyError
 from .complexes import FlagComplex
 
 ENGINES = ("fast", "classic")
-INSTALL_HINT = (f"topology needs dionysus; run python3 scripts/install_dionysus.py with this environment's Python "
-                f"({sys.executable})")
+INSTALL_HINT = ("method=topology needs dionysus (zigzag persistent homology), which does not import here; install it "
+                f"with `{sys.executable} scripts/install_dionysus.py` from a source checkout, or `pip install "
+                "dionysus==2.2.3` (builds from source; needs CMake and Boost >= 1.81 headers)")
 
 
 @dataclass(frozen=True)
@@ -99,11 +101,11 @@ def build_zigzag(complexes: Sequence[FlagComplex]) -> ZigzagInput:
 
 
 def require_dionysus():
-    """The dionysus module, or an ImportError that says how to install it."""
+    """The dionysus module, or a :class:`MissingDependencyError` that says how to install it."""
     try:
         import dionysus
     except ImportError as error:
-        raise ImportError(INSTALL_HINT) from error
+        raise MissingDependencyError(INSTALL_HINT) from error
     return dionysus
 
 

@@ -1,0 +1,61 @@
+"""Save a (pruned) model and its processor as a ``from_pretrained`` checkpoint, atomically.
+
+The directory is written next to its destination under a temporary name and renamed into place, so an
+interrupted save never leaves a half-written checkpoint, and a previous checkpoint there is replaced whole.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI imports this module for SAVE_DTYPES
+    import torch
+
+SAVE_DTYPES = ("base", "float32", "float16", "bfloat16")
+
+
+def save_dtype(choice: str, base_dtype: Any) -> torch.dtype | None:
+    """The dtype to save in: the base checkpoint's (``base``; ``None`` when it states none) or the one named."""
+    import torch
+
+    if choice == "base":
+        if isinstance(base_dtype, str):
+            base_dtype = getattr(torch, base_dtype, None)
+        return base_dtype if isinstance(base_dtype, torch.dtype) else None
+    return getattr(torch, choice)
+
+
+def save_checkpoint(model: Any, processor: Any, out: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+    """Write ``model`` (cast to ``dtype`` when given) and ``processor`` to ``out``; returns ``out``.
+
+    ``out`` may be missing, empty, or a previous checkpoint (it has a ``config.json``); anything else is refused
+    so that no user directory is replaced by mistake.
+    """
+    from ..cache import umask_mode
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "config.json").exists())):
+        raise FileExistsError(f"{out} exists and is not a checkpoint directory; choose another destination")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+    try:
+        if dtype is not None and dtype != model.dtype:
+            model.to(dtype)
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        os.chmod(staging, umask_mode(0o777))
+        if out.exists():
+            retired = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
+            os.replace(out, retired / out.name)
+            os.replace(staging, out)
+            shutil.rmtree(retired)
+        else:
+            os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
