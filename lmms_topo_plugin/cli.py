@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import ModelArgsError
+from .errors import ModelArgsError, NoPassingConfiguration
 from .exporters.checkpoint import SAVE_DTYPES
 from .failures import report_failure
 
@@ -107,11 +107,68 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--what", default="topology", help="the method whose scores to compute (default topology)")
     analyze.add_argument("--model-args", "--model_args", default="", help="key=value,... as for lmms-eval (pretrained=, calib_*, topo_*)")
     analyze.add_argument("--out", default="topo_analysis", help="output directory")
+    add_sweep_parser(commands)
     return parser
 
 
+def add_sweep_parser(commands) -> None:
+    sweep = commands.add_parser("sweep", help="score once, evaluate every method x budget through lmms-eval, measure "
+                                "speed and memory, pick the winner under a rule; resumable")
+    sweep.add_argument("--model-args", "--model_args", default="", help="base model_args (pretrained=, device=, "
+                       "dtype=, ...; default: the bundled model); method/sparsity come from --methods/--budgets")
+    sweep.add_argument("--methods", default="topology,block_influence,angular,random,spacing",
+                       help="comma-separated layer methods (topo-prune methods lists them)")
+    sweep.add_argument("--budgets", default="0.125,0.25,0.375,0.5", help="comma-separated sparsities in (0, 1)")
+    sweep.add_argument("--calib-limits", "--calib_limits", default="",
+                       help="comma-separated calibration sizes to sweep too (default: each method's own)")
+    sweep.add_argument("--tasks", default="topo_synth", help="comma-separated lmms-eval tasks or groups")
+    sweep.add_argument("--include-path", "--include_path", help="extra lmms-eval task directory")
+    sweep.add_argument("--limit", type=float, help="documents per task (an integer count, or a fraction < 1)")
+    sweep.add_argument("--rule", default="keep>=0.95",
+                       help="keep>=X: at least X times the dense metric; metric>=V: at least V (default keep>=0.95)")
+    sweep.add_argument("--metric", help="task/metric the rule reads, as lmms-eval names it "
+                       "(default: the first task's metric when it has one)")
+    sweep.add_argument("--objective", default="layers", help="among passing configurations: layers (most removed), "
+                       "latency (lowest measured prefill), params (fewest parameters)")
+    sweep.add_argument("--cost-repeats", "--cost_repeats", type=int, default=5,
+                       help="timed repeats per configuration (median reported, after a warm-up)")
+    sweep.add_argument("--out", default="sweep", help="output directory (re-run the same command to resume)")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .distributed import rank
+    from .search import SweepSpec, run_sweep
+    from .search.rules import SweepArgsError
+
+    def listed(text: str, convert, flag: str) -> list:
+        try:
+            return [convert(item.strip()) for item in text.split(",") if item.strip()]
+        except ValueError:
+            raise SweepArgsError(f"{flag}: {text!r} is not a comma-separated list of {convert.__name__}s") from None
+
+    limit = args.limit if args.limit is None or args.limit < 1 else int(args.limit)
+    spec = SweepSpec(
+        model_args=_parse_model_args(args.model_args), methods=listed(args.methods, str, "--methods"),
+        budgets=listed(args.budgets, float, "--budgets"), tasks=listed(args.tasks, str, "--tasks"),
+        out=Path(args.out), rule=args.rule, metric=args.metric, objective=args.objective,
+        calib_limits=listed(args.calib_limits, int, "--calib-limits") or [None], include_path=args.include_path,
+        limit=limit, cost_repeats=args.cost_repeats,
+    )
+    result = run_sweep(spec)
+    if rank() != 0:  # under torchrun: rank 0 writes and judges
+        return 0
+    print(f"results: {spec.out / 'results.md'} (and results.csv, pareto.png)")
+    if result["winner"] is None:
+        raise NoPassingConfiguration(f"no configuration passes {args.rule} on {result['metric']}; "
+                                     f"see {spec.out / 'results.md'}")
+    winner = result["winner"]
+    print(f"winner: {winner['method']} at {winner['budget']:g} (removes {winner['removed_layers']}): "
+          f"{spec.out / 'winner.json'}")
+    return 0
+
+
 COMMANDS = {"tasks-dir": cmd_tasks_dir, "methods": cmd_methods, "build-demo-model": cmd_build_demo_model,
-            "prune": cmd_prune, "analyze": cmd_analyze}
+            "prune": cmd_prune, "analyze": cmd_analyze, "sweep": cmd_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:

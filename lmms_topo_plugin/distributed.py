@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from typing import Any, Callable, TypeVar
 
@@ -16,6 +17,25 @@ class Rank0Failure(RuntimeError):
 
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def join_launched_processes() -> str | None:
+    """Under ``torchrun``/``accelerate launch`` (``WORLD_SIZE`` > 1): join the process group through accelerate
+    (whose state lmms-eval gathers results with; nccl with CUDA, else gloo) and return this process's device
+    (``cuda:LOCAL_RANK``, or ``None`` on CPU); ``None`` otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import PartialState
+
+    PartialState()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else None
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
 
 
 def compute_on_rank0(compute: Callable[[], T]) -> T:

@@ -12,6 +12,7 @@ exit code  meaning
 4          the model or its processor failed to load
 5          non-finite (NaN/inf) hidden states or scores: the message names the layer
 6          out of memory (the message names the step and what to lower)
+7          ``topo-prune sweep``: no configuration passes the rule (the tables are written first)
 =========  ==========================================================================
 """
 
@@ -58,3 +59,8 @@ class OutOfMemory(PluginError, MemoryError):
 
     exit_code = 6
 
+
+class NoPassingConfiguration(PluginError):
+    """A sweep finished but no configuration passes the user's rule."""
+
+    exit_code = 7

@@ -12,7 +12,6 @@ CLI reports ordinary exceptions and still exits 0.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Callable
 
 from loguru import logger
@@ -23,7 +22,9 @@ from tqdm.auto import tqdm
 from .api import load_pruned
 from .compat import install_loglikelihood_fix
 from .config import PruneConfig
+from .distributed import is_distributed, join_launched_processes
 from .failures import exit_on_failure
+from .loading import LoadedModel
 from .generation import continuation_nll, generate, generation_settings
 from .prompting import Prompt
 from .report_files import report_directory, write_report
@@ -33,6 +34,8 @@ CLI_OVERRIDABLE = ("batch_size", "device")  # lmms-eval's own flags that map ont
 
 
 class _TopoPrunedBase(lmms):
+    show_progress = True  # per-request progress bars (the sweep turns them off: it shows one over configurations)
+
     def __init__(self, **model_args: Any) -> None:
         super().__init__()
         with exit_on_failure("preparing the model"):
@@ -43,6 +46,21 @@ class _TopoPrunedBase(lmms):
             if self.rank == 0:
                 for path in write_report(self.report, report_directory(self.config.report_dir, self.config.pretrained)):
                     logger.info(f"topo_pruned: wrote {path}")
+
+    @classmethod
+    def around(cls, loaded: LoadedModel, config: PruneConfig, *, show_progress: bool = True) -> "_TopoPrunedBase":
+        """The lmms-eval model over an already loaded (possibly pruned) model, for in-process ``simple_evaluate``.
+
+        Nothing is loaded or pruned: the sweep builds one around each configuration of the model it holds.
+        Under ``torchrun``/``accelerate launch`` it takes this process's rank, so evaluation is data-parallel.
+        """
+        model = cls.__new__(cls)
+        lmms.__init__(model)
+        install_loglikelihood_fix()
+        model.config, model.loaded, model.report = config, loaded, None
+        model.show_progress = show_progress
+        model._take_rank()
+        return model
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
@@ -59,18 +77,20 @@ class _TopoPrunedBase(lmms):
 
     def _configure_processes(self) -> None:
         """Under ``accelerate launch``/``torchrun``: one model per process, on this process's GPU if any."""
-        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        device = join_launched_processes()
+        if device and not self.config.device_map:
+            self.config.device = device
+        self._take_rank()
+
+    def _take_rank(self) -> None:
+        """This process's rank and the world size, and the accelerator lmms-eval gathers results with."""
+        if not is_distributed():
             return
-        import torch
         import torch.distributed as dist
         from accelerate import Accelerator
 
         self.accelerator = Accelerator()
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         self._rank, self._world_size = dist.get_rank(), dist.get_world_size()
-        if torch.cuda.is_available() and not self.config.device_map:
-            self.config.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
 
     @property
     def model(self):
@@ -79,6 +99,10 @@ class _TopoPrunedBase(lmms):
     @property
     def device(self):
         return self.loaded.model.device
+
+    @property
+    def hide_progress(self) -> bool:
+        return self.rank != 0 or not self.show_progress
 
     @property
     def batch_size(self) -> int:
@@ -114,7 +138,7 @@ class _TopoPrunedBase(lmms):
         results: list[str | None] = [None] * len(requests)
         order = sorted(range(len(requests)), key=lambda i: json.dumps(kwargs[i], sort_keys=True, default=str))
         batches = _batches(order, key=lambda i: json.dumps(kwargs[i], sort_keys=True, default=str), size=self.batch_size)
-        with tqdm(total=len(requests), desc="topo_pruned generating", disable=self.rank != 0) as bar:
+        with tqdm(total=len(requests), desc="topo_pruned generating", disable=self.hide_progress) as bar:
             for batch in batches:
                 settings, until = generation_settings(kwargs[batch[0]], self.config.max_new_tokens)
                 texts = generate(self.loaded, [prompts[i] for i in batch], settings, until, use_cache=self.config.use_cache)
@@ -125,7 +149,7 @@ class _TopoPrunedBase(lmms):
 
     def _loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         results = []
-        for request in tqdm(requests, desc="topo_pruned log-likelihood", disable=self.rank != 0):
+        for request in tqdm(requests, desc="topo_pruned log-likelihood", disable=self.hide_progress):
             context, target, doc_to_visual, doc_id, task, split = request.args
             doc = self._doc(task, split, doc_id)
             continuation = target if isinstance(target, str) else str(target(doc))
@@ -135,7 +159,7 @@ class _TopoPrunedBase(lmms):
 
     def _generate_until_multi_round(self, requests: list[Instance]) -> list[list[str]]:
         results = []
-        for request in tqdm(requests, desc="topo_pruned multi-round", disable=self.rank != 0):
+        for request in tqdm(requests, desc="topo_pruned multi-round", disable=self.hide_progress):
             args = request.args
             doc_id, task, split = args[-3:]
             doc = self._doc(task, split, doc_id)

@@ -8,7 +8,9 @@ without the KV cache.
 
 from __future__ import annotations
 
-from typing import Sequence
+import copy
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 from .adapters import VLMAdapter
 
@@ -55,3 +57,40 @@ def _update_text_config(config, kept: list[int], original_layers: int) -> None:
         if isinstance(threshold, int):
             setattr(config, key, sum(1 for i in kept if i < threshold))
 
+
+@contextmanager
+def layers_removed(adapter: VLMAdapter, removed: Sequence[int]) -> Iterator[list[int]]:
+    """:func:`remove_layers` for the body of a ``with`` block, then every layer, index and config entry restored.
+
+    The sweep evaluates many budgets on one loaded model this way: inside the block the model *is* the pruned
+    model (the same surgery a saved checkpoint gets); after it, the dense model again, with no reload.
+    """
+    snapshot = _surgery_state(adapter)
+    try:
+        yield remove_layers(adapter, removed)
+    finally:
+        _restore_surgery_state(adapter, snapshot)
+
+
+def _surgery_state(adapter: VLMAdapter) -> dict:
+    """Everything :func:`remove_layers` changes: the layer list, each ``layer_idx``, the text-config entries."""
+    keys = ("num_hidden_layers", *PER_LAYER_CONFIG_KEYS, *LAYER_THRESHOLD_CONFIG_KEYS)
+    text_model = adapter.text_model
+    return {
+        "layers": list(adapter.layers),
+        "layer_idx": [(module, module.layer_idx) for module in adapter.layers.modules() if hasattr(module, "layer_idx")],
+        "configs": [(config, {key: copy.copy(getattr(config, key)) for key in keys if hasattr(config, key)})
+                    for config in adapter.text_configs],
+        "has_sliding_layers": getattr(text_model, "has_sliding_layers", None),
+    }
+
+
+def _restore_surgery_state(adapter: VLMAdapter, state: dict) -> None:
+    adapter.replace_layers(state["layers"])
+    for module, index in state["layer_idx"]:
+        module.layer_idx = index
+    for config, values in state["configs"]:
+        for key, value in values.items():
+            setattr(config, key, value)
+    if state["has_sliding_layers"] is not None:
+        adapter.text_model.has_sliding_layers = state["has_sliding_layers"]

@@ -1,0 +1,243 @@
+"""What a sweep leaves in ``--out``: the results table (CSV, Markdown), the Pareto plot and the winner record.
+
+Every writer goes through :func:`write_if_changed`: atomic, and a file whose content did not change is not
+rewritten (a completed sweep re-run rewrites nothing).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from ..cache import atomic_write_bytes
+from .rules import DENSE, Rule, dense_row, pareto_front, passing, removed_fraction, x_value
+
+WINNER_SCHEMA = "lmms_topo_plugin.sweep_winner"
+WINNER_VERSION = 1
+MB = 1e6
+STDERR = " stderr"  # suffix of a metric's stderr column
+
+
+def _order(row: dict) -> tuple:
+    """Dense first, then method, budget and calibration size (the default, None, first)."""
+    limit = row["calib_limit"]
+    return row["method"] != DENSE, row["method"], row["budget"], limit is not None, limit or 0
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return None if numerator is None or not denominator else numerator / denominator
+
+
+def _entry(row: dict, dense: dict, metric_names: list[str], metric: str, passes: bool | None) -> dict:
+    """One flat table row: configuration, every metric and stderr, costs next to dense, the verdict."""
+    cost, dense_cost = row["cost"], dense["cost"]
+    entry = {"key": row["key"], "method": row["method"], "budget": row["budget"], "calib_limit": row["calib_limit"],
+             "n_remove": row["n_remove"], "num_layers": row["num_layers"], "removed_fraction": removed_fraction(row),
+             "removed_layers": list(row["removed_layers"])}
+    for name in metric_names:
+        entry[name] = row["metrics"].get(name)
+        entry[name + STDERR] = row["stderr"].get(name)
+    return entry | {
+        "retained": _ratio(row["metrics"].get(metric), dense["metrics"][metric]),
+        "prefill_s": cost["prefill_s"], "decode_s_per_token": cost["decode_s_per_token"],
+        "prefill_speedup": _ratio(dense_cost["prefill_s"], cost["prefill_s"]),
+        "decode_speedup": _ratio(dense_cost["decode_s_per_token"], cost["decode_s_per_token"]),
+        "ideal_speedup": row["num_layers"] / cost["num_layers"],
+        "memory_mb": cost["peak_memory_bytes"] / MB,
+        "memory_ratio": _ratio(cost["peak_memory_bytes"], dense_cost["peak_memory_bytes"]),
+        "memory_kind": cost["memory_kind"], "parameters": cost["parameters"], "passes": passes,
+    }
+
+
+def results_table(rows: list[dict], metric: str, rule: Rule) -> list[dict]:
+    """One flat dict per row, dense first, then by method, budget and calibration size.
+
+    ``retained`` is the row's ``metric`` over the dense one; speedups are dense time over the row's time;
+    ``ideal_speedup`` is ``L/L'``; ``passes`` is None for the dense reference, which is not a candidate.
+    """
+    dense = dense_row(rows)
+    metric_names = sorted({name for row in rows for name in row["metrics"]})
+    passed = {row["key"] for row in passing(rows, rule, metric)}
+    return [_entry(row, dense, metric_names, metric, None if row["method"] == DENSE else row["key"] in passed)
+            for row in sorted(rows, key=_order)]
+
+
+def write_if_changed(path: str | Path, data: bytes) -> bool:
+    """Write ``data`` atomically unless ``path`` already holds exactly it; True when written."""
+    path = Path(path)
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    atomic_write_bytes(path, data)
+    return True
+
+
+def csv_text(table: list[dict]) -> str:
+    """The table as CSV: one header line of the column names; None is empty, lists are written as ``[1, 2]``."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(table[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table)
+    return buffer.getvalue()
+
+
+def write_csv(table: list[dict], path: str | Path) -> bool:
+    """Write :func:`csv_text` to ``path`` (``results.csv``); True when written."""
+    return write_if_changed(path, csv_text(table).encode())
+
+
+def _count(n: int) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.2f}B"
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n:,}"
+
+
+def _value(entry: dict, name: str) -> str:
+    value, stderr = entry[name], entry[name + STDERR]
+    if value is None:
+        return "—"
+    return f"{value:.3f}" if stderr is None else f"{value:.3f} ± {stderr:.3f}"
+
+
+def _times(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}×"
+
+
+def _config(entry: dict) -> list[str]:
+    """The method, budget and calibration cells (the dense row has neither budget nor calibration)."""
+    if entry["method"] == DENSE:
+        return ["dense", "—", "—"]
+    limit = entry["calib_limit"]
+    return [entry["method"], f"{entry['budget']:g}", "default" if limit is None else str(limit)]
+
+
+def _markdown_row(entry: dict, metric_names: list[str], winner_key: str | None) -> list[str]:
+    cells = _config(entry)
+    if entry["key"] == winner_key:
+        cells[0] += " ★"
+    retained = "—" if entry["retained"] is None else f"{entry['retained']:.1%}"
+    passes = {None: "—", True: "yes", False: "no"}[entry["passes"]]
+    return cells + [f"{entry['n_remove']}/{entry['num_layers']}"] + [_value(entry, n) for n in metric_names] + [
+        retained, f"{entry['prefill_s'] * 1e3:.1f}", _times(entry["prefill_speedup"]),
+        f"{entry['decode_s_per_token'] * 1e3:.2f}", _times(entry["decode_speedup"]), _times(entry["ideal_speedup"]),
+        f"{entry['memory_mb']:.1f}", _times(entry["memory_ratio"]), _count(entry["parameters"]), passes,
+    ]
+
+
+def _headline(table: list[dict], metric: str, rule: Rule, objective: str, winner: dict | None) -> str:
+    """One line: the rule, the objective and the winner (or that nothing passes)."""
+    head = f"Rule `{rule.describe()}` on `{metric}`, objective `{objective}`: "
+    if winner is None:
+        return head + "no configuration passes the rule."
+    entry = next(entry for entry in table if entry["key"] == winner["key"])
+    method, budget, limit = _config(entry)
+    layers = ", ".join(map(str, entry["removed_layers"]))
+    retained = "" if entry["retained"] is None else f" = {entry['retained']:.1%} of dense"
+    return (head + f"winner ★ **{method} @ {budget}** (calibration {limit}), removes layers {layers} "
+            f"({entry['n_remove']}/{entry['num_layers']}), {entry[metric]:.3f}{retained}.")
+
+
+def render_markdown(table: list[dict], metric: str, rule: Rule, objective: str, winner: dict | None) -> str:
+    """``results.md``: a title, the headline and one table row per configuration (``metric``'s column first)."""
+    metric_names = [metric] + [name for name in table[0] if name + STDERR in table[0] and name != metric]
+    header = (["method", "budget", "calibration", "removed"] + metric_names +
+              ["retained", "prefill ms", "prefill speedup", "decode ms/token", "decode speedup", "ideal L/L'",
+               f"memory MB ({table[0]['memory_kind']})", "memory ratio", "parameters", "passes"])
+    winner_key = None if winner is None else winner["key"]
+    lines = [header, ["---"] + ["---:"] * (len(header) - 1)]
+    lines += [_markdown_row(entry, metric_names, winner_key) for entry in table]
+    body = "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+    return f"# Sweep results: {metric}\n\n{_headline(table, metric, rule, objective, winner)}\n\n{body}\n"
+
+
+def render_skipped(skipped: list[dict]) -> str:
+    """A section listing the configurations the sweep could not run (a budget beyond a method's reach)."""
+    if not skipped:
+        return ""
+    lines = [f"- {item['method']} @ {item['budget']:g}: {item['reason']}" for item in skipped]
+    return "\nNot evaluated:\n\n" + "\n".join(lines) + "\n"
+
+
+def write_markdown(markdown: str, path: str | Path) -> bool:
+    """Write ``results.md``; True when written."""
+    return write_if_changed(path, markdown.encode())
+
+
+def _series(rows: list[dict]) -> dict[str, list[dict]]:
+    """The pruned rows grouped into one plotted line per method (per method and calibration size if it varies)."""
+    pruned = [row for row in rows if row["method"] != DENSE]
+    limits = {}
+    for row in pruned:
+        limits.setdefault(row["method"], set()).add(row["calib_limit"])
+    series = {}
+    for row in sorted(pruned, key=_order):
+        label = row["method"]
+        if len(limits[label]) > 1:
+            label += f" (calibration {'default' if row['calib_limit'] is None else row['calib_limit']})"
+        series.setdefault(label, []).append(row)
+    return series
+
+
+_PANELS = (("latency", "measured prefill latency (ms)", 1e3),
+           ("removed", "removed fraction of decoder layers", 1.0))
+
+
+def _panel(axis, rows: list[dict], metric: str, winner: dict | None, x: str, scale: float) -> None:
+    """One Pareto view: the method lines, the front, dense and the winner, ``x`` scaled by ``scale``."""
+    def point(row):
+        return x_value(row, x) * scale, row["metrics"][metric]
+
+    for name, members in _series(rows).items():
+        axis.plot(*zip(*sorted(map(point, members))), marker="o", markersize=5, label=name)
+    axis.plot(*zip(*map(point, pareto_front(rows, metric, x))), color="grey", linestyle=":", linewidth=1.5,
+              label="Pareto front")
+    dense = dense_row(rows)
+    axis.axhline(dense["metrics"][metric], color="black", linestyle="--", linewidth=1, label="dense metric")
+    axis.plot(*point(dense), marker="*", markersize=16, color="black", linestyle="none", label="dense")
+    if winner is not None:
+        axis.plot(*point(winner), marker="o", markersize=18, markerfacecolor="none", markeredgecolor="red",
+                  markeredgewidth=2, linestyle="none", label="winner")
+
+
+def pareto_png(rows: list[dict], metric: str, winner: dict | None) -> bytes:
+    """Two panels, ``metric`` against measured prefill latency and against the removed fraction.
+
+    One line per method, the Pareto front dotted, dense as a star with a dashed horizontal line, the winner circled.
+    """
+    from ..plotting import figure_png, subplots
+
+    figure, axes = subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for axis, (x, label, scale) in zip(axes, _PANELS):
+        _panel(axis, rows, metric, winner, x, scale)
+        axis.set_xlabel(label)
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel(metric)
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize="small")
+    figure.suptitle(f"{metric} against measured prefill latency and removed layers")
+    return figure_png(figure)
+
+
+def winner_record(winner: dict, rows: list[dict], rule: Rule, objective: str, metric: str, context: dict) -> dict:
+    """``winner.json``: the winning configuration, the dense metrics, the choice, and the sweep's ``context``.
+
+    ``context`` (model and calibration fingerprints, method parameters, versions, model_args) is merged in at
+    the top level; a key that would overwrite the record's own fields is refused.
+    """
+    dense = dense_row(rows)
+    record = {
+        "schema": WINNER_SCHEMA, "version": WINNER_VERSION,
+        "winner": {name: winner.get(name) for name in ("key", "method", "budget", "calib_limit", "n_remove",
+                                                        "num_layers", "removed_layers", "method_params", "calibration",
+                                                        "metrics", "stderr", "cost", "eval_s")},
+        "dense": {name: dense[name] for name in ("metrics", "stderr", "cost")},
+        "rule": rule.describe(), "objective": objective, "metric": metric,
+    }
+    if clash := sorted(record.keys() & context.keys()):
+        raise ValueError(f"context keys {clash} would overwrite the winner record's own fields")
+    return record | context
+
+
+def write_winner(record: dict, path: str | Path) -> bool:
+    """Write ``winner.json`` (indented JSON); True when written."""
+    return write_if_changed(path, (json.dumps(record, indent=2) + "\n").encode())

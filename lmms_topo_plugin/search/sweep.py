@@ -1,0 +1,274 @@
+"""The sweep: load once, score each method once, evaluate every budget through lmms-eval, measure, pick a winner.
+
+Per method (and calibration size) the scores come from one calibration pass (cached like a single run); every
+budget's plan is then :func:`~lmms_topo_plugin.pipeline.plan_from_scores` of those scores, applied with
+:func:`~lmms_topo_plugin.surgery.layers_removed` to the one loaded model (the same surgery a saved checkpoint
+gets, undone after the evaluation), evaluated by lmms-eval's ``simple_evaluate`` and measured
+(:mod:`~lmms_topo_plugin.search.measure`) side by side with the dense reference. Each configuration's result is
+written atomically to ``<out>/configs/`` as it finishes, so a re-run evaluates only what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..cache import DiskCache, atomic_write_json, cache_key
+from ..calib_data import prompts_fingerprint
+from ..config import PruneConfig
+from ..distributed import compute_on_rank0, join_launched_processes, rank
+from ..errors import ModelArgsError
+from ..loading import LoadedModel, load_model
+from ..pipeline import Prepared, compute_scores, model_fingerprint, plan_from_scores, prepare
+from ..registry import DENSE_METHOD
+from ..surgery import layers_removed
+from .evaluate import available_metrics, evaluate, flatten_results, load_tasks, task_manager
+from .measure import default_cost_prompt, measure_cost
+from .outputs import (
+    pareto_png, render_markdown, render_skipped, results_table, winner_record, write_csv, write_if_changed,
+    write_markdown, write_winner,
+)
+from .rules import Rule, check_metric, parse_objective, parse_rule, pick_winner
+
+SWEEP_KEYS = ("method", "sparsity", "n_remove", "calib_limit")  # set by the sweep, not by --model-args
+
+
+@dataclass
+class SweepSpec:
+    """What to sweep and how to judge it; validated by :func:`validate` before any weights load."""
+
+    model_args: dict[str, str]
+    methods: list[str]
+    budgets: list[float]
+    tasks: list[str]
+    out: Path
+    rule: str = "keep>=0.95"
+    metric: str | None = None
+    objective: str = "layers"
+    calib_limits: list[int | None] = field(default_factory=lambda: [None])
+    include_path: str | None = None
+    limit: int | float | None = None
+    cost_repeats: int = 5
+
+
+@dataclass
+class Configuration:
+    """One point of the sweep: a validated config (dense when ``method == "none"``) and its identity."""
+
+    config: PruneConfig
+    budget: float
+    calib_limit: int | None
+    key: str = ""
+
+    @property
+    def method(self) -> str:
+        return self.config.method
+
+    @property
+    def label(self) -> str:
+        calib = f", calib_limit={self.calib_limit}" if self.calib_limit else ""
+        return "dense" if self.method == DENSE_METHOD else f"{self.method} at {self.budget:g}{calib}"
+
+    @property
+    def path_stem(self) -> str:
+        return f"{self.method}-{self.budget:g}-{self.calib_limit or 'default'}-{self.key[:10]}"
+
+
+def configurations(spec: SweepSpec) -> list[Configuration]:
+    """Dense first, then every method × calibration size × budget, each parsed like ``--model_args``."""
+    clash = sorted(set(spec.model_args) & set(SWEEP_KEYS))
+    if clash:
+        raise ModelArgsError(f"--model-args: {clash[0]}= is set by the sweep (--methods, --budgets, --calib-limits); "
+                             "remove it")
+    dense = Configuration(PruneConfig.from_model_args(spec.model_args), 0.0, None)
+    points = [dense]
+    for method in spec.methods:
+        for calib_limit in spec.calib_limits:
+            for budget in spec.budgets:
+                args = {**spec.model_args, "method": method, "sparsity": budget}
+                if calib_limit is not None:
+                    args["calib_limit"] = calib_limit
+                points.append(Configuration(PruneConfig.from_model_args(args), budget, calib_limit))
+    return points
+
+
+def run_sweep(spec: SweepSpec) -> dict[str, Any]:
+    """Run (or resume) the sweep; write the tables, plot and ``winner.json``; return rows and winner.
+
+    A run that evaluates something also writes ``sweep.json``: its wall time, the one model load, and counts.
+    """
+    started = time.perf_counter()
+    rule, objective = parse_rule(spec.rule), parse_objective(spec.objective)
+    points = configurations(spec)
+    device = join_launched_processes()  # under torchrun / accelerate launch: evaluation is data-parallel
+    for point in points:
+        if device and not point.config.device_map:
+            point.config.device = device
+    manager = task_manager(spec.include_path)
+    metrics = available_metrics(load_tasks(spec.tasks, manager))
+    metric = spec.metric or default_metric(spec.tasks, metrics)
+    check_metric(metric, metrics)
+    dense = prepare(points[0].config)
+    identity = sweep_identity(spec, dense)
+    feasible, skipped = split_feasible(points, dense.num_layers)
+    groups = prepare_groups(feasible)
+    for point in points:
+        point.key = cache_key("sweep-config", identity, point.method, point.budget, point.calib_limit,
+                              point.config.method_params, point.config.seed)
+    rows = reusable_results(feasible, spec.out)
+    missing = len([point for point in feasible if point.key not in rows])
+    if missing:
+        start = time.perf_counter()
+        loaded = load_model(points[0].config, dense.pretrained, dense.hf_config)
+        load_s = time.perf_counter() - start
+        rows.update(evaluate_missing(spec, feasible, rows, groups, loaded, manager))
+        if rank() == 0:
+            atomic_write_json(spec.out / "sweep.json", {
+                "wall_s": time.perf_counter() - started, "load_s": load_s, "evaluated": missing,
+                "reused": len(feasible) - missing, "skipped": len(skipped), **identity})
+    say(f"{missing} configuration(s) evaluated, {len(feasible) - missing} reused, {len(skipped)} not reachable")
+    if rank() != 0:
+        return {"rows": [], "skipped": skipped, "winner": None, "metric": metric}
+    ordered = [rows[point.key] for point in feasible]
+    winner = pick_winner(ordered, rule, objective, metric)
+    write_outputs(spec, ordered, skipped, rule, objective, metric, winner, identity)
+    return {"rows": ordered, "skipped": skipped, "winner": winner, "metric": metric}
+
+
+def default_metric(tasks: list[str], metrics: set[str]) -> str:
+    """The first task's only metric when it has one; otherwise the user must say which (``--metric``)."""
+    from .rules import SweepArgsError
+
+    own = sorted(name for name in metrics if name.split("/", 1)[0] == tasks[0])
+    if len(own) != 1:
+        raise SweepArgsError(f"--metric is required: {tasks[0]} reports {', '.join(own) or 'no metric'}")
+    return own[0]
+
+
+def sweep_identity(spec: SweepSpec, dense: Prepared) -> dict[str, Any]:
+    """What every configuration's result depends on besides its own method and budget."""
+    return {
+        "model": model_fingerprint(dense.pretrained, dense.hf_config, dense.config.revision),
+        "model_args": {key: spec.model_args[key] for key in sorted(spec.model_args)},
+        "tasks": list(spec.tasks),
+        "limit": spec.limit,
+        "cost_repeats": spec.cost_repeats,
+        "lmms_topo_plugin": version("lmms-topo-plugin"),
+        "lmms_eval": version("lmms-eval"),
+    }
+
+
+def split_feasible(points: list[Configuration], num_layers: int) -> tuple[list[Configuration], list[dict]]:
+    """The configurations a method can reach; the others (e.g. ``spacing`` past half the layers) are skipped,
+    with the reason, instead of failing the sweep."""
+    feasible, skipped = [], []
+    for point in points:
+        try:
+            point.config.layers_to_remove(num_layers)
+        except ModelArgsError as error:
+            skipped.append({"method": point.method, "budget": point.budget, "calib_limit": point.calib_limit,
+                            "reason": str(error).removeprefix("model_args: ")})
+            continue
+        feasible.append(point)
+    return feasible, skipped
+
+
+def prepare_groups(points: list[Configuration]) -> dict[tuple, Prepared]:
+    """One prepared scorer and calibration set per (method, calibration size): every check before weights load."""
+    groups: dict[tuple, Prepared] = {}
+    for point in points:
+        group = (point.method, point.calib_limit)
+        if point.method != DENSE_METHOD and group not in groups:
+            groups[group] = prepare(point.config)
+    return groups
+
+
+def reusable_results(points: list[Configuration], out: Path) -> dict[str, dict]:
+    """Results already in ``out/configs`` for exactly these configurations (same key): a resumed sweep skips them."""
+    rows = {}
+    for point in points:
+        path = out / "configs" / f"{point.path_stem}.json"
+        if path.exists():
+            row = json.loads(path.read_text())
+            if row.get("key") == point.key:
+                rows[point.key] = row
+                say(f"reusing {point.label} ({path})")
+    return rows
+
+
+def evaluate_missing(spec: SweepSpec, points: list[Configuration], done: dict, groups: dict[tuple, Prepared],
+                     loaded: LoadedModel, manager) -> dict[str, dict]:
+    """Evaluate and measure every configuration without a result, method by method (one scoring each)."""
+    from ..lmms_model import TopoPrunedChat
+
+    todo = [point for point in points if point.key not in done]
+    prompt = default_cost_prompt()
+    cache = DiskCache(points[0].config.cache_dir, enabled=not points[0].config.recompute)
+    results: dict[str, dict] = {}
+    scored: dict[tuple, Any] = {}
+    with tqdm(total=len(todo), desc="topo-prune sweep", unit="config") as bar:
+        for point in todo:
+            bar.set_postfix_str(point.label)
+            start = time.perf_counter()
+            plan = plan_for(point, groups, loaded, cache, scored)
+            with layers_removed(loaded.adapter, plan["removed_layers"]):
+                lm = TopoPrunedChat.around(loaded, point.config, show_progress=False)
+                raw = evaluate(lm, spec.tasks, manager, spec.limit)
+                cost = measure_cost(loaded, prompt, repeats=spec.cost_repeats) if rank() == 0 else None
+            row = {"key": point.key, "method": point.method, "budget": point.budget,
+                   "calib_limit": point.calib_limit, **plan, "cost": cost, "eval_s": time.perf_counter() - start}
+            if rank() == 0:
+                row["metrics"], row["stderr"] = flatten_results(raw)
+                atomic_write_json(spec.out / "configs" / f"{point.path_stem}.json", row)
+            results[point.key] = row
+            bar.update(1)
+    return results
+
+
+def plan_for(point: Configuration, groups: dict[tuple, Prepared], loaded: LoadedModel, cache: DiskCache,
+             scored: dict) -> dict:
+    """The configuration's plan; its method is scored on the dense model the first time it is needed (rank 0)."""
+    num_layers = loaded.adapter.num_layers
+    if point.method == DENSE_METHOD:
+        return {"n_remove": 0, "num_layers": num_layers, "removed_layers": [], "calibration": None,
+                "method_params": {}, "score_s": 0.0}
+    prepared = groups[(point.method, point.calib_limit)]
+    score_s = 0.0
+    if id(prepared) not in scored:
+        start = time.perf_counter()
+        scored[id(prepared)] = compute_on_rank0(lambda: compute_scores(prepared, loaded, cache, {})[0])
+        score_s = time.perf_counter() - start
+    plan = plan_from_scores(point.config, prepared.scorer, scored[id(prepared)], num_layers)
+    calibration = None
+    if prepared.calibration_prompts:
+        calibration = {"samples": len(prepared.calibration_prompts),
+                       "fingerprint": prompts_fingerprint(prepared.calibration_prompts)}
+    return {"n_remove": plan.n_remove, "num_layers": num_layers, "removed_layers": plan.removed_layers,
+            "calibration": calibration, "method_params": point.config.method_params, "score_s": score_s}
+
+
+def write_outputs(spec: SweepSpec, rows: list[dict], skipped: list[dict], rule: Rule, objective: str, metric: str,
+                  winner: dict | None, identity: dict) -> None:
+    """results.csv, results.md, pareto.png and winner.json in ``spec.out``; unchanged files are not rewritten."""
+    table = results_table(rows, metric, rule)
+    out = spec.out
+    write_csv(table, out / "results.csv")
+    write_markdown(render_markdown(table, metric, rule, objective, winner) + render_skipped(skipped), out / "results.md")
+    write_if_changed(out / "pareto.png", pareto_png(rows, metric, winner))
+    if winner is not None:
+        write_winner(winner_record(winner, rows, rule, objective, metric, identity), out / "winner.json")
+
+
+def say(message: str) -> None:
+    """One line on stderr that the harness's logging configuration cannot hide (rank 0 only)."""
+    if rank() == 0:
+        tqdm.write(f"topo-prune sweep: {message}", file=sys.stderr)
+
+

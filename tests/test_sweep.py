@@ -1,0 +1,161 @@
+"""The sweep: one scoring per method, plans equal to single runs, virtual = physical pruning, resume, rules."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmms_topo_plugin.api import load_pruned
+from lmms_topo_plugin.calib_data import bundled_tasks_dir
+from lmms_topo_plugin.cli import main
+from lmms_topo_plugin.config import PruneConfig
+from lmms_topo_plugin.errors import ModelArgsError
+from lmms_topo_plugin.loading import load_config, load_model
+from lmms_topo_plugin.prompting import Prompt, encode
+from lmms_topo_plugin.calibration import move_inputs
+from lmms_topo_plugin.search import SweepSpec, run_sweep
+from lmms_topo_plugin.surgery import layers_removed, remove_layers
+from lmms_topo_plugin.testing.tiny_models import example_image
+
+TOPO_PRUNE = Path(sys.executable).with_name("topo-prune")
+
+
+def sweep_args(checkpoint, out, *extra):
+    """``topo-prune sweep`` on a tiny model and 2 documents; later flags in ``extra`` win."""
+    return ["sweep", "--model_args", f"pretrained={checkpoint},device=cpu", "--tasks", "topo_synth_count",
+            "--include_path", bundled_tasks_dir(), "--limit", "2", "--cost-repeats", "1", "--calib-limits", "8",
+            "--out", str(out), *extra]
+
+
+def logits(loaded, prompt):
+    inputs = encode(loaded.processor, loaded.adapter, [prompt])
+    with torch.inference_mode():
+        return loaded.model(**move_inputs(inputs, "cpu", loaded.model.dtype), use_cache=False).logits
+
+
+def test_plans_from_one_scoring_equal_separate_runs(tiny_checkpoints, tmp_path):
+    checkpoint = str(tiny_checkpoints("llava", 8))
+    methods, budgets = ["block_influence", "angular", "random", "spacing"], [0.25, 0.5]
+    result = run_sweep(SweepSpec(model_args={"pretrained": checkpoint, "device": "cpu"}, methods=methods, budgets=budgets, calib_limits=[8], tasks=["topo_synth_count"],
+                                 out=tmp_path / "sweep", rule="metric>=0", limit=2, cost_repeats=1))
+    swept = {(row["method"], row["budget"]): row["removed_layers"] for row in result["rows"] if row["method"] != "none"}
+    separate, unreachable = {}, []
+    for method in methods:
+        for budget in budgets:
+            try:
+                _, report = load_pruned({"pretrained": checkpoint, "device": "cpu", "method": method,
+                                         "sparsity": budget, "calib_limit": 8})
+            except ModelArgsError:
+                unreachable.append((method, budget))
+                continue
+            separate[(method, budget)] = report.plan["removed_layers"]
+    assert swept == separate
+    assert [(item["method"], item["budget"]) for item in result["skipped"]] == unreachable == [("spacing", 0.5)]
+    assert [row["method"] for row in result["rows"]].count("none") == 1
+
+
+def test_virtual_and_physical_pruning_give_identical_logits(tiny_checkpoints):
+    checkpoint = str(tiny_checkpoints("qwen2_vl", 6))
+    prompt = Prompt.from_text("How many shapes are there?", [example_image(3)])
+    loaded = load_model(PruneConfig(device="cpu"), checkpoint, load_config(checkpoint))
+    dense = logits(loaded, prompt)
+    config_before = loaded.model.config.to_dict()
+    fresh = load_model(PruneConfig(device="cpu"), checkpoint, load_config(checkpoint))
+    remove_layers(fresh.adapter, [0, 3, 5])
+    with layers_removed(loaded.adapter, [0, 3, 5]) as kept:
+        assert kept == [1, 2, 4]
+        torch.testing.assert_close(logits(loaded, prompt), logits(fresh, prompt), rtol=0, atol=0)
+        assert loaded.model.config.to_dict() == fresh.model.config.to_dict()
+    torch.testing.assert_close(logits(loaded, prompt), dense, rtol=0, atol=0)
+    assert loaded.model.config.to_dict() == config_before
+    assert [layer.self_attn.layer_idx for layer in loaded.adapter.layers] == list(range(6))
+
+
+def test_a_metric_the_tasks_do_not_produce_is_rejected_before_any_work(tiny_checkpoints, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    code = main(sweep_args(tiny_checkpoints("llava", 8), out, "--metric", "topo_synth_count/accuracy"))
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "topo-prune: --metric 'topo_synth_count/accuracy' is not produced by the tasks; available: "
+        "topo_synth_count/exact_match")
+    assert not out.exists()
+
+
+def test_cli_end_to_end_writes_tables_plot_and_winner(tiny_checkpoints, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(sweep_args(tiny_checkpoints("llava", 8), out, "--methods", "block_influence,random",
+                           "--budgets", "0.25,0.5", "--rule", "metric>=0", "--objective", "layers")) == 0
+    rows = [json.loads(path.read_text()) for path in sorted((out / "configs").glob("*.json"))]
+    assert sorted((row["method"], row["budget"]) for row in rows) == [
+        ("block_influence", 0.25), ("block_influence", 0.5), ("none", 0.0), ("random", 0.25), ("random", 0.5)]
+    winner = json.loads((out / "winner.json").read_text())
+    assert (winner["schema"], winner["version"], winner["objective"]) == ("lmms_topo_plugin.sweep_winner", 1, "layers")
+    best = max((row for row in rows if row["n_remove"] == 4), key=lambda row: (row["metrics"]["topo_synth_count/exact_match"], -row["cost"]["prefill_s"]))
+    assert winner["winner"]["key"] == best["key"] and winner["winner"]["n_remove"] == 4
+    assert winner["model"].startswith(str(Path(tiny_checkpoints("llava", 8)).resolve()))
+    assert (out / "pareto.png").read_bytes().startswith(b"\x89PNG")
+    assert len((out / "results.csv").read_text().splitlines()) == 1 + len(rows)
+    assert "winner ★" in (out / "results.md").read_text()
+
+
+def test_nothing_passing_exits_non_zero_after_writing_the_table(tiny_checkpoints, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    code = main(sweep_args(tiny_checkpoints("llava", 8), out, "--methods", "spacing", "--budgets", "0.25",
+                           "--rule", "metric>=2"))
+    assert code == 7
+    assert "no configuration passes the rule" in (out / "results.md").read_text()
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"topo-prune: no configuration passes metric>=2 on topo_synth_count/exact_match; see {out / 'results.md'}")
+
+
+def test_resume_after_a_kill_evaluates_only_what_is_missing(tiny_checkpoints, tmp_path):
+    out = tmp_path / "sweep"
+    command = [str(TOPO_PRUNE), *sweep_args(tiny_checkpoints("llava", 8), out, "--methods", "block_influence,random",
+                                            "--budgets", "0.125,0.25,0.375,0.5", "--limit", "6",
+                                            "--cost-repeats", "3", "--rule", "metric>=0")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    deadline = time.monotonic() + 300
+    while len(list((out / "configs").glob("*.json"))) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = {path.name: path.stat().st_mtime_ns for path in (out / "configs").glob("*.json")}
+    assert 2 <= len(before) < 9, "the kill must land mid-sweep"
+    resumed = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"{9 - len(before)} configuration(s) evaluated, {len(before)} reused" in resumed.stderr
+    after = {path.name: path.stat().st_mtime_ns for path in (out / "configs").glob("*.json")}
+    assert len(after) == 9 and all(after[name] == stamp for name, stamp in before.items())
+    outputs = {name: (out / name).stat().st_mtime_ns for name in ("results.csv", "results.md", "pareto.png",
+                                                                  "winner.json")}
+    again = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+    assert again.returncode == 0 and "0 configuration(s) evaluated, 9 reused" in again.stderr
+    assert "Loading weights" not in again.stderr
+    assert {name: (out / name).stat().st_mtime_ns for name in outputs} == outputs
+    assert not [path for path in out.rglob("*") if path.name.endswith(".tmp")]
+
+
+def test_two_processes_score_once_and_split_the_evaluation(tmp_path):
+    args = ["sweep", "--model_args", "device=cpu", "--methods", "block_influence", "--budgets", "0.25",
+            "--calib-limits", "8", "--tasks", "topo_synth_count", "--limit", "6", "--cost-repeats", "1",
+            "--rule", "metric>=0"]
+    torchrun = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "-m", "lmms_topo_plugin.cli"]
+    together = subprocess.run([*torchrun, *args, "--out", str(tmp_path / "two")], capture_output=True, text=True,
+                              env=os.environ.copy(), timeout=600)
+    assert together.returncode == 0, together.stderr[-3000:]
+    assert together.stderr.count("Calibrating:   0%") == 1  # rank 0 alone calibrates and scores
+    alone = subprocess.run([str(TOPO_PRUNE), *args, "--out", str(tmp_path / "one")], capture_output=True, text=True,
+                           env=os.environ.copy(), timeout=600)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+
+    def outcome(out):
+        rows = [json.loads(path.read_text()) for path in (out / "configs").glob("*.json")]
+        return sorted((row["method"], row["removed_layers"], row["metrics"]) for row in rows)
+
+    assert outcome(tmp_path / "two") == outcome(tmp_path / "one")
