@@ -1,134 +1,115 @@
 #!/usr/bin/env python3
-"""Accuracy versus removed decoder layers, for every layer method in the registry, on the bundled model.
+"""Accuracy versus removed decoder layers on the bundled model: a thin call of the sweep (``topo-prune sweep``).
 
-    .venv/bin/python bench/bench_quality.py                      # all methods, 0, 1/8, 1/4, 3/8, 1/2 of the decoder
-    .venv/bin/python bench/bench_quality.py --methods topology block_influence --limit 40
+    .venv/bin/python bench/bench_quality.py                      # what the README reports (resumable)
+    .venv/bin/python bench/bench_quality.py --methods topology --model-args topo_k=10 --out /tmp/q  # a look
 
-Each method calibrates and scores once (scores are cached like any run; calibration defaults are the method's own),
-then each budget prunes a fresh copy of the model and answers the `topo_synth` test split with the plugin's
-generation path (greedy, chat template, the tasks' exact match). `random` is averaged over `--random-seeds` seeds
-and its spread (min..max) is printed. Budgets are `sparsity=` values, rounded to whole layers as a run would.
-Writes `quality.json` (every per-kind number) and `quality.png` (overall and per-kind curves) to `--out`.
+One :func:`lmms_topo_plugin.search.run_sweep` over every layer method of the registry at 1/8, 1/4, 3/8 and 1/2
+of the decoder, evaluated by lmms-eval on the whole ``topo_synth`` test split (500 questions), rule
+``keep>=0.95`` on ``topo_synth/exact_match``, objective ``layers``, into ``--out`` (default
+``bench/results/quality_sweep/``). ``random`` gets two more seeds as two more sweeps of ``random`` alone
+(``seed=1`` and ``seed=2`` in ``model_args``, into ``<out>/seed1`` and ``<out>/seed2``), so that the README shows
+its mean (min..max) over 3 seeds. Re-running the command reuses every finished configuration.
+
+Every sweep runs with ``recompute=true``: each method really calibrates and scores once (no score cache from
+earlier runs), so that its ``score_s`` can be compared with what reloading per configuration pays. That cost is
+measured in the same run, after the sweeps: per method, one ``lmms_topo_plugin.api.load_pruned`` at
+``sparsity=0.25`` with ``recompute=true`` and a fresh ``cache_dir`` (weights load + calibration + scoring +
+surgery), then the same call again with its scores cached; the dense model one plain load. Written to
+``<out>/reload_overhead.json``, with the command and the machine; ``bench/readme_tables.py`` turns it and the
+sweep's ``sweep.json`` into the README's time-saved figure. It is re-measured only when a sweep evaluated
+something (or the file is missing), so it always sits next to the sweep timings of the same run.
+
+One torch thread by default (``--threads``), as in ``bench/bench_speed.py``: on a machine shared with other work a
+multi-threaded run waits at every parallel region for a core another process holds, which makes the tiny model's
+latencies (milliseconds) and the calibration timings incomparable between configurations.
+
+The per-kind plot (``bench/results/quality.png``) and the README tables come from the sweep rows alone
+(``configs/*.json``), read by ``bench/readme_tables.py``; there is no second evaluation code path.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
+import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-DEFAULT_FRACTIONS = (0.0, 0.125, 0.25, 0.375, 0.5)
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import readme_tables  # noqa: E402  (bench/: standard library only)
+
+BUDGETS = [0.125, 0.25, 0.375, 0.5]
+TASKS = ["topo_synth"]
+METRIC = readme_tables.OVERALL_METRIC
+RULE = "keep>=0.95"
+OBJECTIVE = "layers"
+MODEL_ARGS = {"device": "cpu", "batch_size": "16", "recompute": "true"}
+EXTRA_RANDOM_SEEDS = (1, 2)
+RELOAD_SPARSITY = 0.25
+DEFAULT_OUT = ROOT / "bench" / "results" / readme_tables.SWEEP_DIR
+PLOT = ROOT / "bench" / "results" / "quality.png"
 
 
-def evaluate_budget(pretrained: str | None, method: str, fraction: float, seed: int, limit: int | None,
-                    cache_dir: str | None) -> tuple[dict[str, float], list[int]]:
-    """Prune with `method` at `fraction` (dense when 0) and return (per-kind exact match, removed layers)."""
+def parse_pairs(text: str) -> dict[str, str]:
+    """``"key=value,key=value"`` (extra ``model_args``, e.g. ``topo_k=10``)."""
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if any(len(pair) != 2 for pair in pairs):
+        raise SystemExit(f"--model-args: {text!r} is not key=value,key=value")
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def sweep(out: Path, methods: list[str], model_args: dict[str, str], limit: int | None) -> dict:
+    from lmms_topo_plugin.search import SweepSpec, run_sweep
+
+    return run_sweep(SweepSpec(model_args=model_args, methods=methods, budgets=BUDGETS, tasks=TASKS, out=out,
+                               rule=RULE, metric=METRIC, objective=OBJECTIVE, limit=limit))
+
+
+def reload_overhead(methods: list[str], model_args: dict[str, str]) -> dict:
+    """Seconds of one fresh ``load_pruned`` per method (recomputed, then cached scores) and of the dense load."""
     from lmms_topo_plugin.api import load_pruned
-    from lmms_topo_plugin.training.evaluate import evaluate
+    from lmms_topo_plugin.registry import DENSE_METHOD
 
-    args = {"pretrained": pretrained, "device": "cpu", "dtype": "float32", "cache_dir": cache_dir}
-    if fraction > 0:
-        args.update(method=method, sparsity=fraction, seed=seed)
-    loaded, report = load_pruned({k: v for k, v in args.items() if v is not None})
-    return evaluate(loaded, "test", limit=limit), report.plan["removed_layers"]
-
-
-def run(args: argparse.Namespace) -> dict:
-    from lmms_topo_plugin.errors import ModelArgsError
-    from lmms_topo_plugin.registry import DENSE_METHOD, available_methods
-
-    methods = args.methods or [m for m in available_methods() if m != DENSE_METHOD]
-    dense, _ = evaluate_budget(args.pretrained, DENSE_METHOD, 0.0, 0, args.limit, args.cache_dir)
-    print(f"dense: overall {dense['overall']:.3f}", flush=True)
-    results: dict = {"dense": dense, "methods": {}}
-    for method in methods:
-        seeds = range(args.random_seeds) if method == "random" else [0]
-        rows = []
-        for fraction in args.fractions:
-            if fraction == 0:
-                rows.append({"fraction": 0.0, "removed": [[]], "runs": [dense]})
-                continue
-            runs, removed = [], []
-            for seed in seeds:
+    base = {key: value for key, value in model_args.items() if key != "recompute"}
+    fresh, cached, timings = {}, {}, {}
+    with tempfile.TemporaryDirectory(prefix="bench_quality_cache_") as cache_dir:
+        for method in [DENSE_METHOD, *methods]:
+            args = {**base, "cache_dir": cache_dir}
+            if method != DENSE_METHOD:
+                args |= {"method": method, "sparsity": RELOAD_SPARSITY}
+            for store, recompute in ((fresh, True), (cached, False)):
+                if method == DENSE_METHOD and not recompute:
+                    continue  # the dense load has nothing to cache
                 start = time.perf_counter()
-                try:
-                    table, layers = evaluate_budget(args.pretrained, method, fraction, seed, args.limit,
-                                                    args.cache_dir)
-                except ModelArgsError as error:  # a budget this method cannot reach (e.g. spacing at 1/2)
-                    print(f"{method} sparsity={fraction:g}: n/a ({error})", flush=True)
-                    break
-                runs.append(table)
-                removed.append(layers)
-                print(f"{method} sparsity={fraction:g} seed={seed}: removed {layers} -> overall "
-                      f"{table['overall']:.3f} ({time.perf_counter() - start:.1f} s)", flush=True)
-            if runs:
-                rows.append({"fraction": fraction, "removed": removed, "runs": runs})  # one per seed
-        results["methods"][method] = rows
-    return results
+                loaded, report = load_pruned({**args, "recompute": str(recompute).lower()})
+                store[method] = time.perf_counter() - start
+                timings.setdefault(method, {})["recompute" if recompute else "cached"] = report.timings_s
+                del loaded
+            print(f"reload {method}: {fresh[method]:.2f} s"
+                  + (f", {cached[method]:.2f} s with cached scores" if method in cached else ""), flush=True)
+    return {"reload_s": fresh, "reload_cached_s": cached, "timings_s": timings}
 
 
-def mean_table(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {key: statistics.fmean(run[key] for run in runs) for key in runs[0]}
-
-
-def n_removed(row: dict) -> int:
-    return len(row["removed"][0])
-
-
-def markdown(results: dict, key: str = "overall") -> str:
-    """Methods x budgets table of `key` (mean over seeds; random shows min..max)."""
-    first = max(results["methods"].values(), key=len)
-    header = "| method | " + " | ".join(f"{row['fraction']:g} ({n_removed(row)} layers)" for row in first) + " |"
-    lines = [header, "|---" * (len(first) + 1) + "|"]
-    for method, rows in results["methods"].items():
-        by_fraction = {row["fraction"]: row for row in rows}
-        cells = []
-        for budget in first:
-            row = by_fraction.get(budget["fraction"])
-            values = [run[key] for run in row["runs"]] if row else []
-            cell = f"{statistics.fmean(values):.3f}" if values else "n/a"  # n/a: a budget it cannot reach
-            if len(values) > 1:
-                cell += f" ({min(values):.2f}..{max(values):.2f})"
-            cells.append(cell)
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def versus_baselines(results: dict, method: str = "topology") -> list[str]:
-    """Per budget: `method`'s overall accuracy minus the best other method's (mean over seeds)."""
-    rows = results["methods"].get(method)
-    if not rows:
-        return []
-    lines = []
-    for row in rows:
-        if row["fraction"] == 0:
-            continue
-        others = {name: mean_table(other_row["runs"])["overall"] for name, other in results["methods"].items()
-                  for other_row in other if name != method and other_row["fraction"] == row["fraction"]}
-        if not others:
-            return []
-        best = max(others, key=others.get)
-        ours = mean_table(row["runs"])["overall"]
-        lines.append(f"{row['fraction']:g} ({n_removed(row)} layers): {method} {ours:.3f} vs best other "
-                     f"{best} {others[best]:.3f} ({ours - others[best]:+.3f})")
-    return lines
-
-
-def plot(results: dict, path: Path) -> None:
+def plot(quality: dict, path: Path) -> None:
+    """Overall and per-kind exact match against removed layers, one line per method (random: mean of seeds)."""
     from lmms_topo_plugin.cache import atomic_write_bytes
     from lmms_topo_plugin.plotting import figure_png, subplots
 
-    keys = list(results["dense"])
-    keys = ["overall", *[k for k in keys if k != "overall"]]
+    keys = ["overall", *[key for key in quality["dense"] if key != "overall"]]
     figure, axes = subplots(2, 3, figsize=(13, 7.5), sharex=True, sharey=True)
     for ax, key in zip(axes.flat, keys):
-        ax.axhline(results["dense"][key], color="gray", linestyle="--", linewidth=1, label="dense")
-        for method, rows in results["methods"].items():
-            xs = [n_removed(row) for row in rows]
-            ys = [mean_table(row["runs"])[key] for row in rows]
-            ax.plot(xs, ys, marker="o", linewidth=2.5 if method == "topology" else 1.5, label=method)
+        ax.axhline(quality["dense"][key], color="gray", linestyle="--", linewidth=1, label="dense")
+        for method, rows in quality["methods"].items():
+            xs = [readme_tables.n_removed(row) for row in rows]
+            ys = [readme_tables.mean_score(row, key) for row in rows]
+            seeds = max(len(row["runs"]) for row in rows)
+            label = method + (f" (mean of {seeds} seeds)" if seeds > 1 else "")
+            ax.plot(xs, ys, marker="o", linewidth=2.5 if method == "topology" else 1.5, label=label)
             ax.set_xticks(xs)
         ax.set_title(key)
         ax.set_ylim(0, 1.02)
@@ -138,45 +119,85 @@ def plot(results: dict, path: Path) -> None:
     for ax in axes[:, 0]:
         ax.set_ylabel("exact match (test)")
     axes.flat[0].legend(fontsize=8)
-    figure.suptitle(f"topo_synth test accuracy vs removed decoder layers ({results['model']})")
+    figure.suptitle("topo_synth test accuracy vs removed decoder layers (bundled default model, lmms-eval)")
     atomic_write_bytes(path, figure_png(figure))
 
 
+def command_line() -> str:
+    python = Path(sys.executable)
+    try:
+        python = python.relative_to(ROOT)
+    except ValueError:
+        pass
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script = script.relative_to(ROOT)
+    except ValueError:
+        pass
+    return shlex.join([str(python), str(script), *sys.argv[1:]])
+
+
 def main() -> int:
+    from lmms_topo_plugin.registry import DENSE_METHOD, available_methods
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pretrained", default=None, help="model directory (default: the bundled model)")
     parser.add_argument("--methods", nargs="+", help="layer methods (default: every one in the registry)")
-    parser.add_argument("--fractions", type=float, nargs="+", default=list(DEFAULT_FRACTIONS))
-    parser.add_argument("--random-seeds", type=int, default=3)
-    parser.add_argument("--limit", type=int, default=None, help="test docs per kind (default: all 100)")
-    parser.add_argument("--cache-dir", default=None, help="score cache (default: the plugin's)")
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--model-args", default="", help="extra model_args for every sweep (e.g. topo_k=10)")
+    parser.add_argument("--limit", type=int, default=None, help="documents per task (default: all)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="sweep folder (default: %(default)s)")
+    parser.add_argument("--plot", type=Path, default=PLOT, help="per-kind plot (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default: %(default)s; 0 keeps torch's default, one per core)")
     args = parser.parse_args()
 
     import torch
 
     from lmms_topo_plugin.cache import atomic_write_json
-    from lmms_topo_plugin.errors import ModelArgsError
+    from lmms_topo_plugin.errors import PluginError
 
-    torch.set_num_threads(2)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    methods = args.methods or [method for method in available_methods() if method != DENSE_METHOD]
+    model_args = {**MODEL_ARGS, **parse_pairs(args.model_args)}
+    loadavg_at_start = list(os.getloadavg())
+    seed_dirs = [args.out / f"seed{seed}" for seed in EXTRA_RANDOM_SEEDS] if "random" in methods else []
+    before = [(folder / "sweep.json").read_bytes() if (folder / "sweep.json").exists() else None
+              for folder in [args.out, *seed_dirs]]
     try:
-        results = run(args)
-    except ModelArgsError as error:
+        result = sweep(args.out, methods, model_args, args.limit)
+        for seed, folder in zip(EXTRA_RANDOM_SEEDS, seed_dirs):
+            sweep(folder, ["random"], {**model_args, "seed": str(seed)}, args.limit)
+        after = [(folder / "sweep.json").read_bytes() if (folder / "sweep.json").exists() else None
+                 for folder in [args.out, *seed_dirs]]
+        reload_path = args.out / readme_tables.RELOAD_FILE
+        if after != before or not reload_path.exists():
+            overhead = reload_overhead(methods, model_args)
+            atomic_write_json(reload_path, {
+                "command": command_line(), "sparsity": RELOAD_SPARSITY,
+                "what": "seconds of one lmms_topo_plugin.api.load_pruned per method: fresh weights load + "
+                        "calibration + scoring + surgery (reload_s: recompute=true, fresh cache_dir; "
+                        "reload_cached_s: the same call with its scores cached); 'none' is the dense load",
+                **overhead,
+                "spec": {"methods": methods, "budgets": BUDGETS, "tasks": TASKS, "limit": args.limit,
+                         "metric": METRIC, "rule": RULE, "objective": OBJECTIVE, "model_args": model_args,
+                         "extra_random_seeds": list(EXTRA_RANDOM_SEEDS) if seed_dirs else []},
+                "machine": {"cpus_available": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+                            "loadavg_at_start": loadavg_at_start, "loadavg_at_end": list(os.getloadavg())},
+            })
+        else:
+            print(f"every configuration was reused; {reload_path} is from the run that evaluated them", flush=True)
+    except PluginError as error:
         print(f"bench_quality: {error}", file=sys.stderr)
-        return 2
-    results["fractions"] = args.fractions
-    results["model"] = Path(args.pretrained).name if args.pretrained else "bundled default model"
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "quality.json", results)
-    plot(results, args.out / "quality.png")
-    print("\noverall exact match (test split) by removed fraction of the decoder:")
-    print(markdown(results))
-    for line in versus_baselines(results):
-        print(line)
-    for kind in [k for k in results["dense"] if k != "overall"]:
-        print(f"\n{kind}:")
-        print(markdown(results, kind))
-    print(f"\nwrote {args.out / 'quality.json'} and {args.out / 'quality.png'}")
+        return error.exit_code
+    quality = readme_tables.load_quality(args.out.parent, args.out.name)
+    plot(quality, args.plot)
+    print("\noverall exact match (test split):")
+    print(readme_tables.quality_block(quality))
+    winner = result["winner"]
+    print("\nwinner: " + ("none passes " + RULE if winner is None else
+                          f"{winner['method']} at {winner['budget']:g} (removes {winner['removed_layers']}), "
+                          f"{METRIC} {winner['metrics'][METRIC]:.3f}"))
+    print(f"wrote {args.out} and {args.plot}")
     return 0
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The README's result tables, generated from ``bench/results/*.json`` (never typed by hand).
+"""The README's result tables, generated from what the benches write to ``bench/results/`` (never typed by hand).
 
     python bench/readme_tables.py            # print every generated block
     python bench/readme_tables.py --write    # replace the blocks in README.md in place
@@ -11,14 +11,17 @@ Each block sits in README.md between two marker lines::
     ...
     <!-- END generated: NAME -->
 
-``quality`` comes from ``quality.json`` (written by ``bench/bench_quality.py``) and ``topology-speed`` from
-``topology.json`` (written by ``bench/bench_topology.py``). Only the text between the markers is touched.
-Standard library only, so the check runs without torch.
+``quality`` and ``sweep`` come from the sweep ``bench/bench_quality.py`` runs (``quality_sweep/``: its rows in
+``configs/*.json``, the row keys of ``results.csv``, ``sweep.json``, ``winner.json``, ``reload_overhead.json``,
+and the extra ``random`` seeds in ``quality_sweep/seed*/``), ``layer-speed`` from ``speed.json`` (written by
+``bench/bench_speed.py``) and ``topology-speed`` from ``topology.json`` (written by ``bench/bench_topology.py``).
+Only the text between the markers is touched. Standard library only, so the check runs without torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import re
@@ -27,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import textwrap
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +39,11 @@ RESULTS = ROOT / "bench" / "results"
 README = ROOT / "README.md"
 WIDTH = 115  # the README's line width for generated prose
 TIE = 5e-4  # overall scores closer than this (they are shown with 3 decimals) count as equal
+SWEEP_DIR = "quality_sweep"  # bench/bench_quality.py's sweep, under bench/results/
+RELOAD_FILE = "reload_overhead.json"  # its measured reload-per-configuration cost, in SWEEP_DIR
+DENSE = "none"  # the sweep's dense reference row
+OVERALL_METRIC = "topo_synth/exact_match"
+KINDS = ("presence", "attribute", "count", "spatial", "math")  # topo_synth's question kinds, in README order
 
 # Why a method cannot reach some budgets (shown under the table when it has an n/a cell).
 UNREACHABLE = {
@@ -60,10 +69,88 @@ def _join(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
+# ---------------------------------------------------------------------------------------------- sweep rows
+
+
+def kind_metric(kind: str) -> str:
+    return f"topo_synth_{kind}/exact_match"
+
+
+def read_sweep(folder: Path) -> list[dict]:
+    """The rows of the sweep in ``folder``, in ``results.csv``'s order, each with that table's ``passes``.
+
+    A row is the ``configs/*.json`` of its key; ``configs/`` may also hold rows of an earlier sweep into the same
+    folder (another spec, other keys), ``results.csv`` lists the ones of the last.
+    """
+    with open(folder / "results.csv", newline="", encoding="utf-8") as handle:
+        passes = {entry["key"]: {"True": True, "False": False}.get(entry["passes"])
+                  for entry in csv.DictReader(handle)}
+    rows = {}
+    for path in sorted((folder / "configs").glob("*.json")):
+        row = json.loads(path.read_text(encoding="utf-8"))
+        rows[row["key"]] = row
+    missing = [key for key in passes if key not in rows]
+    if missing:
+        raise FileNotFoundError(f"{folder / 'configs'} has no row for key {missing[0]} of results.csv")
+    return [{**rows[key], "passes": passed} for key, passed in passes.items()]
+
+
+def _dense(rows: list[dict]) -> dict:
+    dense = [row for row in rows if row["method"] == DENSE]
+    if len(dense) != 1:
+        raise ValueError(f"a sweep has exactly one dense row; found {len(dense)}")
+    return dense[0]
+
+
+def _scores(row: dict) -> dict[str, float]:
+    """Exact match per kind (those the row reports) and ``overall``, from a sweep row's lmms-eval metrics."""
+    metrics = row["metrics"]
+    scores = {kind: metrics[kind_metric(kind)] for kind in KINDS if kind_metric(kind) in metrics}
+    return scores | {"overall": metrics[OVERALL_METRIC]}
+
+
+def quality_from_sweeps(rows: list[dict], extra_seeds: list[list[dict]] = ()) -> dict:
+    """The quality tables' input from sweep rows: per method, one entry per budget with one run per seed.
+
+    ``{"dense": scores, "methods": {method: [{"fraction", "removed": [layers per seed], "runs": [scores per
+    seed]}]}}``, budget 0 being the dense row. ``extra_seeds`` are the rows of more sweeps (other ``seed=``) of
+    configurations the main sweep has; their dense rows are not used.
+    """
+    dense = _scores(_dense(rows))
+    methods: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["method"] == DENSE:
+            continue
+        budgets = methods.setdefault(row["method"], [{"fraction": 0.0, "removed": [[]], "runs": [dense]}])
+        if any(budget["fraction"] == row["budget"] for budget in budgets):
+            raise ValueError(f"{row['method']} at {row['budget']:g}: two rows in one sweep")
+        budgets.append({"fraction": row["budget"], "removed": [list(row["removed_layers"])], "runs": [_scores(row)]})
+    for seed_rows in extra_seeds:
+        for row in seed_rows:
+            if row["method"] == DENSE:
+                continue
+            found = [budget for budget in methods.get(row["method"], []) if budget["fraction"] == row["budget"]]
+            if not found:
+                raise ValueError(f"{row['method']} at {row['budget']:g}: an extra seed of a configuration the main "
+                                 "sweep lacks")
+            found[0]["removed"].append(list(row["removed_layers"]))
+            found[0]["runs"].append(_scores(row))
+    for budgets in methods.values():
+        budgets.sort(key=lambda budget: budget["fraction"])
+    return {"dense": dense, "methods": dict(sorted(methods.items()))}
+
+
+def load_quality(results_dir: Path, name: str = SWEEP_DIR) -> dict:
+    """:func:`quality_from_sweeps` of the sweep in ``results_dir/name`` and of its ``seed*/`` sweeps."""
+    folder = results_dir / name
+    extra = [read_sweep(path) for path in sorted(folder.glob("seed*")) if (path / "results.csv").is_file()]
+    return quality_from_sweeps(read_sweep(folder), extra)
+
+
 # ---------------------------------------------------------------------------------------------- quality
 
 
-def _mean(row: dict, key: str) -> float:
+def mean_score(row: dict, key: str) -> float:
     return statistics.fmean(run[key] for run in row["runs"])
 
 
@@ -114,7 +201,7 @@ def _unreachable_note(results: dict) -> str | None:
 
 
 def _others_at(results: dict, method: str, fraction: float, key: str) -> dict[str, float]:
-    return {name: _mean(row, key) for name, rows in results["methods"].items() if name != method
+    return {name: mean_score(row, key) for name, rows in results["methods"].items() if name != method
             for row in rows if row["fraction"] == fraction}
 
 
@@ -135,7 +222,7 @@ def versus_best_other(results: dict, method: str = "topology") -> str | None:
         if not others:
             continue
         names, top = _best(others)
-        ours = _mean(row, "overall")
+        ours = mean_score(row, "overall")
         difference = 0.0 if abs(ours - top) < TIE else ours - top
         lines.append(f"| {_layers(n_removed(row))} ({row['fraction']:g}) | {ours:.3f} | {', '.join(names)} "
                      f"{top:.3f} | {difference:+.3f} |")
@@ -163,7 +250,7 @@ def best_per_kind(results: dict, method: str = "topology") -> str | None:
     for kind in kinds:
         cells = []
         for budget in budgets:
-            scores = {name: _mean(row, kind) for name, rows in results["methods"].items()
+            scores = {name: mean_score(row, kind) for name, rows in results["methods"].items()
                       for row in rows if row["fraction"] == budget["fraction"]}
             names, top = _best(scores)
             cell = f"{', '.join(names)} {top:.2f}"
@@ -181,14 +268,153 @@ def quality_block(results: dict) -> str:
     return "\n\n".join(part for part in parts if part)
 
 
-# ---------------------------------------------------------------------------------------------- speed
+# ---------------------------------------------------------------------------------------------- sweep
+
+
+def _s(value: float) -> str:
+    return f"{value:.1f} s"
+
+
+def load_sweep(results_dir: Path) -> dict:
+    """The main sweep's rows, ``sweep.json``, ``winner.json`` (None when absent), ``reload_overhead.json``, and
+    per extra-seed sweep its name, ``sweep.json`` and row count."""
+    folder = results_dir / SWEEP_DIR
+    winner = folder / "winner.json"
+    seeds = [{"name": path.name, "sweep": _load("sweep.json", path), "configurations": len(read_sweep(path))}
+             for path in sorted(folder.glob("seed*")) if (path / "results.csv").is_file()]
+    return {"rows": read_sweep(folder), "sweep": _load("sweep.json", folder),
+            "winner": json.loads(winner.read_text(encoding="utf-8")) if winner.is_file() else None,
+            "reload": _load(RELOAD_FILE, folder), "seeds": seeds}
+
+
+def reload_comparison(rows: list[dict], sweep: dict, reload: dict) -> dict:
+    """The measured time saved against reloading per configuration.
+
+    Reloading pays, per configuration, one fresh ``load_pruned`` of its method (``reload_s``; ``none``: the
+    dense load); with the score cache, each method's first configuration pays that and the others
+    ``reload_cached_s``. The sweep pays one weights load (``load_s``) and each method's one scoring (the
+    ``score_s`` of its rows). Evaluation and cost measurement are the same either way and are not counted.
+    """
+    counts = Counter(row["method"] for row in rows)
+    scoring = Counter()
+    for row in rows:
+        scoring[row["method"]] += row["score_s"]
+    fresh, cached = reload["reload_s"], reload["reload_cached_s"]
+    per_method = {method: {"configurations": n, "reload_s": fresh[method], "reloads_s": n * fresh[method],
+                           "reloads_cached_s": fresh[method] + (n - 1) * cached.get(method, fresh[method]),
+                           "score_s": scoring[method]}
+                  for method, n in sorted(counts.items(), key=lambda item: (item[0] != DENSE, item[0]))}
+    reloads = sum(item["reloads_s"] for item in per_method.values())
+    reloads_cached = sum(item["reloads_cached_s"] for item in per_method.values())
+    sweep_cost = sweep["load_s"] + sum(scoring.values())
+    return {"per_method": per_method, "reloads_s": reloads, "reloads_cached_s": reloads_cached,
+            "sweep_s": sweep_cost, "saved_s": reloads - sweep_cost, "saved_cached_s": reloads_cached - sweep_cost}
+
+
+def _winner_row(data: dict) -> dict | None:
+    """The row ``winner.json`` names, when it is one that passes in ``results.csv`` (a winner.json left by an
+    earlier sweep into the same folder, whose rule nothing passes now, does not count)."""
+    winner = (data["winner"] or {}).get("winner")
+    passed = [row for row in data["rows"] if row["passes"] and winner is not None and row["key"] == winner["key"]]
+    return passed[0] if passed else None
+
+
+def _winner_text(data: dict, rule: str, objective: str, metric: str) -> str:
+    rows = data["rows"]
+    dense = _dense(rows)["metrics"][metric]
+    head = f"Winner under `{rule}` on `{metric}`, objective `{objective}`: "
+    row = _winner_row(data)
+    if row is None:
+        names, top = _best({f"{row['method']} at {row['budget']:g} ({row['n_remove']} of {row['num_layers']} "
+                            "layers)": row["metrics"][metric] for row in rows if row["method"] != DENSE})
+        return _wrap(head + f"none; no configuration passes. The best pruned one{'s' if len(names) > 1 else ''}, "
+                     f"{_join(names)}, score{'' if len(names) > 1 else 's'} {top:.3f} = {top / dense:.1%} of dense "
+                     f"{dense:.3f}.")
+    value, error = row["metrics"][metric], row["stderr"].get(metric)
+    layers = _join([str(layer) for layer in row["removed_layers"]])
+    cost, dense_cost = row["cost"], _dense(rows)["cost"]
+    plural = "" if row["n_remove"] == 1 else "s"
+    return _wrap(head + f"**{row['method']} at {row['budget']:g}**, removing layer{plural} "
+                 f"{layers} ({row['n_remove']} of {row['num_layers']}): {value:.3f}"
+                 + (f" ± {error:.3f}" if error is not None else "")
+                 + f" = {value / dense:.1%} of dense {dense:.3f}. Measured against dense: prefill speedup "
+                 f"{dense_cost['prefill_s'] / cost['prefill_s']:.2f}×, decode speedup "
+                 f"{dense_cost['decode_s_per_token'] / cost['decode_s_per_token']:.2f}× (ideal L/L' "
+                 f"{row['num_layers'] / cost['num_layers']:.2f}×); the dense prefill of this "
+                 f"{dense_cost['parameters'] / 1e6:.1f}M-parameter model takes {dense_cost['prefill_s'] * 1e3:.1f} ms, "
+                 "and the speed section below measures layer removal on a model whose decoder dominates the cost.")
+
+
+def sweep_block(data: dict) -> str:
+    """The bundled-model sweep: command, wall time, configurations, winner, and the time saved against reloading."""
+    rows, sweep, reload = data["rows"], data["sweep"], data["reload"]
+    spec = reload["spec"]
+    methods = sorted({row["method"] for row in rows if row["method"] != DENSE})
+    have = {(row["method"], row["budget"]) for row in rows}
+    skipped = [f"{method} at {budget:g}" for method in spec["methods"] for budget in spec["budgets"]
+               if (method, budget) not in have]
+    machine = reload["machine"]
+    cores, threads = machine["cpus_available"], machine["torch_threads"]
+    limit = "the whole test split" if sweep["limit"] is None else f"`--limit {sweep['limit']:g}`"
+    tasks = ", ".join(f"`{task}`" for task in sweep["tasks"])
+    intro = (
+        f"`{reload['command']}` ran one sweep (`lmms_topo_plugin.search.run_sweep`, what `topo-prune sweep` runs) "
+        f"of the bundled model: {len(methods)} layer methods ({_join(methods)}) × {len(spec['budgets'])} budgets "
+        f"({', '.join(f'{budget:g}' for budget in spec['budgets'])}) and the dense reference, each evaluated by "
+        f"lmms-eval on {tasks} ({limit}) with its cost measured: {len(rows)} configurations, dense included"
+        + (f" ({len(skipped)} not reachable: {_join(skipped)})" if skipped else "")
+        + f", in {_s(sweep['wall_s'])} of wall time with {threads} torch thread{'' if threads == 1 else 's'} on "
+        f"{cores} CPU core{'' if cores == 1 else 's'} (1-minute load average {machine['loadavg_at_start'][0]:.1f} at "
+        f"the start and {machine['loadavg_at_end'][0]:.1f} at the end), loading the weights once "
+        f"({sweep['load_s']:.2f} s). Each configuration's evaluation and cost measurement took a "
+        f"median {_s(statistics.median(row['eval_s'] for row in rows))} (`eval_s`).")
+    if data["seeds"]:
+        seeds = data["seeds"]
+        intro += (f" `random`'s other seeds are {len(seeds)} more sweeps of `random` alone ("
+                  + _join([f"`{seed['name']}/`" for seed in seeds]) + ": "
+                  + _join([f"{seed['configurations']} configurations in {_s(seed['sweep']['wall_s'])}"
+                           for seed in seeds]) + "; each has its own dense row).")
+    files = ["results.md", "results.csv", "pareto.png", *(["winner.json"] if _winner_row(data) else []),
+             "sweep.json", RELOAD_FILE]
+    intro += (f" Everything is in `bench/results/{SWEEP_DIR}/` ({', '.join(f'`{name}`' for name in files)}, one JSON "
+              "per configuration in `configs/`).")
+    parts = [_wrap(intro)]
+    parts.append(_winner_text(data, spec["rule"], spec["objective"], spec["metric"]))
+    saved = reload_comparison(rows, sweep, reload)
+    parts.append(_wrap(
+        "Time saved against reloading per configuration, computed from these measured numbers: reloading would "
+        f"pay, for each configuration, one fresh `load_pruned` of its method (weights load + calibration + "
+        f"scoring + surgery, `recompute=true`), measured in the same run once per method at sparsity "
+        f"{reload['sparsity']:g} (`{RELOAD_FILE}`); the sweep paid one weights load (`load_s` in `sweep.json`) and "
+        "one calibration + scoring per method (its rows' `score_s`; the sweep ran with `recompute=true` too). "
+        "Evaluation and cost measurement are the same either way and are not counted."))
+    lines = ["| method | configurations | one reload | reloads | reloads, scores cached | sweep: scoring once |",
+             "|---|---|---|---|---|---|"]
+    for method, item in saved["per_method"].items():
+        score = "–" if method == DENSE else _s(item["score_s"])
+        lines.append(f"| {'dense' if method == DENSE else method} | {item['configurations']} | "
+                     f"{_s(item['reload_s'])} | {_s(item['reloads_s'])} | {_s(item['reloads_cached_s'])} | {score} |")
+    lines.append(f"| all | {len(rows)} | | {_s(saved['reloads_s'])} | {_s(saved['reloads_cached_s'])} | "
+                 f"{_s(saved['sweep_s'])} (with the {sweep['load_s']:.2f} s load) |")
+    parts.append("\n".join(lines))
+    parts.append(_wrap(
+        f"Saved: {_s(saved['reloads_s'])} − {_s(saved['sweep_s'])} = **{_s(saved['saved_s'])}** "
+        f"({saved['saved_s'] / sweep['wall_s']:.0%} of the sweep's wall time). Against reloads that reuse cached "
+        f"scores (each method's first budget calibrates, its other budgets hit the cache), "
+        f"{_s(saved['reloads_cached_s'])} − {_s(saved['sweep_s'])} = {_s(saved['saved_cached_s'])}"
+        + ("." if saved["saved_cached_s"] >= 0 else
+           ": no saving; the sweep's scoring once took longer than those reloads in this run.")))
+    return "\n\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- topology speed
 
 
 def _seconds(value: float) -> str:
     return f"{value:.2f} s"
 
 
-def speed_table(data: dict) -> str:
+def topology_speed_table(data: dict) -> str:
     """One row per measured N: simplices, fast and classic totals, speedups, peak RSS."""
     target = data.get("target") or {}
     lines = ["| N | simplices | fast total | classic total | speedup (total / zigzag only) | peak RSS |",
@@ -208,12 +434,12 @@ def speed_table(data: dict) -> str:
     return "\n".join(lines)
 
 
-def speed_block(data: dict) -> str:
+def topology_speed_block(data: dict) -> str:
     args, machine = data["args"], data["machine"]
     cores = machine["cpus_available"]
     intro = _wrap(f"Speed (`{data['command']}`, {cores} CPU core{'' if cores == 1 else 's'}, {args['depths']} "
                   f"depths, d = {args['dim']}, k = {args['k']}, point clouds → scores, calibration not included):")
-    parts = [intro, speed_table(data)]
+    parts = [intro, topology_speed_table(data)]
     compared = [row for row in data["rows"] if "same" in row]
     if compared:
         sizes = _join([str(row["n"]) for row in compared])
@@ -223,22 +449,147 @@ def speed_block(data: dict) -> str:
     return "\n\n".join(parts)
 
 
+# ---------------------------------------------------------------------------------------------- layer speed
+
+PHASES = (("prefill", "_s"), ("decode", "_s_per_token"))
+_REST = "embeddings, masks and rotary tables, final norm, LM head, Python dispatch"
+REST = {"prefill": "vision tower + projector, " + _REST, "decode": _REST}  # a decode step runs no vision tower
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms"
+
+
+def _latency(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds >= 1 else _ms(seconds)
+
+
+def display_command(command: str) -> str:
+    """``command`` without the machine's checkout path: ``/x/y/.venv/bin/python`` is shown as ``.venv/bin/python``."""
+    executable, _, rest = command.partition(" ")
+    if "/.venv/" in executable:
+        executable = ".venv/" + executable.rsplit("/.venv/", 1)[1]
+    return f"{executable} {rest}".strip()
+
+
+def _removed_label(row: dict, dense: dict) -> str:
+    return "none (dense)" if not row["removed"] else f"{row['config']}: {len(row['removed'])} of {dense['num_layers']}"
+
+
+def layer_speed_table(data: dict) -> str:
+    """One row per configuration: prefill and decode latency, speedup, ideal L/L', fraction of ideal, memory."""
+    dense = data["rows"][0]
+    lines = ["| removed | layers | prefill | speedup | ideal L/L' | of ideal | decode / token | speedup | of ideal | "
+             "peak RSS | ratio |", "|---" * 11 + "|"]
+    for row in data["rows"]:
+        vs = row["vs_dense"]
+        cells = [_removed_label(row, dense), str(row["num_layers"]), _latency(row["prefill_s"])]
+        if row is dense:
+            cells += ["–", "–", "–", _ms(row["decode_s_per_token"]), "–", "–"]
+        else:
+            cells += [f"{vs['prefill_speedup']:.2f}×", f"{vs['ideal_speedup']:.2f}×", f"{vs['prefill_of_ideal']:.2f}",
+                      _ms(row["decode_s_per_token"]), f"{vs['decode_speedup']:.2f}×", f"{vs['decode_of_ideal']:.2f}"]
+        cells += [f"{row['peak_memory_bytes'] / 1e6:,.0f} MB", "–" if row is dense else f"{vs['memory_ratio']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _verdicts(data: dict, goal: float) -> str:
+    """Which phase meets the goal at which budget, with the measured fraction of ideal."""
+    pruned = data["rows"][1:]
+    clauses = []
+    for phase, _ in PHASES:
+        met = [row for row in pruned if row["vs_dense"][f"{phase}_of_ideal"] >= goal]
+        missed = [row for row in pruned if row not in met]
+
+        def listed(rows):
+            return _join([f"{len(row['removed'])} removed ({row['vs_dense'][f'{phase}_of_ideal']:.3f})"
+                          for row in rows])
+
+        if not missed:
+            clauses.append(f"{phase} meets it at every budget: {listed(met)}")
+        elif not met:
+            clauses.append(f"{phase} misses it at every budget: {listed(missed)}")
+        else:
+            clauses.append(f"{phase} meets it with {listed(met)} and misses it with {listed(missed)}")
+    return _wrap(f"Goal ≥ {goal:g} of ideal: " + "; ".join(clauses) + ".")
+
+
+def _miss_explanation(data: dict, row: dict, phase: str, suffix: str) -> str:
+    """Why ``row`` misses the goal in ``phase``, from the layer/rest split measured inside the same forwards."""
+    dense, vs = data["rows"][0], row["vs_dense"]
+    unit = _ms if phase == "decode" else _latency
+    rest_dense, rest_row = dense[f"{phase}_other{suffix}"], row[f"{phase}_other{suffix}"]
+    total_dense = rest_dense + dense[f"{phase}_layers{suffix}"]
+    per_layer_dense = dense[f"{phase}_layers{suffix}_per_layer"]
+    per_layer_row = row[f"{phase}_layers{suffix}_per_layer"]
+    ideal, bound = vs["ideal_speedup"], vs[f"{phase}_bound"]
+    text = (f"Where {phase} misses ({len(row['removed'])} removed, {vs[f'{phase}_of_ideal']:.3f} of ideal): the "
+            f"non-layer rest of each forward ({REST[phase]}) took {unit(rest_dense)} of dense's {unit(total_dense)} "
+            f"({rest_dense / total_dense:.1%}) and {unit(rest_row)} with {row['num_layers']} layers; layer removal "
+            f"cannot shrink it, so it alone bounds the speedup at {bound:.2f}× = {bound / ideal:.2f} of ideal "
+            f"(Amdahl). ")
+    layers_speedup = vs[f"{phase}_layers_speedup"]
+    if layers_speedup < ideal:
+        text += (f"The decoder layers themselves sped up {layers_speedup:.2f}× instead of {ideal:.2f}×: their time "
+                 f"per layer rose from {per_layer_dense * 1e3:.2f} ms to {per_layer_row * 1e3:.2f} ms between the two "
+                 "measurements.")
+    else:
+        text += f"The decoder layers themselves sped up {layers_speedup:.2f}× (ideal {ideal:.2f}×)."
+    return _wrap(text)
+
+
+def layer_speed_block(data: dict) -> str:
+    """``bench/bench_speed.py``'s measurement: the table, the goal verdicts and why a miss misses (measured)."""
+    model, machine, args = data["model"], data["machine"], data["args"]
+    dense = data["rows"][0]
+    cores, threads = machine["cpus_available"], machine["torch_threads"]
+    start, end = machine["loadavg_at_start"][0], machine["loadavg_at_end"][0]
+    intro = _wrap(
+        f"Measured with `{display_command(data['command'])}` on a {model['weights']}-weight LLaVA-shaped model built "
+        f"from a config ({model['layers']} decoder layers of width {model['hidden']}, {model['heads']} heads, a "
+        f"{model['vocab']:,}-token vocabulary, {model['image_tokens']} image tokens from a {model['image_size']} px "
+        f"image; {model['dtype']}), {threads} torch thread{'' if threads == 1 else 's'} on {cores} CPU "
+        f"core{'' if cores == 1 else 's'} (1-minute load average {start:.1f} at the start and {end:.1f} at the "
+        f"end). One prompt of {dense['prefill_tokens']} tokens: prefill with logits for the last position, as "
+        f"`generate` does; decode {args['decode_tokens']} one-token steps with the KV cache; medians of "
+        f"{args['repeats']} after one warm-up. Layers are removed evenly (every fourth, every other):")
+    parts = [intro, layer_speed_table(data), _verdicts(data, data["goal_of_ideal"])]
+    for row in data["rows"][1:]:
+        for phase, suffix in PHASES:
+            if row["vs_dense"][f"{phase}_of_ideal"] < data["goal_of_ideal"]:
+                parts.append(_miss_explanation(data, row, phase, suffix))
+    fixed = data["fixed_parts_timed_alone"]
+    parts.append(_wrap(
+        f"Timed alone on the same inputs: the vision tower + projector {_ms(fixed['vision_tower_and_projector_s'])}, "
+        f"the LM head {_ms(fixed['lm_head_last_position_s'])} for the last position and "
+        f"{_ms(fixed['lm_head_all_positions_s'])} for all {dense['prefill_tokens']} positions "
+        f"({fixed['lm_head_all_positions_s'] / dense['prefill_s']:.1%} of dense prefill): a forward that computes "
+        "logits for every prompt position pays that as a fixed cost layer removal cannot shrink; the measured "
+        "prefill (`logits_to_keep=1`) does not. The layer/rest split comes from forward hooks on the first and "
+        "last decoder layer inside the measured forwards."))
+    return "\n\n".join(parts)
+
+
 # ---------------------------------------------------------------------------------------------- README
 
 
 def _load(name: str, results_dir: Path) -> dict:
-    return json.loads((results_dir / name).read_text())
+    return json.loads((results_dir / name).read_text(encoding="utf-8"))
 
 
-BLOCKS: dict[str, tuple[str, Callable[[dict], str]]] = {
-    "quality": ("quality.json", quality_block),
-    "topology-speed": ("topology.json", speed_block),
+# name: (what it is generated from, for messages; reader of the results folder; renderer)
+BLOCKS: dict[str, tuple[str, Callable[[Path], dict], Callable[[dict], str]]] = {
+    "quality": (f"{SWEEP_DIR}/ (configs/*.json, results.csv, seed*/)", load_quality, quality_block),
+    "sweep": (f"{SWEEP_DIR}/ (sweep.json, winner.json, {RELOAD_FILE}, rows)", load_sweep, sweep_block),
+    "layer-speed": ("speed.json", lambda folder: _load("speed.json", folder), layer_speed_block),
+    "topology-speed": ("topology.json", lambda folder: _load("topology.json", folder), topology_speed_block),
 }
 
 
 def render_blocks(results_dir: Path = RESULTS) -> dict[str, str]:
-    """``{block name: generated markdown}`` for every block, from the JSON files in ``results_dir``."""
-    return {name: render(_load(source, results_dir)) for name, (source, render) in BLOCKS.items()}
+    """``{block name: generated markdown}`` for every block, from the files in ``results_dir``."""
+    return {name: render(read(results_dir)) for name, (_, read, render) in BLOCKS.items()}
 
 
 def _block_pattern(name: str) -> re.Pattern:

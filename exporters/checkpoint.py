@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # torch is imported where it is used: the CLI imports this module for SAVE_DTYPES
     import torch
@@ -29,13 +29,15 @@ def save_dtype(choice: str, base_dtype: Any) -> torch.dtype | None:
     return getattr(torch, choice)
 
 
-def save_checkpoint(model: Any, processor: Any, out: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+def save_checkpoint(model: Any, processor: Any, out: str | os.PathLike, dtype: torch.dtype | None = None,
+                    validate: Callable[[Path], dict] | None = None) -> Path:
     """Write ``model`` (cast to ``dtype`` when given) and ``processor`` to ``out``; returns ``out``.
 
     ``out`` may be missing, empty, or a previous checkpoint (it has a ``config.json``); anything else is refused
-    so that no user directory is replaced by mistake.
+    so that no user directory is replaced by mistake. ``validate(staging_dir)`` runs on the written checkpoint
+    before it is renamed into place (raise to refuse it); its result is saved there as ``export_report.json``.
     """
-    from ..cache import umask_mode
+    from ..cache import atomic_write_json, umask_mode
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "config.json").exists())):
@@ -47,6 +49,8 @@ def save_checkpoint(model: Any, processor: Any, out: str | os.PathLike, dtype: t
             model.to(dtype)
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
+        if validate is not None:
+            atomic_write_json(staging / "export_report.json", validate(staging))
         os.chmod(staging, umask_mode(0o777))
         if out.exists():
             retired = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))

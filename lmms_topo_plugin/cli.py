@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -68,6 +70,43 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .exporters.export import export_checkpoint, read_winner, rebuild_model_args, rebuild_winner
+
+    if bool(args.winner) == bool(args.model_args):
+        raise ModelArgsError("export: give exactly one of --winner (a sweep's winner.json) or --model-args")
+    if args.winner:
+        loaded = rebuild_winner(read_winner(args.winner), args.save_dtype)
+    else:
+        loaded = rebuild_model_args(_parse_model_args(args.model_args), args.save_dtype)
+    if args.onnx:
+        from .exporters.onnx.graphs import check_supported
+
+        check_supported(loaded)
+    out = export_checkpoint(loaded, args.out, onnx=args.onnx)
+    report = json.loads((out / "export_report.json").read_text())
+    print(f"checkpoint: {out} ({report['num_layers']} decoder layers, {report['dtype']}; reloaded logits within "
+          f"{report['max_abs_logit_difference']:.1g} of the pruned model)")
+    if args.onnx:
+        onnx = report["onnx"]
+        print(f"onnx: {out / 'onnx'} (fp32; max logit difference to PyTorch {onnx['max_abs_logit_difference']:.1g}, "
+              f"greedy tokens identical: {onnx['greedy_tokens_identical']})")
+    return 0
+
+
+def cmd_onnx_generate(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .exporters.onnx.runner import OnnxVLM
+    from .prompting import Prompt
+
+    runner = OnnxVLM(args.build, provider=args.provider, allow_cpu_fallback=args.allow_cpu_fallback)
+    images = [Image.open(path) for path in args.image]
+    (text,) = runner.generate([Prompt.from_text(args.prompt, images)], max_new_tokens=args.max_new_tokens)
+    print(text)
+    return 0
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .api import score_layers
     from .cache import atomic_write_bytes, atomic_write_json
@@ -108,6 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--model-args", "--model_args", default="", help="key=value,... as for lmms-eval (pretrained=, calib_*, topo_*)")
     analyze.add_argument("--out", default="topo_analysis", help="output directory")
     add_sweep_parser(commands)
+    export = commands.add_parser("export", help="rebuild a sweep's winner (or a model_args configuration) and save it "
+                                 "as a from_pretrained checkpoint, validated by reloading it")
+    export.add_argument("--winner", help="a sweep's winner.json (its exact removed layers are re-applied)")
+    export.add_argument("--model-args", "--model_args", help="instead of --winner: key=value,... as for lmms-eval")
+    export.add_argument("--out", required=True, help="checkpoint directory (replaced whole if it holds one)")
+    export.add_argument("--save-dtype", default="base", choices=SAVE_DTYPES,
+                        help="dtype of the saved weights (default: the base checkpoint's)")
+    export.add_argument("--onnx", action="store_true", help="also write the fp32 ONNX build (vision_encoder, "
+                        "embed_tokens, decoder_model_merged with KV cache) to OUT/onnx, validated against PyTorch")
+    generate = commands.add_parser("onnx-generate", help="answer one prompt with an ONNX build (ONNX Runtime)")
+    generate.add_argument("build", help="a directory written by topo-prune export --onnx")
+    generate.add_argument("--image", action="append", default=[], help="an image file (repeat for several)")
+    generate.add_argument("--prompt", required=True)
+    generate.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=32)
+    generate.add_argument("--provider", default="auto", help="auto (CUDA when onnxruntime-gpu sees a GPU), cuda, cpu")
+    generate.add_argument("--allow-cpu-fallback", action="store_true",
+                          help="accept a session that ONNX Runtime put on the CPU instead of the requested provider")
     return parser
 
 
@@ -168,12 +224,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"tasks-dir": cmd_tasks_dir, "methods": cmd_methods, "build-demo-model": cmd_build_demo_model,
-            "prune": cmd_prune, "analyze": cmd_analyze, "sweep": cmd_sweep}
+            "prune": cmd_prune, "analyze": cmd_analyze, "sweep": cmd_sweep,
+            "export": cmd_export, "onnx-generate": cmd_onnx_generate}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a command; any failure prints one line on stderr and returns its exit code (lmms_topo_plugin.errors)."""
+    """Run a command; any failure prints one line on stderr and returns its exit code (lmms_topo_plugin.errors).
+
+    Tracebacks go to the debug log: ``LOGURU_LEVEL=DEBUG topo-prune ...`` shows them.
+    """
+    from loguru import logger
+
     args = build_parser().parse_args(argv)
+    logger.remove()
+    logger.add(sys.stderr, level=os.environ.get("LOGURU_LEVEL", "INFO"))
     try:
         return COMMANDS[args.command](args)
     except Exception as error:

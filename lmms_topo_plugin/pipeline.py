@@ -178,8 +178,10 @@ PRUNING_RECORD_SCHEMA = "lmms_topo_plugin.pruning"
 PRUNING_RECORD_VERSION = 1
 
 
-def pruning_record(plan: PrunePlan, prepared: Prepared, previous: dict | None) -> dict[str, Any]:
-    """What this run removed, from which model, by which method; earlier prunings of that model in ``history``."""
+def pruning_record(plan: PrunePlan, prepared: Prepared, previous: dict | None,
+                   details: dict | None = None) -> dict[str, Any]:
+    """What this run removed, from which model, by which method (``details``: e.g. its parameters and
+    calibration); earlier prunings of that model in ``history``."""
     earlier = []
     if previous:
         earlier = [*previous.get("history", []), {k: v for k, v in previous.items() if k != "history"}]
@@ -191,16 +193,17 @@ def pruning_record(plan: PrunePlan, prepared: Prepared, previous: dict | None) -
         "base_model_fingerprint": model_fingerprint(prepared.pretrained, prepared.hf_config, prepared.config.revision),
         "original_num_hidden_layers": plan.num_layers,
         "removed_layers": plan.removed_layers,
+        **(details or {}),
         "history": earlier,
     }
 
 
-def apply_plan(plan: PrunePlan, prepared: Prepared, loaded: LoadedModel) -> list[int]:
+def apply_plan(plan: PrunePlan, prepared: Prepared, loaded: LoadedModel, details: dict | None = None) -> list[int]:
     """Remove the planned layers and record what was done in the model config (saved with the model)."""
     kept = remove_layers(loaded.adapter, plan.removed_layers)
     if plan.removed_layers:
         previous = getattr(loaded.model.config, "topo_pruning", None)
-        loaded.model.config.topo_pruning = pruning_record(plan, prepared, previous)
+        loaded.model.config.topo_pruning = pruning_record(plan, prepared, previous, details)
     return kept
 
 

@@ -9,9 +9,9 @@
 The environment lives in ``.venv`` next to this repository and is installed from ``requirements-cpu.lock``:
 every package pinned to an exact version and installed with ``--no-deps``, so nothing is resolved at install
 time and a fresh clone next month gets what it gets today. ``lock`` makes the lock in a throwaway venv from the
-declared ranges (the ``eval`` and ``test`` extras, a CPU ``torch==2.13.0``, and lmms-eval in the ``harness``
-extra's range but without its dependency metadata: that pulls PyPI's torchvision, a CUDA build that breaks
-``import transformers`` next to a CPU torch), freezes it, then rebuilds ``.venv`` from it and runs the suite.
+declared ranges (the ``eval``, ``test`` and ``onnx`` extras, a CPU ``torch==2.13.0``, and lmms-eval in the
+``harness`` extra's range but without its dependency metadata: that pulls PyPI's torchvision, a CUDA build that
+breaks ``import transformers`` next to a CPU torch), freezes it, then rebuilds ``.venv`` from it and runs the suite.
 """
 
 from __future__ import annotations
@@ -101,16 +101,21 @@ def setup(force: bool = False) -> None:
     run(python, *PIP, "--no-deps", "--no-build-isolation", "-e", ROOT)
     run(python, ROOT / "scripts" / "install_dionysus.py", f"dionysus=={pins['dionysus']}", "--no-deps")
     check_requirements(python)
-    run(python, "-c", "import torch, transformers, lmms_eval, lmms_topo_plugin, dionysus; "
-        "assert not __import__('importlib').util.find_spec('torchvision'), 'torchvision must not be installed'")
+    run(python, "-c", "import torch, transformers, lmms_eval, lmms_topo_plugin, dionysus, onnxruntime")
     STAMP.write_text(setup_fingerprint())
 
 
 def check_requirements(python: Path) -> None:
-    """``pip check``, except lmms-eval's own requirements (installed with ``--no-deps`` on purpose)."""
+    """``pip check``, except lmms-eval's own requirements (installed with ``--no-deps`` on purpose); and neither
+    torchvision (a CUDA build on PyPI) nor both onnxruntime and onnxruntime-gpu (they overwrite each other)."""
     report = subprocess.run([str(python), "-m", "pip", "check"], capture_output=True, text=True).stdout
     problems = [line for line in report.splitlines() if line.strip() and not line.startswith("lmms-eval ")
                 and not line.startswith("No broken requirements")]
+    installed = installed_versions(python)
+    if "torchvision" in installed:
+        problems.append("torchvision is installed: PyPI's build is CUDA-only and breaks transformers next to a CPU torch")
+    if {"onnxruntime", "onnxruntime-gpu"} <= set(installed):
+        problems.append("onnxruntime and onnxruntime-gpu are both installed: they overwrite each other; keep one")
     if problems:
         sys.exit("the locked environment is inconsistent:\n" + "\n".join(problems))
 
@@ -129,7 +134,7 @@ def lock() -> None:
     constraints = scratch / "constraints.txt"
     constraints.write_text(TORCH + "\n")
     run(python, *PIP, TORCH, *torch_index())
-    run(python, *PIP, "-c", constraints, f"{ROOT}[eval,test]")
+    run(python, *PIP, "-c", constraints, f"{ROOT}[eval,test,onnx]")
     run(python, *PIP, "--no-deps", harness_requirement())
     run(python, ROOT / "scripts" / "install_dionysus.py")
     pins = {name: version for name, version in installed_versions(python).items() if name not in NOT_LOCKED}

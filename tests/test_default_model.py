@@ -23,7 +23,7 @@ from lmms_topo_plugin.training.evaluate import SETTINGS, evaluate
 # in float32 is deterministic, so one flipped answer is a regression of the checkpoint, processor or generation path.
 SLICE = 20
 DENSE_SLICE_TABLE = {kind: 1.0 for kind in (*KINDS, "overall")}
-# `method=topology,sparsity=0.25` on the bundled model removes layers 1, 9 and 10 (bench/results/quality.json);
+# `method=topology,sparsity=0.25` on the bundled model removes layers 1, 9 and 10 (bench/results/quality_sweep/);
 # on the first 10 count docs it answers 5 right (measured).
 TOPOLOGY_QUARTER_REMOVED, TOPOLOGY_QUARTER_COUNT10 = [1, 9, 10], 0.5
 

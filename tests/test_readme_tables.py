@@ -1,5 +1,10 @@
-"""The README's result tables are generated from bench/results/*.json (bench/readme_tables.py), never typed."""
+"""The README's result tables are generated from bench/results/ (bench/readme_tables.py), never typed.
 
+Every block is checked against the committed files (no benchmark runs here), and every renderer against a small
+hand-made input with its exact expected output.
+"""
+
+import csv
 import importlib.util
 import json
 import sys
@@ -20,46 +25,81 @@ def _load(name: str):
 
 readme_tables = _load("readme_tables")
 
+
+# ---------------------------------------------------------------------------------------------- sweep rows
+
+
+def sweep_row(method, budget, removed, presence, math, overall, *, key=None, score_s=0.0, eval_s=2.0,
+              prefill_s=0.010, decode_s=0.004, num_layers=4):
+    """One sweep row as ``configs/*.json`` holds it, with the metrics lmms-eval reports for topo_synth."""
+    return {
+        "key": key or f"{method}-{budget:g}",
+        "method": method, "budget": budget, "calib_limit": None, "n_remove": len(removed), "num_layers": num_layers,
+        "removed_layers": removed, "calibration": None, "method_params": {}, "score_s": score_s,
+        "cost": {"prefill_s": prefill_s, "decode_s_per_token": decode_s, "peak_memory_bytes": 5e8,
+                 "memory_kind": "cpu_rss_peak", "parameters": 3_000_000, "num_layers": num_layers - len(removed),
+                 "repeats": 5, "device": "cpu", "prefill_tokens": 40},
+        "eval_s": eval_s,
+        "metrics": {"topo_synth/exact_match": overall, "topo_synth_nonmath/exact_match": presence,
+                    "topo_synth_presence/exact_match": presence, "topo_synth_presence/pope_f1": 0.5,
+                    "topo_synth_math/exact_match": math},
+        "stderr": {"topo_synth/exact_match": 0.01},
+    }
+
+
+MAIN_ROWS = [
+    sweep_row("none", 0.0, [], 1.0, 0.9, 0.95, eval_s=3.0, prefill_s=0.012, decode_s=0.006),
+    sweep_row("random", 0.25, [1], 0.4, 0.6, 0.5),
+    sweep_row("random", 0.5, [1, 2], 0.1, 0.3, 0.2),
+    sweep_row("spacing", 0.25, [2], 0.5, 0.7, 0.6, eval_s=1.0),
+    sweep_row("topology", 0.25, [1], 0.7, 0.5, 0.6, score_s=4.0, prefill_s=0.008, decode_s=0.005),
+    sweep_row("topology", 0.5, [1, 2], 0.2, 0.2, 0.2, eval_s=5.0),
+]
+SEED_ROWS = [
+    sweep_row("none", 0.0, [], 1.0, 0.9, 0.95, key="seed-dense"),
+    sweep_row("random", 0.25, [2], 0.6, 0.8, 0.7, key="seed-random-0.25"),
+    sweep_row("random", 0.5, [1, 3], 0.3, 0.5, 0.4, key="seed-random-0.5"),
+]
+
+DENSE_SCORES = {"presence": 1.0, "math": 0.9, "overall": 0.95}
 QUALITY = {
-    "dense": {"a": 1.0, "b": 0.9, "overall": 0.95},
+    "dense": DENSE_SCORES,
     "methods": {
-        "spacing": [
-            {"fraction": 0.0, "removed": [[]], "runs": [{"a": 1.0, "b": 0.9, "overall": 0.95}]},
-            {"fraction": 0.25, "removed": [[2]], "runs": [{"a": 0.5, "b": 0.7, "overall": 0.6}]},
-        ],
         "random": [
-            {"fraction": 0.0, "removed": [[]], "runs": [{"a": 1.0, "b": 0.9, "overall": 0.95}]},
+            {"fraction": 0.0, "removed": [[]], "runs": [DENSE_SCORES]},
             {"fraction": 0.25, "removed": [[1], [2]],
-             "runs": [{"a": 0.4, "b": 0.6, "overall": 0.5}, {"a": 0.6, "b": 0.8, "overall": 0.7}]},
+             "runs": [{"presence": 0.4, "math": 0.6, "overall": 0.5}, {"presence": 0.6, "math": 0.8, "overall": 0.7}]},
             {"fraction": 0.5, "removed": [[1, 2], [1, 3]],
-             "runs": [{"a": 0.1, "b": 0.3, "overall": 0.2}, {"a": 0.3, "b": 0.5, "overall": 0.4}]},
+             "runs": [{"presence": 0.1, "math": 0.3, "overall": 0.2}, {"presence": 0.3, "math": 0.5, "overall": 0.4}]},
+        ],
+        "spacing": [
+            {"fraction": 0.0, "removed": [[]], "runs": [DENSE_SCORES]},
+            {"fraction": 0.25, "removed": [[2]], "runs": [{"presence": 0.5, "math": 0.7, "overall": 0.6}]},
         ],
         "topology": [
-            {"fraction": 0.0, "removed": [[]], "runs": [{"a": 1.0, "b": 0.9, "overall": 0.95}]},
-            {"fraction": 0.25, "removed": [[1]], "runs": [{"a": 0.7, "b": 0.5, "overall": 0.6}]},
-            {"fraction": 0.5, "removed": [[1, 2]], "runs": [{"a": 0.2, "b": 0.2, "overall": 0.2}]},
+            {"fraction": 0.0, "removed": [[]], "runs": [DENSE_SCORES]},
+            {"fraction": 0.25, "removed": [[1]], "runs": [{"presence": 0.7, "math": 0.5, "overall": 0.6}]},
+            {"fraction": 0.5, "removed": [[1, 2]], "runs": [{"presence": 0.2, "math": 0.2, "overall": 0.2}]},
         ],
     },
-    "fractions": [0.0, 0.25, 0.5],
-    "model": "tiny",
 }
 
 QUALITY_MARKDOWN = """\
 | method | 0 (0 layers) | 0.25 (1 layer) | 0.5 (2 layers) |
 |---|---|---|---|
-| spacing | 0.950 | 0.600 | n/a |
 | random | 0.950 | 0.600 (0.50..0.70) | 0.300 (0.20..0.40) |
+| spacing | 0.950 | 0.600 | n/a |
 | topology | 0.950 | 0.600 | 0.200 |
 
 n/a: a budget the method cannot reach, so the run refused it: `spacing` at 0.5 (it never removes two adjacent
 layers and keeps the first and the last).
 
-Overall, topology ties spacing and random at 1 layer and is behind random at 2 layers (the best other layer method
+Overall, topology ties random and spacing at 1 layer and is behind random at 2 layers (the best other layer method
 at each budget; `random` counts with its mean over seeds):
 
 | removed | topology | best other method | difference |
 |---|---|---|---|
-| 1 layer (0.25) | 0.600 | spacing, random 0.600 | +0.000 |
+| 1 layer (0.25) | 0.600 | random, spacing 0.600 | +0.000 |
 | 2 layers (0.5) | 0.200 | random 0.300 | -0.100 |
 
 Per kind, the best method at each budget (exact match, mean over seeds; topology's own score in brackets where it
@@ -67,10 +107,227 @@ is not the best):
 
 | kind | 1 layer | 2 layers |
 |---|---|---|
-| a | topology 0.70 | random, topology 0.20 |
-| b | spacing, random 0.70 (topology 0.50) | random 0.40 (topology 0.20) |"""
+| presence | topology 0.70 | random, topology 0.20 |
+| math | random, spacing 0.70 (topology 0.50) | random 0.40 (topology 0.20) |"""
 
-SPEED = {
+
+def write_sweep(folder: Path, rows: list[dict], sweep: dict | None = None, **files) -> None:
+    """A sweep folder as run_sweep leaves it: configs/*.json, results.csv (key and passes here), sweep.json, …"""
+    (folder / "configs").mkdir(parents=True)
+    for row in rows:
+        (folder / "configs" / f"{row['key']}.json").write_text(json.dumps(row))
+    with open(folder / "results.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["key", "method", "passes"])
+        for row in rows:
+            writer.writerow([row["key"], row["method"], {None: "", True: "True", False: "False"}[row.get("passes")]])
+    for name, content in {"sweep.json": sweep or {"wall_s": 30.0, "load_s": 0.5, "tasks": ["topo_synth"],
+                                                   "limit": None}, **files}.items():
+        (folder / name).write_text(json.dumps(content))
+
+
+def test_quality_block_renders_known_input_exactly():
+    assert readme_tables.quality_block(QUALITY) == QUALITY_MARKDOWN
+
+
+def test_quality_comes_from_the_sweep_rows_and_the_extra_seeds():
+    assert readme_tables.quality_from_sweeps(MAIN_ROWS, [SEED_ROWS]) == QUALITY
+
+
+def test_an_extra_seed_of_a_configuration_the_main_sweep_lacks_is_an_error():
+    with pytest.raises(ValueError, match="spacing at 0.5: an extra seed"):
+        readme_tables.quality_from_sweeps(MAIN_ROWS, [[sweep_row("spacing", 0.5, [1, 3], 0, 0, 0)]])
+
+
+def test_read_sweep_takes_the_rows_results_csv_lists(tmp_path):
+    stale = sweep_row("angular", 0.25, [2], 0, 0, 0, key="from-an-earlier-spec")
+    write_sweep(tmp_path, MAIN_ROWS)
+    (tmp_path / "configs" / "stale.json").write_text(json.dumps(stale))
+    rows = readme_tables.read_sweep(tmp_path)
+    assert [row["key"] for row in rows] == [row["key"] for row in MAIN_ROWS]
+    assert rows[0] == {**MAIN_ROWS[0], "passes": None}
+    (tmp_path / "configs" / "spacing-0.25.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no row for key spacing-0.25"):
+        readme_tables.read_sweep(tmp_path)
+
+
+def test_load_quality_reads_the_sweep_folder_and_its_seed_folders(tmp_path):
+    write_sweep(tmp_path / "quality_sweep", MAIN_ROWS)
+    write_sweep(tmp_path / "quality_sweep" / "seed1", SEED_ROWS)
+    assert readme_tables.load_quality(tmp_path) == QUALITY
+
+
+# ---------------------------------------------------------------------------------------------- sweep block
+
+RELOAD = {
+    "command": ".venv/bin/python bench/bench_quality.py",
+    "sparsity": 0.25,
+    "reload_s": {"none": 0.5, "random": 1.0, "spacing": 1.0, "topology": 6.0},
+    "reload_cached_s": {"random": 1.0, "spacing": 1.0, "topology": 1.5},
+    "spec": {"methods": ["random", "spacing", "topology"], "budgets": [0.25, 0.5], "tasks": ["topo_synth"],
+             "limit": None, "metric": "topo_synth/exact_match", "rule": "keep>=0.6", "objective": "layers"},
+    "machine": {"cpus_available": 2, "torch_threads": 1, "loadavg_at_start": [1.23, 1, 1],
+                "loadavg_at_end": [2.0, 1, 1]},
+}
+PASSING = {"random-0.25": True, "topology-0.25": True}
+
+
+def sweep_data(winner_key: str | None = "topology-0.25", passing: dict = PASSING) -> dict:
+    rows = [{**row, "passes": None if row["method"] == "none" else passing.get(row["key"], False)} for row in MAIN_ROWS]
+    return {"rows": rows, "sweep": {"wall_s": 30.0, "load_s": 0.5, "tasks": ["topo_synth"], "limit": None},
+            "winner": None if winner_key is None else {"winner": {"key": winner_key}}, "reload": RELOAD,
+            "seeds": [{"name": "seed1", "sweep": {"wall_s": 12.0}, "configurations": 3}]}
+
+
+SWEEP_MARKDOWN = """\
+`.venv/bin/python bench/bench_quality.py` ran one sweep (`lmms_topo_plugin.search.run_sweep`, what `topo-prune
+sweep` runs) of the bundled model: 3 layer methods (random, spacing and topology) × 2 budgets (0.25, 0.5) and the
+dense reference, each evaluated by lmms-eval on `topo_synth` (the whole test split) with its cost measured: 6
+configurations, dense included (1 not reachable: spacing at 0.5), in 30.0 s of wall time with 1 torch thread on 2
+CPU cores (1-minute load average 1.2 at the start and 2.0 at the end), loading the weights once (0.50 s). Each
+configuration's evaluation and cost measurement took a median 2.0 s (`eval_s`). `random`'s other seeds are 1 more
+sweeps of `random` alone (`seed1/`: 3 configurations in 12.0 s; each has its own dense row). Everything is in
+`bench/results/quality_sweep/` (`results.md`, `results.csv`, `pareto.png`, `winner.json`, `sweep.json`,
+`reload_overhead.json`, one JSON per configuration in `configs/`).
+
+Winner under `keep>=0.6` on `topo_synth/exact_match`, objective `layers`: **topology at 0.25**, removing layer 1 (1
+of 4): 0.600 ± 0.010 = 63.2% of dense 0.950. Measured against dense: prefill speedup 1.50×, decode speedup 1.20×
+(ideal L/L' 1.33×); the dense prefill of this 3.0M-parameter model takes 12.0 ms, and the speed section below
+measures layer removal on a model whose decoder dominates the cost.
+
+Time saved against reloading per configuration, computed from these measured numbers: reloading would pay, for each
+configuration, one fresh `load_pruned` of its method (weights load + calibration + scoring + surgery,
+`recompute=true`), measured in the same run once per method at sparsity 0.25 (`reload_overhead.json`); the sweep
+paid one weights load (`load_s` in `sweep.json`) and one calibration + scoring per method (its rows' `score_s`; the
+sweep ran with `recompute=true` too). Evaluation and cost measurement are the same either way and are not counted.
+
+| method | configurations | one reload | reloads | reloads, scores cached | sweep: scoring once |
+|---|---|---|---|---|---|
+| dense | 1 | 0.5 s | 0.5 s | 0.5 s | – |
+| random | 2 | 1.0 s | 2.0 s | 2.0 s | 0.0 s |
+| spacing | 1 | 1.0 s | 1.0 s | 1.0 s | 0.0 s |
+| topology | 2 | 6.0 s | 12.0 s | 7.5 s | 4.0 s |
+| all | 6 | | 15.5 s | 11.0 s | 4.5 s (with the 0.50 s load) |
+
+Saved: 15.5 s − 4.5 s = **11.0 s** (37% of the sweep's wall time). Against reloads that reuse cached scores (each
+method's first budget calibrates, its other budgets hit the cache), 11.0 s − 4.5 s = 6.5 s."""
+
+
+def test_sweep_block_renders_known_input_exactly():
+    assert readme_tables.sweep_block(sweep_data()) == SWEEP_MARKDOWN
+
+
+def test_time_saved_is_the_reloads_minus_one_load_and_one_scoring_per_method():
+    data = sweep_data()
+    saved = readme_tables.reload_comparison(data["rows"], data["sweep"], RELOAD)
+    assert saved["reloads_s"] == 0.5 + 2 * 1.0 + 1 * 1.0 + 2 * 6.0
+    assert saved["reloads_cached_s"] == 0.5 + 2 * 1.0 + 1.0 + (6.0 + 1.5)
+    assert saved["sweep_s"] == 0.5 + 4.0
+    assert saved["saved_s"] == pytest.approx(11.0) and saved["saved_cached_s"] == pytest.approx(6.5)
+    assert list(saved["per_method"]) == ["none", "random", "spacing", "topology"]
+
+
+@pytest.mark.parametrize("winner_key", [None, "topology-0.25"])  # no winner.json, or one an earlier sweep left
+def test_sweep_block_without_a_passing_winner_names_the_best_pruned(winner_key):
+    text = readme_tables.sweep_block(sweep_data(winner_key, passing={}))
+    assert ("objective `layers`: none; no configuration passes. The best pruned ones, spacing at 0.25 (1 of 4 layers) "
+            "and topology at 0.25 (1 of 4 layers), score 0.600 = 63.2% of dense 0.950.") in " ".join(text.split())
+    assert "`winner.json`" not in text and "**" not in text.split("\n\n")[1]
+
+
+def test_sweep_block_says_when_cached_reloads_would_be_cheaper():
+    data = sweep_data()
+    data["rows"][4] = {**data["rows"][4], "score_s": 20.0}
+    assert " ".join(readme_tables.sweep_block(data).split()).endswith(
+        "Saved: 15.5 s − 20.5 s = **-5.0 s** (-17% of the sweep's wall time). Against reloads that reuse cached "
+        "scores (each method's first budget calibrates, its other budgets hit the cache), 11.0 s − 20.5 s = -9.5 s: "
+        "no saving; the sweep's scoring once took longer than those reloads in this run.")
+
+
+# ---------------------------------------------------------------------------------------------- layer speed
+
+
+def speed_row(config, removed, layers, prefill, decode, memory, per_layer, rest, vs):
+    """One bench_speed.py row: measured cost, the layers/rest split (prefill s, decode s/token), vs dense."""
+    return {"config": config, "removed": removed, "num_layers": layers, "prefill_s": prefill,
+            "decode_s_per_token": decode, "peak_memory_bytes": memory, "prefill_tokens": 597,
+            "prefill_layers_s": per_layer[0] * layers, "prefill_other_s": rest[0],
+            "prefill_layers_s_per_layer": per_layer[0],
+            "decode_layers_s_per_token": per_layer[1] * layers, "decode_other_s_per_token": rest[1],
+            "decode_layers_s_per_token_per_layer": per_layer[1], "vs_dense": vs}
+
+
+LAYER_SPEED = {
+    "command": "/somewhere/checkout/.venv/bin/python bench/bench_speed.py --layers 8",
+    "args": {"layers": 8, "repeats": 3, "decode_tokens": 16},
+    "model": {"family": "llava", "layers": 8, "hidden": 256, "heads": 16, "vocab": 32000, "image_tokens": 576,
+              "image_size": 336, "dtype": "float32", "weights": "random"},
+    "machine": {"cpus_available": 2, "torch_threads": 1, "loadavg_at_start": [0.5, 0, 0],
+                "loadavg_at_end": [1.0, 0, 0]},
+    "goal_of_ideal": 0.9,
+    "fixed_parts_timed_alone": {"vision_tower_and_projector_s": 0.02, "lm_head_last_position_s": 0.001,
+                                "lm_head_all_positions_s": 0.1},
+    "rows": [
+        speed_row("dense", [], 8, 1.0, 0.010, 2e9, (0.1, 0.001), (0.2, 0.002), {}),
+        speed_row("half", [1, 3, 5, 7], 4, 0.6, 0.0055, 1.2e9, (0.1, 0.001125), (0.2, 0.001), {
+            "prefill_speedup": 1.0 / 0.6, "decode_speedup": 0.010 / 0.0055, "ideal_speedup": 2.0,
+            "prefill_of_ideal": 1.0 / 1.2, "decode_of_ideal": 0.010 / 0.011, "memory_ratio": 0.6,
+            "prefill_layers_speedup": 2.0, "prefill_bound": 1.0 / 0.6, "prefill_other_share_dense": 0.2,
+            "decode_layers_speedup": 0.008 / 0.0045, "decode_bound": 0.010 / 0.006, "decode_other_share_dense": 0.2}),
+    ],
+}
+
+LAYER_SPEED_MARKDOWN = """\
+Measured with `.venv/bin/python bench/bench_speed.py --layers 8` on a random-weight LLaVA-shaped model built from a
+config (8 decoder layers of width 256, 16 heads, a 32,000-token vocabulary, 576 image tokens from a 336 px image;
+float32), 1 torch thread on 2 CPU cores (1-minute load average 0.5 at the start and 1.0 at the end). One prompt of
+597 tokens: prefill with logits for the last position, as `generate` does; decode 16 one-token steps with the KV
+cache; medians of 3 after one warm-up. Layers are removed evenly (every fourth, every other):
+
+| removed | layers | prefill | speedup | ideal L/L' | of ideal | decode / token | speedup | of ideal | peak RSS | ratio |
+|---|---|---|---|---|---|---|---|---|---|---|
+| none (dense) | 8 | 1.00 s | – | – | – | 10.0 ms | – | – | 2,000 MB | – |
+| half: 4 of 8 | 4 | 600.0 ms | 1.67× | 2.00× | 0.83 | 5.5 ms | 1.82× | 0.91 | 1,200 MB | 0.60 |
+
+Goal ≥ 0.9 of ideal: prefill misses it at every budget: 4 removed (0.833); decode meets it at every budget: 4
+removed (0.909).
+
+Where prefill misses (4 removed, 0.833 of ideal): the non-layer rest of each forward (vision tower + projector,
+embeddings, masks and rotary tables, final norm, LM head, Python dispatch) took 200.0 ms of dense's 1.00 s (20.0%)
+and 200.0 ms with 4 layers; layer removal cannot shrink it, so it alone bounds the speedup at 1.67× = 0.83 of ideal
+(Amdahl). The decoder layers themselves sped up 2.00× (ideal 2.00×).
+
+Timed alone on the same inputs: the vision tower + projector 20.0 ms, the LM head 1.0 ms for the last position and
+100.0 ms for all 597 positions (10.0% of dense prefill): a forward that computes logits for every prompt position
+pays that as a fixed cost layer removal cannot shrink; the measured prefill (`logits_to_keep=1`) does not. The
+layer/rest split comes from forward hooks on the first and last decoder layer inside the measured forwards."""
+
+
+def test_layer_speed_block_renders_known_input_exactly():
+    assert readme_tables.layer_speed_block(LAYER_SPEED) == LAYER_SPEED_MARKDOWN
+
+
+def test_layer_speed_block_explains_slower_layers_too():
+    data = json.loads(json.dumps(LAYER_SPEED))
+    data["rows"][1]["vs_dense"] |= {"decode_of_ideal": 0.85, "decode_layers_speedup": 1.78}
+    text = readme_tables.layer_speed_block(data)
+    assert "decode misses it at every budget: 4 removed (0.850)" in " ".join(text.split())
+    assert ("Where decode misses (4 removed, 0.850 of ideal): the non-layer rest of each forward (embeddings, "
+            "masks and rotary tables, final norm, LM head, Python dispatch) took 2.0 ms of dense's 10.0 ms (20.0%) "
+            "and 1.0 ms with 4 layers; layer removal cannot shrink it, so it alone bounds the speedup at 1.67× = 0.83 "
+            "of ideal (Amdahl). The decoder layers themselves sped up 1.78× instead of 2.00×: their time per layer "
+            "rose from 1.00 ms to 1.12 ms between the two measurements.") in " ".join(text.split())
+
+
+def test_display_command_drops_the_checkout_path():
+    assert readme_tables.display_command("/a/b/.venv/bin/python bench/x.py -n 1") == ".venv/bin/python bench/x.py -n 1"
+    assert readme_tables.display_command(".venv/bin/python bench/x.py") == ".venv/bin/python bench/x.py"
+    assert readme_tables.display_command("python3 bench/x.py") == "python3 bench/x.py"
+
+
+# ---------------------------------------------------------------------------------------------- topology speed
+
+TOPOLOGY_SPEED = {
     "command": ".venv/bin/python bench/bench_topology.py --sizes 512 --classic-sizes 128",
     "argv": ["--sizes", "512", "--classic-sizes", "128"],
     "args": {"sizes": [512], "classic_sizes": [128], "depths": 9, "dim": 64, "k": 15, "seed": 0},
@@ -84,7 +341,7 @@ SPEED = {
     ],
 }
 
-SPEED_MARKDOWN = """\
+TOPOLOGY_SPEED_MARKDOWN = """\
 Speed (`.venv/bin/python bench/bench_topology.py --sizes 512 --classic-sizes 128`, 2 CPU cores, 9 depths, d = 64,
 k = 15, point clouds → scores, calibration not included):
 
@@ -96,23 +353,22 @@ k = 15, point clouds → scores, calibration not included):
 The classic engine gave identical scores at N = 128."""
 
 
-def test_quality_block_renders_known_input_exactly():
-    assert readme_tables.quality_block(QUALITY) == QUALITY_MARKDOWN
+def test_topology_speed_block_renders_known_input_exactly():
+    assert readme_tables.topology_speed_block(TOPOLOGY_SPEED) == TOPOLOGY_SPEED_MARKDOWN
 
 
-def test_speed_block_renders_known_input_exactly():
-    assert readme_tables.speed_block(SPEED) == SPEED_MARKDOWN
-
-
-def test_speed_block_flags_a_classic_mismatch():
-    data = json.loads(json.dumps(SPEED))
+def test_topology_speed_block_flags_a_classic_mismatch():
+    data = json.loads(json.dumps(TOPOLOGY_SPEED))
     data["rows"][0]["same"] = False
-    assert readme_tables.speed_block(data).endswith("The classic engine gave DIFFERENT scores at N = 128.")
+    assert readme_tables.topology_speed_block(data).endswith("The classic engine gave DIFFERENT scores at N = 128.")
+
+
+# ---------------------------------------------------------------------------------------------- README
 
 
 @pytest.mark.parametrize("name", sorted(readme_tables.BLOCKS))
 def test_readme_block_equals_generator_output(name):
-    """Editing a README table or its JSON without regenerating the other fails here."""
+    """Editing a README table or its results without regenerating the other fails here (committed files only)."""
     current = readme_tables.readme_blocks((ROOT / "README.md").read_text(encoding="utf-8"))
     generated = readme_tables.render_blocks(ROOT / "bench" / "results")
     assert current[name] == generated[name], (
@@ -121,11 +377,27 @@ def test_readme_block_equals_generator_output(name):
     )
 
 
+def test_committed_sweep_has_every_method_budget_and_three_random_seeds():
+    quality = readme_tables.load_quality(ROOT / "bench" / "results")
+    random_runs = [len(entry["runs"]) for entry in quality["methods"]["random"] if entry["fraction"] > 0]
+    assert random_runs == [3, 3, 3, 3]
+    assert sorted(quality["methods"]) == ["angular", "block_influence", "random", "spacing", "topology"]
+    assert list(quality["dense"]) == [*readme_tables.KINDS, "overall"]
+
+
+def write_results(folder: Path) -> None:
+    """A results folder with every source the README's blocks read, from the hand-made inputs above."""
+    data = sweep_data()
+    write_sweep(folder / "quality_sweep", data["rows"], data["sweep"],
+                **{"winner.json": data["winner"], "reload_overhead.json": RELOAD})
+    write_sweep(folder / "quality_sweep" / "seed1", SEED_ROWS, {"wall_s": 12.0})
+    (folder / "speed.json").write_text(json.dumps(LAYER_SPEED))
+    (folder / "topology.json").write_text(json.dumps(TOPOLOGY_SPEED))
+
+
 def test_write_and_check_touch_only_the_blocks(tmp_path):
     results = tmp_path / "results"
-    results.mkdir()
-    (results / "quality.json").write_text(json.dumps(QUALITY))
-    (results / "topology.json").write_text(json.dumps(SPEED))
+    write_results(results)
     readme = tmp_path / "README.md"
     blocks = "".join(f"{readme_tables.begin_marker(name)}\nstale\n{readme_tables.end_marker(name)}\n\nprose {name}\n"
                      for name in readme_tables.BLOCKS)
@@ -136,7 +408,8 @@ def test_write_and_check_touch_only_the_blocks(tmp_path):
     assert readme_tables.main([*args, "--check"]) == 0
     text = readme.read_text()
     assert text.startswith("# title\n\n") and "stale" not in text
-    assert QUALITY_MARKDOWN in text and SPEED_MARKDOWN in text
+    for markdown in (QUALITY_MARKDOWN, SWEEP_MARKDOWN, LAYER_SPEED_MARKDOWN, TOPOLOGY_SPEED_MARKDOWN):
+        assert markdown in text
     assert all(f"prose {name}" in text for name in readme_tables.BLOCKS)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "results"]  # no temporary file left
 
@@ -146,11 +419,29 @@ def test_missing_markers_are_an_error():
         readme_tables.readme_blocks("# no markers\n")
 
 
+# ---------------------------------------------------------------------------------------------- the benches
+
+
+def test_bench_quality_is_one_sweep_call_with_the_readme_spec(monkeypatch, tmp_path):
+    """bench_quality.py evaluates nothing itself: it hands the README's spec to run_sweep."""
+    search = pytest.importorskip("lmms_topo_plugin.search")
+    bench_quality = _load("bench_quality")
+    specs = []
+    monkeypatch.setattr(search, "run_sweep", lambda spec: specs.append(spec) or {"winner": None})
+    bench_quality.sweep(tmp_path, ["topology", "random"], {"device": "cpu"}, None)
+    (spec,) = specs
+    assert (spec.methods, spec.budgets, spec.tasks, spec.metric, spec.rule, spec.objective, spec.limit, spec.out) == (
+        ["topology", "random"], [0.125, 0.25, 0.375, 0.5], ["topo_synth"], "topo_synth/exact_match", "keep>=0.95",
+        "layers", None, tmp_path)
+    assert bench_quality.MODEL_ARGS == {"device": "cpu", "batch_size": "16", "recompute": "true"}
+    assert bench_quality.parse_pairs("topo_k=10, seed=1") == {"topo_k": "10", "seed": "1"}
+
+
 def test_bench_topology_writes_its_json_atomically(tmp_path):
     bench_topology = _load("bench_topology")
     out = tmp_path / "results" / "topology.json"
-    bench_topology.write_json_atomic(out, SPEED)
-    assert json.loads(out.read_text()) == SPEED
+    bench_topology.write_json_atomic(out, TOPOLOGY_SPEED)
+    assert json.loads(out.read_text()) == TOPOLOGY_SPEED
     assert [p.name for p in out.parent.iterdir()] == ["topology.json"]
     machine = bench_topology.machine_info()
     assert machine["cpus_available"] >= 1 and machine["platform"]

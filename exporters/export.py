@@ -1,0 +1,125 @@
+"""``topo-prune export``: rebuild one configuration and save it as a validated ``from_pretrained`` checkpoint.
+
+The configuration comes from a sweep's ``winner.json`` (its exact removed layers are re-applied to the base
+model, which must still have the fingerprint the sweep measured: nothing is re-scored) or from a
+``model_args`` string (pruned as a single run would). The checkpoint is written to a temporary directory,
+reloaded with transformers, compared with the pruned model in memory (logits on a fixed prompt with an image,
+the layer count at every config level), and only then renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import PruneConfig
+from ..errors import ModelArgsError, PluginError
+from ..loading import LoadedModel, load_config, load_model
+from ..pipeline import PrunePlan, apply_plan, model_fingerprint, prepare
+from .checkpoint import save_checkpoint, save_dtype
+
+WINNER_SCHEMA = "lmms_topo_plugin.sweep_winner"
+MAX_LOGIT_DIFFERENCE = 1e-5  # reloaded vs in-memory, same dtype and weights: equal up to kernel noise
+
+
+class ExportValidationError(PluginError):
+    """The saved checkpoint does not reload to the model that was saved."""
+
+
+def read_winner(path: str | Path) -> dict[str, Any]:
+    """A sweep's ``winner.json``, checked for its schema; a one-line error naming ``--winner`` otherwise."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelArgsError(f"--winner: cannot read {path}: {error}") from None
+    if record.get("schema") != WINNER_SCHEMA or record.get("version") != 1:
+        raise ModelArgsError(f"--winner: {path} is not a {WINNER_SCHEMA} v1 record (written by topo-prune sweep)")
+    return record
+
+
+def rebuild_winner(record: dict[str, Any], dtype_choice: str = "base") -> LoadedModel:
+    """The base model, loaded in the dtype it will be saved in, with the winner's layers removed, after checking
+    the base is the one the sweep measured."""
+    winner = record["winner"]
+    prepared = prepare(PruneConfig.from_model_args(record["model_args"]))
+    config = PruneConfig.from_model_args({**record["model_args"], "dtype": saved_dtype_name(prepared, dtype_choice)})
+    fingerprint = model_fingerprint(prepared.pretrained, prepared.hf_config, config.revision)
+    if fingerprint != record["model"]:
+        raise ModelArgsError(f"--winner: the base model changed since the sweep (it measured {record['model']}, "
+                             f"now {fingerprint}); re-run the sweep")
+    loaded = load_model(config, prepared.pretrained, prepared.hf_config)
+    num_layers = loaded.adapter.num_layers
+    plan = PrunePlan(winner["method"], num_layers, len(winner["removed_layers"]), winner["removed_layers"], None,
+                     config.removable_candidates(num_layers))
+    details = {"method_params": winner.get("method_params") or {}, "calibration": winner.get("calibration"),
+               "budget": winner["budget"], "selected_by": {key: record[key] for key in ("rule", "objective", "metric")}}
+    apply_plan(plan, prepared, loaded, details)
+    return loaded
+
+
+def rebuild_model_args(model_args: dict[str, str], dtype_choice: str = "base") -> LoadedModel:
+    """The model pruned as ``model_args`` describe (a single run: calibration and scores from the cache), loaded
+    in the dtype it will be saved in."""
+    from ..api import load_pruned
+
+    if "dtype" in model_args and dtype_choice == "base":
+        return load_pruned(model_args)[0]
+    prepared = prepare(PruneConfig.from_model_args(model_args), load_calibration=False)
+    return load_pruned({**model_args, "dtype": saved_dtype_name(prepared, dtype_choice)})[0]
+
+
+def saved_dtype_name(prepared, dtype_choice: str) -> str:
+    """``float16``/``bfloat16``/``float32``: the base checkpoint's dtype for ``base`` (float32 when it states none)."""
+    dtype = save_dtype(dtype_choice, getattr(prepared.hf_config, "dtype", None))
+    return _dtype_name(dtype) if dtype is not None else "float32"
+
+
+def export_checkpoint(loaded: LoadedModel, out: str | Path, onnx: bool = False) -> Path:
+    """Save ``loaded`` (in its own dtype) to ``out``, validated by reloading it in that dtype; with ``onnx``, also
+    the ONNX build in ``out/onnx``, validated against PyTorch (:mod:`~lmms_topo_plugin.exporters.onnx.build`).
+    Nothing is renamed into place unless every validation passes."""
+    from ..search.measure import default_cost_prompt
+
+    prompt = default_cost_prompt()
+    expected = prompt_logits(loaded, prompt)
+
+    def validate(staging: Path) -> dict[str, Any]:
+        reloaded = load_model(PruneConfig(device=str(loaded.model.device), dtype=_dtype_name(loaded.model.dtype)),
+                              str(staging), load_config(str(staging)))
+        difference = (prompt_logits(reloaded, prompt) - expected).abs().max().item()
+        counts = decoder_layer_counts(json.loads((staging / "config.json").read_text()))
+        report = {"max_abs_logit_difference": difference, "decoder_layer_counts": counts,
+                  "num_layers": loaded.adapter.num_layers, "dtype": _dtype_name(loaded.model.dtype),
+                  "pruning": getattr(loaded.model.config, "topo_pruning", None)}
+        if difference > MAX_LOGIT_DIFFERENCE or set(counts.values()) != {loaded.adapter.num_layers}:
+            raise ExportValidationError(f"the saved checkpoint does not reload to the pruned model "
+                                        f"(max logit difference {difference:.3g}, layer counts {counts}); not saved")
+        if onnx:
+            from .onnx.build import build_onnx
+
+            report["onnx"] = build_onnx(loaded, staging)
+        return report
+
+    return save_checkpoint(loaded.model, loaded.processor, out, dtype=None, validate=validate)
+
+
+def prompt_logits(loaded: LoadedModel, prompt) -> torch.Tensor:
+    from ..calibration import move_inputs
+    from ..prompting import encode
+
+    inputs = encode(loaded.processor, loaded.adapter, [prompt])
+    with torch.inference_mode():
+        return loaded.model(**move_inputs(inputs, loaded.model.device, loaded.model.dtype), use_cache=False).logits.float()
+
+
+def decoder_layer_counts(config: dict[str, Any]) -> dict[str, int]:
+    """Every config level that states the decoder's layer count: the top level and the text config."""
+    levels = {"config": config, "config.text_config": config.get("text_config") or {}}
+    return {name: level["num_hidden_layers"] for name, level in levels.items() if "num_hidden_layers" in level}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")

@@ -1,0 +1,80 @@
+"""Export the graphs of a loaded model into ``<build>/onnx`` and validate them against PyTorch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...calibration import move_inputs
+from ...errors import PluginError
+from ...loading import LoadedModel
+from ...prompting import Prompt, encode
+from .graphs import check_supported, export_graphs
+from .runner import OnnxVLM
+
+MAX_FP32_LOGIT_DIFFERENCE = 1e-4
+VALIDATION_TOKENS = 8
+
+
+class OnnxParityError(PluginError):
+    """The fp32 ONNX build does not reproduce PyTorch (logits or greedy tokens)."""
+
+
+def validation_prompts() -> list[Prompt]:
+    """Two fixed prompts of different lengths, each with a synthbench scene (a left-padded batch)."""
+    import random
+
+    from ...synthbench.scene import random_scene, render_image
+
+    images = [render_image(random_scene(random.Random(seed))) for seed in (0, 1)]
+    return [Prompt.from_text("What is in the image?", [images[0]]),
+            Prompt.from_text("How many shapes are in the image? Answer with one word.", [images[1]])]
+
+
+def torch_reference(loaded: LoadedModel, prompts: list[Prompt]) -> tuple[np.ndarray, list[list[int]]]:
+    """Prefill logits of the batch and each prompt's greedy tokens from ``model.generate``."""
+    model = loaded.model
+    inputs = move_inputs(encode(loaded.processor, loaded.adapter, prompts), model.device, model.dtype)
+    with torch.inference_mode():
+        logits = model(**inputs, use_cache=False).logits.float().cpu().numpy()
+    tokens = []
+    for prompt in prompts:
+        single = move_inputs(encode(loaded.processor, loaded.adapter, [prompt]), model.device, model.dtype)
+        with torch.inference_mode():
+            out = model.generate(**single, max_new_tokens=VALIDATION_TOKENS, do_sample=False)
+        tokens.append(out[0, single["input_ids"].shape[1]:].tolist())
+    return logits, tokens
+
+
+def onnx_tokens(runner: OnnxVLM, prompt: Prompt, length: int) -> list[int]:
+    return runner.generate_ids([prompt], VALIDATION_TOKENS)[0, :length].tolist()
+
+
+def build_onnx(loaded: LoadedModel, build_dir: Path) -> dict[str, Any]:
+    """Write ``build_dir/onnx`` (graphs, manifest, ``validation.json``); raise :class:`OnnxParityError` when fp32
+    logits differ from PyTorch by more than 1e-4 or a greedy token differs."""
+    check_supported(loaded)
+    loaded.model.float()
+    prompts = validation_prompts()
+    pixel_values = encode(loaded.processor, loaded.adapter, prompts)["pixel_values"]  # 2 images: no size-1 specialisation
+    export_graphs(loaded, pixel_values, build_dir / "onnx")
+    expected_logits, expected_tokens = torch_reference(loaded, prompts)
+    runner = OnnxVLM(build_dir, provider="cpu")
+    embeds, mask, _ = runner.prefill_inputs(prompts)
+    logits, _ = runner.decoder_step(embeds, mask, runner.empty_past(len(prompts)))
+    real = mask.astype(bool)
+    difference = float(np.abs(logits - expected_logits)[real].max())
+    tokens = [onnx_tokens(runner, prompt, len(expected)) for prompt, expected in zip(prompts, expected_tokens)]
+    report = {"precision": "fp32", "provider": runner.provider, "prompts": len(prompts),
+              "max_abs_logit_difference": difference, "max_allowed": MAX_FP32_LOGIT_DIFFERENCE,
+              "greedy_tokens_identical": tokens == expected_tokens, "onnx_tokens": tokens,
+              "pytorch_tokens": expected_tokens}
+    (build_dir / "onnx" / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
+    if difference > MAX_FP32_LOGIT_DIFFERENCE or tokens != expected_tokens:
+        raise OnnxParityError(f"the fp32 ONNX build does not match PyTorch (max logit difference {difference:.3g}, "
+                              f"greedy tokens identical: {tokens == expected_tokens}); nothing was written")
+    return report

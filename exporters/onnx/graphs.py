@@ -1,0 +1,130 @@
+"""The three graphs, as small wrapper modules around the PyTorch model, and their export.
+
+Image features are scattered into ``inputs_embeds`` at the image-token positions outside the graphs, as in the
+optimum / transformers.js VLM repositories, so the decoder graph is the text model alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+from ...errors import ModelArgsError
+from ...loading import LoadedModel
+
+SUPPORTED = ("llava",)  # model_type values with an ONNX export today
+MANIFEST_SCHEMA = "lmms_topo_plugin.onnx_build"
+OPSET = 18
+
+
+class VisionEncoder(nn.Module):
+    """``pixel_values`` → ``image_features`` ``[images, tokens, hidden]`` (projected to the decoder width)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        # LLaVA's get_image_features, without its per-image list (which would fix the image count in the graph)
+        config, backbone = self.model.config, self.model.model
+        hidden = backbone.vision_tower(pixel_values, output_hidden_states=True, return_dict=True).hidden_states
+        layers = config.vision_feature_layer if isinstance(config.vision_feature_layer, list) else [
+            config.vision_feature_layer]
+        selected = [hidden[layer][:, 1:] if config.vision_feature_select_strategy == "default" else hidden[layer]
+                    for layer in layers]
+        return backbone.multi_modal_projector(torch.cat(selected, dim=-1))
+
+
+class EmbedTokens(nn.Module):
+    """``input_ids`` → ``inputs_embeds``."""
+
+    def __init__(self, embed: nn.Module) -> None:
+        super().__init__()
+        self.embed = embed
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed(input_ids)
+
+
+class Decoder(nn.Module):
+    """``inputs_embeds, attention_mask, position_ids, past (key, value per layer)`` → ``logits, present``."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        super().__init__()
+        self.text_model, self.lm_head = loaded.adapter.text_model, loaded.model.lm_head
+        self.text_config = loaded.adapter.text_config
+        self.num_layers = loaded.adapter.num_layers
+
+    def forward(self, inputs_embeds, attention_mask, position_ids, past):
+        cache = DynamicCache(config=self.text_config)
+        for layer in range(self.num_layers):
+            cache.update(past[2 * layer], past[2 * layer + 1], layer)
+        output = self.text_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                 position_ids=position_ids, past_key_values=cache, use_cache=True)
+        present = []
+        for layer in output.past_key_values.layers:
+            present += [layer.keys, layer.values]
+        return (self.lm_head(output.last_hidden_state), *present)
+
+
+def kv_shape(loaded: LoadedModel) -> tuple[int, int]:
+    """``(key/value heads, head_dim)`` of the decoder's attention."""
+    config = loaded.adapter.text_config
+    return config.num_key_value_heads, getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def past_names(num_layers: int, prefix: str) -> list[str]:
+    return [f"{prefix}.{layer}.{kind}" for layer in range(num_layers) for kind in ("key", "value")]
+
+
+def check_supported(loaded: LoadedModel) -> None:
+    model_type = loaded.model.config.model_type
+    if model_type not in SUPPORTED:
+        raise ModelArgsError(f"--onnx: {model_type} has no ONNX export yet (supported: {', '.join(SUPPORTED)})")
+
+
+def export_graphs(loaded: LoadedModel, pixel_values: torch.Tensor, onnx_dir: Path) -> dict[str, Any]:
+    """Export the three graphs (fp32, dynamic batch / sequence / past length) into ``onnx_dir``; the manifest."""
+    check_supported(loaded)
+    onnx_dir.mkdir(parents=True, exist_ok=True)
+    model = loaded.model.float().eval()
+    num_layers = loaded.adapter.num_layers
+    heads, head_dim = kv_shape(loaded)
+    hidden = loaded.adapter.text_config.hidden_size
+    batch, seq, total = 2, 5, 8
+    ids = torch.ones(batch, seq, dtype=torch.int64)
+    past = tuple(torch.zeros(batch, heads, total - seq, head_dim) for _ in range(2 * num_layers))
+    cache_axes = {0: "batch", 2: "past_sequence_length"}
+    graphs = {
+        "vision_encoder": (VisionEncoder(model), (pixel_values.float(),), ["pixel_values"], ["image_features"],
+                           ({0: "num_images"},)),
+        "embed_tokens": (EmbedTokens(loaded.adapter.embed_tokens), (ids,), ["input_ids"], ["inputs_embeds"],
+                         ({0: "batch", 1: "sequence_length"},)),
+        "decoder_model_merged": (
+            Decoder(loaded), (torch.zeros(batch, seq, hidden), torch.ones(batch, total, dtype=torch.int64),
+                              torch.arange(total - seq, total).expand(batch, seq), past),
+            ["inputs_embeds", "attention_mask", "position_ids", *past_names(num_layers, "past_key_values")],
+            ["logits", *past_names(num_layers, "present")],
+            ({0: "batch", 1: "sequence_length"}, {0: "batch", 1: "total_sequence_length"},
+             {0: "batch", 1: "sequence_length"}, tuple(cache_axes for _ in past))),
+    }
+    files = {}
+    with torch.no_grad():
+        for name, (module, args, inputs, outputs, axes) in graphs.items():
+            path = onnx_dir / f"{name}.onnx"
+            torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
+                              dynamic_shapes=axes, dynamo=True, opset_version=OPSET, external_data=False)
+            files[name] = {"file": path.name, "inputs": inputs, "outputs": outputs, "precision": "fp32"}
+    manifest = {
+        "schema": MANIFEST_SCHEMA, "version": 1, "model_type": model.config.model_type, "graphs": files,
+        "image_token_id": loaded.adapter.image_token_id, "num_layers": num_layers, "kv_heads": heads,
+        "head_dim": head_dim, "hidden_size": hidden, "opset": OPSET,
+        "pruning": getattr(model.config, "topo_pruning", None),
+    }
+    (onnx_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

@@ -1,0 +1,117 @@
+"""Run an ONNX build with ONNX Runtime: the checkpoint's own processor in Python, greedy decoding with KV cache.
+
+    runner = OnnxVLM("build/")                       # CUDA when onnxruntime-gpu sees a GPU, else CPU
+    runner.generate([Prompt.from_text("What is in the image?", [image])], max_new_tokens=16)
+
+A session that did not get the provider it asked for is an error (ONNX Runtime silently falls back to CPU),
+unless ``allow_cpu_fallback=True``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ...errors import MissingDependencyError, PluginError
+from ...prompting import Prompt, encode
+
+PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+
+
+class ProviderError(PluginError):
+    """ONNX Runtime did not give a session the execution provider that was asked for."""
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise MissingDependencyError("the ONNX runner needs onnxruntime (CPU) or onnxruntime-gpu (CUDA): "
+                                     "pip install 'lmms-topo-plugin[onnx]' or '[onnx-gpu]', never both") from error
+    return onnxruntime
+
+
+def choose_provider(requested: str) -> str:
+    """``auto``: CUDA when this onnxruntime offers it, else CPU; ``cuda``/``cpu`` as asked."""
+    available = _onnxruntime().get_available_providers()
+    if requested == "auto":
+        return "cuda" if PROVIDERS["cuda"] in available else "cpu"
+    if requested not in PROVIDERS:
+        raise PluginError(f"--provider: {requested!r} is not one of auto, cuda, cpu")
+    return requested
+
+
+class OnnxVLM:
+    """The three sessions of a build directory (``<build>/onnx``) and the checkpoint's processor."""
+
+    def __init__(self, build_dir: str | Path, provider: str = "auto", allow_cpu_fallback: bool = False) -> None:
+        from ...adapters import adapter_class_for
+        from ...loading import load_config
+        from ...processors import load_processor
+
+        ort = _onnxruntime()
+        build_dir = Path(build_dir)
+        self.manifest = json.loads((build_dir / "onnx" / "manifest.json").read_text())
+        self.provider = choose_provider(provider)
+        self.processor = load_processor(build_dir)
+        self.adapter_class = adapter_class_for(load_config(str(build_dir)))
+        self.sessions = {}
+        for name, graph in self.manifest["graphs"].items():
+            session = ort.InferenceSession(str(build_dir / "onnx" / graph["file"]), providers=[PROVIDERS[self.provider]])
+            if PROVIDERS[self.provider] not in session.get_providers() and not allow_cpu_fallback:
+                raise ProviderError(f"ONNX Runtime gave {graph['file']} {session.get_providers()} instead of "
+                                    f"{PROVIDERS[self.provider]}; install onnxruntime-gpu matching this CUDA, or "
+                                    "allow the CPU fallback (--allow-cpu-fallback)")
+            self.sessions[name] = session
+
+    def prefill_inputs(self, prompts: Sequence[Prompt]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(inputs_embeds, attention_mask, input_ids)`` of a left-padded batch, image features scattered in."""
+        inputs = encode(self.processor, self.adapter_class, prompts)
+        ids = inputs["input_ids"].numpy()
+        embeds = self.sessions["embed_tokens"].run(None, {"input_ids": ids})[0]
+        if "pixel_values" in inputs:
+            features = self.sessions["vision_encoder"].run(None, {"pixel_values": inputs["pixel_values"].float().numpy()})[0]
+            embeds[ids == self.manifest["image_token_id"]] = features.reshape(-1, features.shape[-1])
+        return embeds, inputs["attention_mask"].numpy().astype(np.int64), ids
+
+    def decoder_step(self, embeds: np.ndarray, mask: np.ndarray, past: list[np.ndarray]) -> tuple[np.ndarray, list]:
+        """One decoder run: logits of the new positions and the grown cache (positions from the mask)."""
+        new = embeds.shape[1]
+        positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)[:, -new:].astype(np.int64)
+        feed = {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": positions}
+        feed.update(zip(self._past_names, past))
+        logits, *present = self.sessions["decoder_model_merged"].run(None, feed)
+        return logits, present
+
+    @property
+    def _past_names(self) -> list[str]:
+        return self.manifest["graphs"]["decoder_model_merged"]["inputs"][3:]
+
+    def empty_past(self, batch: int) -> list[np.ndarray]:
+        shape = (batch, self.manifest["kv_heads"], 0, self.manifest["head_dim"])
+        return [np.zeros(shape, dtype=np.float32) for _ in self._past_names]
+
+    def generate_ids(self, prompts: Sequence[Prompt], max_new_tokens: int = 32) -> np.ndarray:
+        """Greedy new token ids ``[batch, ≤ max_new_tokens]``, stopping when every row has produced eos."""
+        embeds, mask, _ids = self.prefill_inputs(prompts)
+        logits, past = self.decoder_step(embeds, mask, self.empty_past(len(prompts)))
+        eos = self.processor.tokenizer.eos_token_id
+        tokens, done = [], np.zeros(len(prompts), dtype=bool)
+        for _ in range(max_new_tokens):
+            token = logits[:, -1].argmax(-1)
+            token = np.where(done, eos, token)
+            tokens.append(token)
+            done |= token == eos
+            if done.all():
+                break
+            mask = np.concatenate([mask, np.ones((len(prompts), 1), dtype=np.int64)], axis=1)
+            step = self.sessions["embed_tokens"].run(None, {"input_ids": token[:, None].astype(np.int64)})[0]
+            logits, past = self.decoder_step(step, mask, past)
+        return np.stack(tokens, axis=1)
+
+    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int = 32) -> list[str]:
+        ids = self.generate_ids(prompts, max_new_tokens)
+        return [text.strip() for text in self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)]

@@ -1,0 +1,90 @@
+"""The ONNX build: three graphs that reproduce PyTorch, a runner that generates like ``model.generate``."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lmms_topo_plugin.api import load_pruned
+from lmms_topo_plugin.cli import main
+from lmms_topo_plugin.exporters.onnx import build
+from lmms_topo_plugin.exporters.onnx.runner import OnnxVLM, ProviderError
+from lmms_topo_plugin.calibration import move_inputs
+from lmms_topo_plugin.prompting import encode
+
+MODEL_ARGS = "method=block_influence,n_remove=2,device=cpu,calib_limit=4"
+
+
+@pytest.fixture(scope="module")
+def onnx_build(tiny_checkpoints, tmp_path_factory):
+    checkpoint = str(tiny_checkpoints("llava", 6))
+    out = tmp_path_factory.mktemp("onnx") / "build"
+    assert main(["export", "--model-args", f"pretrained={checkpoint},{MODEL_ARGS}", "--out", str(out), "--onnx"]) == 0
+    return checkpoint, out
+
+
+def test_the_build_has_the_hugging_face_layout_and_its_validation(onnx_build):
+    _, out = onnx_build
+    manifest = json.loads((out / "onnx" / "manifest.json").read_text())
+    assert {name: (graph["file"], graph["inputs"][:3], graph["outputs"][:1]) for name, graph in manifest["graphs"].items()} == {
+        "vision_encoder": ("vision_encoder.onnx", ["pixel_values"], ["image_features"]),
+        "embed_tokens": ("embed_tokens.onnx", ["input_ids"], ["inputs_embeds"]),
+        "decoder_model_merged": ("decoder_model_merged.onnx", ["inputs_embeds", "attention_mask", "position_ids"],
+                                 ["logits"]),
+    }
+    decoder = manifest["graphs"]["decoder_model_merged"]
+    assert decoder["inputs"][3:7] == ["past_key_values.0.key", "past_key_values.0.value", "past_key_values.1.key",
+                                      "past_key_values.1.value"] and len(decoder["inputs"]) == 3 + 2 * 4
+    assert decoder["outputs"][1:3] == ["present.0.key", "present.0.value"] and manifest["num_layers"] == 4
+    assert manifest["pruning"]["removed_layers"] == json.loads((out / "config.json").read_text())["topo_pruning"][
+        "removed_layers"]
+    validation = json.loads((out / "onnx" / "validation.json").read_text())
+    assert validation["greedy_tokens_identical"] is True and validation["onnx_tokens"] == validation["pytorch_tokens"]
+    assert validation["max_abs_logit_difference"] <= 1e-4
+
+
+def test_the_runner_generates_what_pytorch_generates(onnx_build):
+    checkpoint, out = onnx_build
+    pruned, _ = load_pruned({**dict(item.split("=") for item in MODEL_ARGS.split(",")), "pretrained": checkpoint})
+    prompts = build.validation_prompts()[::-1]
+    runner = OnnxVLM(out, provider="cpu")
+    for prompt in prompts:
+        inputs = move_inputs(encode(pruned.processor, pruned.adapter, [prompt]), "cpu", pruned.model.dtype)
+        with torch.inference_mode():
+            expected = pruned.model.generate(**inputs, max_new_tokens=6, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+        assert runner.generate_ids([prompt], 6)[0, :len(expected)].tolist() == expected.tolist()
+    embeds, mask, _ = runner.prefill_inputs(prompts)
+    logits, present = runner.decoder_step(embeds, mask, runner.empty_past(2))
+    inputs = move_inputs(encode(pruned.processor, pruned.adapter, prompts), "cpu", pruned.model.dtype)
+    with torch.inference_mode():
+        reference = pruned.model(**inputs, use_cache=False).logits.numpy()
+    assert float(np.abs(logits - reference)[mask.astype(bool)].max()) <= 1e-4
+    assert present[0].shape == (2, 2, mask.shape[1], 16)
+
+
+def test_asking_for_cuda_without_it_fails_unless_the_fallback_is_allowed(onnx_build, capsys):
+    _, out = onnx_build
+    with pytest.raises(ProviderError, match="instead of CUDAExecutionProvider"):
+        OnnxVLM(out, provider="cuda")
+    assert OnnxVLM(out, provider="cuda", allow_cpu_fallback=True).sessions["embed_tokens"].get_providers() == [
+        "CPUExecutionProvider"]
+    assert main(["onnx-generate", str(out), "--prompt", "hi", "--provider", "cuda"]) == 1
+    assert "instead of CUDAExecutionProvider" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_an_unsupported_family_is_refused_before_export(tiny_checkpoints, tmp_path, capsys):
+    args = f"pretrained={tiny_checkpoints('qwen2_vl', 6)},{MODEL_ARGS}"
+    assert main(["export", "--model-args", args, "--out", str(tmp_path / "build"), "--onnx"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "topo-prune: --onnx: qwen2_vl has no ONNX export yet (supported: llava)")
+    assert not (tmp_path / "build").exists()
+
+
+def test_a_build_without_parity_is_not_left_behind(tiny_checkpoints, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(build, "MAX_FP32_LOGIT_DIFFERENCE", -1.0)
+    args = f"pretrained={tiny_checkpoints('llava', 6)},method=spacing,n_remove=1,device=cpu"
+    assert main(["export", "--model-args", args, "--out", str(tmp_path / "build"), "--onnx"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "topo-prune: the fp32 ONNX build does not match PyTorch (max logit difference ")
+    assert [path.name for path in tmp_path.iterdir() if path.name != "topo-cache"] == []
