@@ -40,6 +40,9 @@ GENERAL_PARAMS: dict[str, Param] = {
     "use_cache": Param(bool, True, "use the KV cache while generating"),
     "cache_dir": Param(str, None, "where calibration statistics and scores are cached"),
     "recompute": Param(bool, False, "ignore cached calibration statistics and scores"),
+    "backend": Param(str, "pytorch", "what answers the requests: the pruned PyTorch model, or (onnxruntime) the "
+                     "ONNX build in pretrained=<dir written by topo-prune export --onnx>",
+                     choices=("pytorch", "onnxruntime")),
     "report_dir": Param(str, None, "where the pruning report JSON goes (default: --output_path, else ./topo_prune_reports)"),
 }
 
@@ -69,6 +72,7 @@ class PruneConfig:
     cache_dir: str | None = None
     recompute: bool = False
     report_dir: str | None = None
+    backend: str = "pytorch"
     method_params: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -102,7 +106,13 @@ class PruneConfig:
             method_params = spec.parse(own)
         config = cls(**values, method_params=method_params)
         config._check_budget()
+        config._check_backend()
         return config
+
+    def _check_backend(self) -> None:
+        if self.backend == "onnxruntime" and (self.method != DENSE_METHOD or not self.pretrained):
+            raise ModelArgsError("model_args: backend=onnxruntime evaluates an exported build as it is: give "
+                                 "pretrained=<build dir> and no method (prune before export)")
 
     def _check_budget(self) -> None:
         if self.sparsity is not None and self.n_remove is not None:

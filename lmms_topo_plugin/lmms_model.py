@@ -25,7 +25,8 @@ from .config import PruneConfig
 from .distributed import is_distributed, join_launched_processes
 from .failures import exit_on_failure
 from .loading import LoadedModel
-from .generation import continuation_nll, generate, generation_settings
+from .backends import OnnxBackend, TorchBackend, onnx_provider
+from .generation import generation_settings
 from .prompting import Prompt
 from .report_files import report_directory, write_report
 
@@ -42,7 +43,12 @@ class _TopoPrunedBase(lmms):
             install_loglikelihood_fix()
             self.config = PruneConfig.from_model_args(model_args)
             self._configure_processes()
+            if self.config.backend == "onnxruntime":
+                self.backend = OnnxBackend(self.config.pretrained, onnx_provider(self.config.device))
+                self.loaded, self.report = None, None
+                return
             self.loaded, self.report = load_pruned(self.config)
+            self.backend = TorchBackend(self.loaded, self.config.use_cache)
             if self.rank == 0:
                 for path in write_report(self.report, report_directory(self.config.report_dir, self.config.pretrained)):
                     logger.info(f"topo_pruned: wrote {path}")
@@ -58,6 +64,7 @@ class _TopoPrunedBase(lmms):
         lmms.__init__(model)
         install_loglikelihood_fix()
         model.config, model.loaded, model.report = config, loaded, None
+        model.backend = TorchBackend(loaded, config.use_cache)
         model.show_progress = show_progress
         model._take_rank()
         return model
@@ -94,11 +101,12 @@ class _TopoPrunedBase(lmms):
 
     @property
     def model(self):
-        return self.loaded.model
+        """The transformers model (``None`` with ``backend=onnxruntime``)."""
+        return self.loaded.model if self.loaded is not None else None
 
     @property
     def device(self):
-        return self.loaded.model.device
+        return self.backend.device
 
     @property
     def hide_progress(self) -> bool:
@@ -141,7 +149,7 @@ class _TopoPrunedBase(lmms):
         with tqdm(total=len(requests), desc="topo_pruned generating", disable=self.hide_progress) as bar:
             for batch in batches:
                 settings, until = generation_settings(kwargs[batch[0]], self.config.max_new_tokens)
-                texts = generate(self.loaded, [prompts[i] for i in batch], settings, until, use_cache=self.config.use_cache)
+                texts = self.backend.generate([prompts[i] for i in batch], settings, until)
                 for i, text in zip(batch, texts):
                     results[i] = text
                 bar.update(len(batch))
@@ -154,7 +162,7 @@ class _TopoPrunedBase(lmms):
             doc = self._doc(task, split, doc_id)
             continuation = target if isinstance(target, str) else str(target(doc))
             visuals = doc_to_visual(doc) if callable(doc_to_visual) else []
-            results.append(continuation_nll(self.loaded, Prompt.from_text(context, visuals or []), continuation))
+            results.append(self.backend.continuation_nll(Prompt.from_text(context, visuals or []), continuation))
         return results
 
     def _generate_until_multi_round(self, requests: list[Instance]) -> list[list[str]]:
@@ -172,7 +180,7 @@ class _TopoPrunedBase(lmms):
                     prompt, info = self._round_prompt(args, doc, round_idx, outputs, info)
                     if prompt is None:
                         break
-                outputs.append(generate(self.loaded, [prompt], settings, until, use_cache=self.config.use_cache)[0])
+                outputs.append(self.backend.generate([prompt], settings, until)[0])
             results.append(outputs)
         return results
 

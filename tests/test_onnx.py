@@ -88,3 +88,54 @@ def test_a_build_without_parity_is_not_left_behind(tiny_checkpoints, tmp_path, m
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
         "topo-prune: the fp32 ONNX build does not match PyTorch (max logit difference ")
     assert [path.name for path in tmp_path.iterdir() if path.name != "topo-cache"] == []
+
+
+def lmms_eval_run(model_args: str, out, tasks: str, include: str, *extra: str):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = [str(Path(sys.executable).with_name("lmms-eval")), "--model", "topo_pruned", "--model_args", model_args,
+               "--tasks", tasks, "--include_path", include, "--output_path", str(out), "--limit", "6",
+               "--log_samples", *extra]
+    result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (results,) = out.rglob("*_results.json")
+    return results
+
+
+@pytest.mark.parametrize("task, extra", [("topo_synth_count", ()), ("topo_fixture_presence_mc", ("--force_simple",))])
+def test_backend_onnxruntime_answers_like_pytorch_through_lmms_eval(onnx_build, tmp_path, task, extra):
+    from pathlib import Path
+
+    from lmms_topo_plugin.calib_data import bundled_tasks_dir
+    from lmms_topo_plugin.testing.lmms_eval_output import logged_samples
+
+    _, out = onnx_build
+    include = bundled_tasks_dir() if task.startswith("topo_synth") else str(Path(__file__).parent / "fixtures" / "topo_mc")
+    answers = {}
+    for backend in ("pytorch", "onnxruntime"):
+        results = lmms_eval_run(f"pretrained={out},backend={backend},device=cpu", tmp_path / backend, task, include,
+                                *extra)
+        answers[backend] = [row["filtered_resps"] for row in logged_samples(results, task)]
+    assert len(answers["pytorch"]) == len(answers["onnxruntime"]) == 6
+    if extra:  # multiple choice: [(negative log-likelihood, is_greedy) per choice] per document
+        for torch_row, onnx_row in zip(answers["pytorch"], answers["onnxruntime"]):
+            assert [greedy for _, greedy in torch_row] == [greedy for _, greedy in onnx_row]
+            assert [float(nll) for nll, _ in onnx_row] == pytest.approx([float(nll) for nll, _ in torch_row], abs=1e-4)
+    else:
+        assert answers["pytorch"] == answers["onnxruntime"]
+
+
+def test_backend_onnxruntime_refuses_a_method_or_a_directory_without_a_build(onnx_build, tiny_checkpoints):
+    from lmms_topo_plugin.config import PruneConfig
+    from lmms_topo_plugin.errors import ModelArgsError
+    from lmms_topo_plugin.backends import OnnxBackend
+
+    _, out = onnx_build
+    with pytest.raises(ModelArgsError, match="backend=onnxruntime evaluates an exported build as it is"):
+        PruneConfig.from_model_args({"pretrained": str(out), "backend": "onnxruntime", "method": "random",
+                                     "sparsity": "0.25"})
+    with pytest.raises(ModelArgsError, match="has no onnx/manifest.json"):
+        OnnxBackend(str(tiny_checkpoints("llava", 6)))

@@ -112,6 +112,19 @@ class OnnxVLM:
             logits, past = self.decoder_step(step, mask, past)
         return np.stack(tokens, axis=1)
 
+    def continuation_nll(self, prompt: Prompt, target_ids: list[int]) -> tuple[float, bool]:
+        """Negative log-likelihood of ``target_ids`` after ``prompt``, and whether greedy decoding produces them."""
+        embeds, mask, _ = self.prefill_inputs([prompt])
+        tail = self.sessions["embed_tokens"].run(None, {"input_ids": np.array([target_ids], dtype=np.int64)})[0]
+        embeds = np.concatenate([embeds, tail], axis=1)
+        mask = np.concatenate([mask, np.ones((1, len(target_ids)), dtype=np.int64)], axis=1)
+        logits, _ = self.decoder_step(embeds, mask, self.empty_past(1))
+        predicted = logits[0, -len(target_ids) - 1:-1].astype(np.float64)
+        shifted = predicted - predicted.max(axis=-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        nll = -float(log_probs[np.arange(len(target_ids)), target_ids].sum())
+        return nll, bool((predicted.argmax(axis=-1) == np.array(target_ids)).all())
+
     def generate(self, prompts: Sequence[Prompt], max_new_tokens: int = 32) -> list[str]:
         ids = self.generate_ids(prompts, max_new_tokens)
         return [text.strip() for text in self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)]

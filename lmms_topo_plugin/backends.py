@@ -1,0 +1,67 @@
+"""What answers lmms-eval's requests: the PyTorch model in memory, or an ONNX build run by ONNX Runtime.
+
+``backend=onnxruntime`` (with ``pretrained=`` a directory written by ``topo-prune export --onnx``) evaluates the
+artifact that will be deployed, so the accuracy a user publishes is the accuracy of what runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import ModelArgsError
+from .generation import continuation_nll, cut_at_stop, generate
+from .loading import LoadedModel
+from .prompting import Prompt
+
+
+class TorchBackend:
+    """The (pruned) transformers model in memory."""
+
+    def __init__(self, loaded: LoadedModel, use_cache: bool = True) -> None:
+        self.loaded, self.use_cache = loaded, use_cache
+
+    @property
+    def device(self) -> Any:
+        return self.loaded.model.device
+
+    def generate(self, prompts: Sequence[Prompt], settings: dict[str, Any], until: Sequence[str]) -> list[str]:
+        return generate(self.loaded, prompts, settings, until, use_cache=self.use_cache)
+
+    def continuation_nll(self, prompt: Prompt, continuation: str) -> tuple[float, bool]:
+        return continuation_nll(self.loaded, prompt, continuation)
+
+
+class OnnxBackend:
+    """An ONNX build (``<dir>/onnx``) with :class:`~lmms_topo_plugin.exporters.onnx.runner.OnnxVLM`; greedy only."""
+
+    def __init__(self, build_dir: str, provider: str = "auto") -> None:
+        if not (Path(build_dir) / "onnx" / "manifest.json").exists():
+            raise ModelArgsError(f"model_args: backend=onnxruntime needs pretrained= a directory written by "
+                                 f"`topo-prune export --onnx`; {build_dir!r} has no onnx/manifest.json")
+        from .exporters.onnx.runner import OnnxVLM
+
+        self.runner = OnnxVLM(build_dir, provider=provider)
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.runner.provider == "cuda" else "cpu"
+
+    def generate(self, prompts: Sequence[Prompt], settings: dict[str, Any], until: Sequence[str]) -> list[str]:
+        if settings.get("do_sample") or settings.get("num_beams", 1) > 1:
+            raise ModelArgsError("backend=onnxruntime decodes greedily; the task asks for sampling or beam search")
+        ids = self.runner.generate_ids(prompts, settings["max_new_tokens"])
+        texts = self.runner.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return [cut_at_stop(text, until).strip() for text in texts]
+
+    def continuation_nll(self, prompt: Prompt, continuation: str) -> tuple[float, bool]:
+        tokenizer = self.runner.processor.tokenizer
+        target = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        return self.runner.continuation_nll(prompt, target) if target else (0.0, True)
+
+
+def onnx_provider(device: str | None) -> str:
+    """The ONNX Runtime provider for a ``device=`` value: cuda for ``cuda``/``cuda:N``, cpu for ``cpu``, else auto."""
+    if device and device.startswith("cuda"):
+        return "cuda"
+    return "cpu" if device == "cpu" else "auto"
