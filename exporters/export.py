@@ -77,10 +77,10 @@ def saved_dtype_name(prepared, dtype_choice: str) -> str:
     return _dtype_name(dtype) if dtype is not None else "float32"
 
 
-def export_checkpoint(loaded: LoadedModel, out: str | Path, onnx: bool = False) -> Path:
-    """Save ``loaded`` (in its own dtype) to ``out``, validated by reloading it in that dtype; with ``onnx``, also
-    the ONNX build in ``out/onnx``, validated against PyTorch (:mod:`~lmms_topo_plugin.exporters.onnx.build`).
-    Nothing is renamed into place unless every validation passes."""
+def export_checkpoint(loaded: LoadedModel, out: str | Path, onnx_precisions: tuple[str, ...] = ()) -> Path:
+    """Save ``loaded`` (in its own dtype) to ``out``, validated by reloading it in that dtype; with
+    ``onnx_precisions`` (fp32 always first), also the ONNX build in ``out/onnx``, validated against PyTorch
+    (:mod:`~lmms_topo_plugin.exporters.onnx.build`). Nothing is renamed into place unless every validation passes."""
     from ..search.measure import default_cost_prompt
 
     prompt = default_cost_prompt()
@@ -97,10 +97,10 @@ def export_checkpoint(loaded: LoadedModel, out: str | Path, onnx: bool = False) 
         if difference > MAX_LOGIT_DIFFERENCE or set(counts.values()) != {loaded.adapter.num_layers}:
             raise ExportValidationError(f"the saved checkpoint does not reload to the pruned model "
                                         f"(max logit difference {difference:.3g}, layer counts {counts}); not saved")
-        if onnx:
+        if onnx_precisions:
             from .onnx.build import build_onnx
 
-            report["onnx"] = build_onnx(loaded, staging)
+            report["onnx"] = build_onnx(loaded, staging, onnx_precisions)
         return report
 
     return save_checkpoint(loaded.model, loaded.processor, out, dtype=None, validate=validate)

@@ -35,13 +35,13 @@ class TorchBackend:
 class OnnxBackend:
     """An ONNX build (``<dir>/onnx``) with :class:`~lmms_topo_plugin.exporters.onnx.runner.OnnxVLM`; greedy only."""
 
-    def __init__(self, build_dir: str, provider: str = "auto") -> None:
+    def __init__(self, build_dir: str, provider: str = "auto", precision: str = "fp32") -> None:
         if not (Path(build_dir) / "onnx" / "manifest.json").exists():
             raise ModelArgsError(f"model_args: backend=onnxruntime needs pretrained= a directory written by "
                                  f"`topo-prune export --onnx`; {build_dir!r} has no onnx/manifest.json")
         from .exporters.onnx.runner import OnnxVLM
 
-        self.runner = OnnxVLM(build_dir, provider=provider)
+        self.runner = OnnxVLM(build_dir, provider=provider, precision=precision)
 
     @property
     def device(self) -> str:

@@ -79,11 +79,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         loaded = rebuild_winner(read_winner(args.winner), args.save_dtype)
     else:
         loaded = rebuild_model_args(_parse_model_args(args.model_args), args.save_dtype)
+    precisions = onnx_precisions(args.precision) if args.onnx else ()
     if args.onnx:
         from .exporters.onnx.graphs import check_supported
 
         check_supported(loaded)
-    out = export_checkpoint(loaded, args.out, onnx=args.onnx)
+    out = export_checkpoint(loaded, args.out, precisions)
     report = json.loads((out / "export_report.json").read_text())
     print(f"checkpoint: {out} ({report['num_layers']} decoder layers, {report['dtype']}; reloaded logits within "
           f"{report['max_abs_logit_difference']:.1g} of the pruned model)")
@@ -91,7 +92,21 @@ def cmd_export(args: argparse.Namespace) -> int:
         onnx = report["onnx"]
         print(f"onnx: {out / 'onnx'} (fp32; max logit difference to PyTorch {onnx['max_abs_logit_difference']:.1g}, "
               f"greedy tokens identical: {onnx['greedy_tokens_identical']})")
+        for precision, variant in onnx["variants"].items():
+            print(f"onnx {precision}: max logit difference to fp32 {variant['max_abs_logit_difference_vs_fp32']:.3g}, "
+                  f"greedy tokens agreeing with fp32 {variant['greedy_token_agreement_vs_fp32']:.0%}")
     return 0
+
+
+def onnx_precisions(text: str) -> tuple[str, ...]:
+    """``--precision fp32,fp16,int4`` → ``("fp32", "fp16", "int4")``; fp32 is always built (the others derive from it)."""
+    from .exporters.onnx.precision import PRECISIONS
+
+    asked = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [item for item in asked if item not in PRECISIONS]
+    if unknown:
+        raise ModelArgsError(f"--precision: {unknown[0]!r} is not one of {', '.join(PRECISIONS)}")
+    return ("fp32", *[precision for precision in PRECISIONS[1:] if precision in asked])
 
 
 def cmd_onnx_generate(args: argparse.Namespace) -> int:
@@ -100,7 +115,8 @@ def cmd_onnx_generate(args: argparse.Namespace) -> int:
     from .exporters.onnx.runner import OnnxVLM
     from .prompting import Prompt
 
-    runner = OnnxVLM(args.build, provider=args.provider, allow_cpu_fallback=args.allow_cpu_fallback)
+    runner = OnnxVLM(args.build, provider=args.provider, allow_cpu_fallback=args.allow_cpu_fallback,
+                     precision=args.precision)
     images = [Image.open(path) for path in args.image]
     (text,) = runner.generate([Prompt.from_text(args.prompt, images)], max_new_tokens=args.max_new_tokens)
     print(text)
@@ -154,14 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="checkpoint directory (replaced whole if it holds one)")
     export.add_argument("--save-dtype", default="base", choices=SAVE_DTYPES,
                         help="dtype of the saved weights (default: the base checkpoint's)")
-    export.add_argument("--onnx", action="store_true", help="also write the fp32 ONNX build (vision_encoder, "
+    export.add_argument("--onnx", action="store_true", help="also write the ONNX build (vision_encoder, "
                         "embed_tokens, decoder_model_merged with KV cache) to OUT/onnx, validated against PyTorch")
+    export.add_argument("--precision", default="fp32", help="with --onnx: comma-separated fp32, fp16, int4 "
+                        "(*_fp16.onnx, *_q4.onnx weight-only MatMulNBits); fp32 is always written")
     generate = commands.add_parser("onnx-generate", help="answer one prompt with an ONNX build (ONNX Runtime)")
     generate.add_argument("build", help="a directory written by topo-prune export --onnx")
     generate.add_argument("--image", action="append", default=[], help="an image file (repeat for several)")
     generate.add_argument("--prompt", required=True)
     generate.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=32)
     generate.add_argument("--provider", default="auto", help="auto (CUDA when onnxruntime-gpu sees a GPU), cuda, cpu")
+    generate.add_argument("--precision", default="fp32", help="fp32, fp16 or int4 (as exported)")
     generate.add_argument("--allow-cpu-fallback", action="store_true",
                           help="accept a session that ONNX Runtime put on the CPU instead of the requested provider")
     return parser

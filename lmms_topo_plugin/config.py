@@ -43,6 +43,8 @@ GENERAL_PARAMS: dict[str, Param] = {
     "backend": Param(str, "pytorch", "what answers the requests: the pruned PyTorch model, or (onnxruntime) the "
                      "ONNX build in pretrained=<dir written by topo-prune export --onnx>",
                      choices=("pytorch", "onnxruntime")),
+    "onnx_precision": Param(str, "fp32", "backend=onnxruntime: which exported variant answers",
+                            choices=("fp32", "fp16", "int4")),
     "report_dir": Param(str, None, "where the pruning report JSON goes (default: --output_path, else ./topo_prune_reports)"),
 }
 
@@ -73,6 +75,7 @@ class PruneConfig:
     recompute: bool = False
     report_dir: str | None = None
     backend: str = "pytorch"
+    onnx_precision: str = "fp32"
     method_params: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

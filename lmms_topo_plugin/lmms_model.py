@@ -44,7 +44,8 @@ class _TopoPrunedBase(lmms):
             self.config = PruneConfig.from_model_args(model_args)
             self._configure_processes()
             if self.config.backend == "onnxruntime":
-                self.backend = OnnxBackend(self.config.pretrained, onnx_provider(self.config.device))
+                self.backend = OnnxBackend(self.config.pretrained, onnx_provider(self.config.device),
+                                           self.config.onnx_precision)
                 self.loaded, self.report = None, None
                 return
             self.loaded, self.report = load_pruned(self.config)

@@ -9,6 +9,7 @@ import torch
 from lmms_topo_plugin.api import load_pruned
 from lmms_topo_plugin.cli import main
 from lmms_topo_plugin.exporters.onnx import build
+from lmms_topo_plugin.errors import PluginError
 from lmms_topo_plugin.exporters.onnx.runner import OnnxVLM, ProviderError
 from lmms_topo_plugin.calibration import move_inputs
 from lmms_topo_plugin.prompting import encode
@@ -20,7 +21,8 @@ MODEL_ARGS = "method=block_influence,n_remove=2,device=cpu,calib_limit=4"
 def onnx_build(tiny_checkpoints, tmp_path_factory):
     checkpoint = str(tiny_checkpoints("llava", 6))
     out = tmp_path_factory.mktemp("onnx") / "build"
-    assert main(["export", "--model-args", f"pretrained={checkpoint},{MODEL_ARGS}", "--out", str(out), "--onnx"]) == 0
+    assert main(["export", "--model-args", f"pretrained={checkpoint},{MODEL_ARGS}", "--out", str(out), "--onnx",
+                 "--precision", "fp32,fp16,int4"]) == 0
     return checkpoint, out
 
 
@@ -42,6 +44,35 @@ def test_the_build_has_the_hugging_face_layout_and_its_validation(onnx_build):
     validation = json.loads((out / "onnx" / "validation.json").read_text())
     assert validation["greedy_tokens_identical"] is True and validation["onnx_tokens"] == validation["pytorch_tokens"]
     assert validation["max_abs_logit_difference"] <= 1e-4
+
+
+def test_precision_variants_are_listed_and_their_reported_agreement_is_what_they_do(onnx_build):
+    _, out = onnx_build
+    manifest = json.loads((out / "onnx" / "manifest.json").read_text())
+    assert manifest["precisions"] == ["fp32", "fp16", "int4"]
+    assert manifest["graphs"]["decoder_model_merged"]["variants"] == {
+        "fp32": "decoder_model_merged.onnx", "fp16": "decoder_model_merged_fp16.onnx",
+        "int4": "decoder_model_merged_q4.onnx"}
+    validation = json.loads((out / "onnx" / "validation.json").read_text())
+    prompts = build.validation_prompts()
+    fp32 = OnnxVLM(out, provider="cpu")
+    embeds, mask, _ = fp32.prefill_inputs(prompts)
+    reference, _ = fp32.decoder_step(embeds, mask, fp32.empty_past(2))
+    for precision in ("fp16", "int4"):
+        report = validation["variants"][precision]
+        runner = OnnxVLM(out, provider="cpu", precision=precision)
+        logits, _ = runner.decoder_step(*runner.prefill_inputs(prompts)[:2], runner.empty_past(2))
+        assert report["max_abs_logit_difference_vs_fp32"] == pytest.approx(
+            float(np.abs(logits - reference)[mask.astype(bool)].max()), rel=1e-6)
+        tokens = [runner.generate_ids([prompt], 8)[0].tolist() for prompt in prompts]
+        assert [row[:len(expected)] for row, expected in zip(tokens, report["onnx_tokens"])] == report["onnx_tokens"]
+        graph_bytes = report["bytes"]["decoder_model_merged"]
+        assert graph_bytes == (out / "onnx" / manifest["graphs"]["decoder_model_merged"]["variants"][precision]).stat().st_size
+    fp32_bytes = (out / "onnx" / "decoder_model_merged.onnx").stat().st_size
+    assert validation["variants"]["int4"]["bytes"]["decoder_model_merged"] < validation["variants"]["fp16"]["bytes"][
+        "decoder_model_merged"] < fp32_bytes
+    with pytest.raises(PluginError, match="--precision: .* has fp32, fp16, int4, not int8"):
+        OnnxVLM(out, provider="cpu", precision="int8")
 
 
 def test_the_runner_generates_what_pytorch_generates(onnx_build):

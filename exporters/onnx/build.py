@@ -13,7 +13,8 @@ from ...calibration import move_inputs
 from ...errors import PluginError
 from ...loading import LoadedModel
 from ...prompting import Prompt, encode
-from .graphs import check_supported, export_graphs
+from .graphs import check_supported, export_graphs, write_manifest
+from .precision import write_variant
 from .runner import OnnxVLM
 
 MAX_FP32_LOGIT_DIFFERENCE = 1e-4
@@ -54,9 +55,10 @@ def onnx_tokens(runner: OnnxVLM, prompt: Prompt, length: int) -> list[int]:
     return runner.generate_ids([prompt], VALIDATION_TOKENS)[0, :length].tolist()
 
 
-def build_onnx(loaded: LoadedModel, build_dir: Path) -> dict[str, Any]:
+def build_onnx(loaded: LoadedModel, build_dir: Path, precisions: tuple[str, ...] = ("fp32",)) -> dict[str, Any]:
     """Write ``build_dir/onnx`` (graphs, manifest, ``validation.json``); raise :class:`OnnxParityError` when fp32
-    logits differ from PyTorch by more than 1e-4 or a greedy token differs."""
+    logits differ from PyTorch by more than 1e-4 or a greedy token differs. Each further precision (``fp16``,
+    ``int4``) is written from the fp32 graphs and reported against fp32 (logit error, greedy-token agreement)."""
     check_supported(loaded)
     loaded.model.float()
     prompts = validation_prompts()
@@ -73,8 +75,31 @@ def build_onnx(loaded: LoadedModel, build_dir: Path) -> dict[str, Any]:
               "max_abs_logit_difference": difference, "max_allowed": MAX_FP32_LOGIT_DIFFERENCE,
               "greedy_tokens_identical": tokens == expected_tokens, "onnx_tokens": tokens,
               "pytorch_tokens": expected_tokens}
-    (build_dir / "onnx" / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
     if difference > MAX_FP32_LOGIT_DIFFERENCE or tokens != expected_tokens:
         raise OnnxParityError(f"the fp32 ONNX build does not match PyTorch (max logit difference {difference:.3g}, "
                               f"greedy tokens identical: {tokens == expected_tokens}); nothing was written")
+    report["variants"] = {precision: add_variant(build_dir, precision, prompts, logits, tokens)
+                          for precision in precisions if precision != "fp32"}
+    (build_dir / "onnx" / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def add_variant(build_dir: Path, precision: str, prompts: list[Prompt], fp32_logits: np.ndarray,
+                fp32_tokens: list[list[int]]) -> dict[str, Any]:
+    """Write every graph's ``precision`` variant, list it in the manifest, and compare it with fp32."""
+    onnx_dir = build_dir / "onnx"
+    manifest = json.loads((onnx_dir / "manifest.json").read_text())
+    for graph in manifest["graphs"].values():
+        graph["variants"][precision] = write_variant(onnx_dir / graph["file"], precision).name
+    manifest["precisions"].append(precision)
+    write_manifest(onnx_dir, manifest)
+    runner = OnnxVLM(build_dir, provider="cpu", precision=precision)
+    embeds, mask, _ = runner.prefill_inputs(prompts)
+    logits, _ = runner.decoder_step(embeds, mask, runner.empty_past(len(prompts)))
+    tokens = [onnx_tokens(runner, prompt, len(reference)) for prompt, reference in zip(prompts, fp32_tokens)]
+    pairs = [(mine, theirs) for row, reference in zip(tokens, fp32_tokens) for mine, theirs in zip(row, reference)]
+    return {"max_abs_logit_difference_vs_fp32": float(np.abs(logits - fp32_logits)[mask.astype(bool)].max()),
+            "greedy_token_agreement_vs_fp32": sum(mine == theirs for mine, theirs in pairs) / len(pairs),
+            "onnx_tokens": tokens,
+            "bytes": {name: (onnx_dir / graph["variants"][precision]).stat().st_size
+                      for name, graph in manifest["graphs"].items()}}

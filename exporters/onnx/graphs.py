@@ -117,14 +117,19 @@ def export_graphs(loaded: LoadedModel, pixel_values: torch.Tensor, onnx_dir: Pat
     with torch.no_grad():
         for name, (module, args, inputs, outputs, axes) in graphs.items():
             path = onnx_dir / f"{name}.onnx"
-            torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
+            torch.onnx.export(module.eval(), args, str(path), input_names=inputs, output_names=outputs,
                               dynamic_shapes=axes, dynamo=True, opset_version=OPSET, external_data=False)
-            files[name] = {"file": path.name, "inputs": inputs, "outputs": outputs, "precision": "fp32"}
+            files[name] = {"file": path.name, "inputs": inputs, "outputs": outputs, "variants": {"fp32": path.name}}
     manifest = {
         "schema": MANIFEST_SCHEMA, "version": 1, "model_type": model.config.model_type, "graphs": files,
+        "precisions": ["fp32"],
         "image_token_id": loaded.adapter.image_token_id, "num_layers": num_layers, "kv_heads": heads,
         "head_dim": head_dim, "hidden_size": hidden, "opset": OPSET,
         "pruning": getattr(model.config, "topo_pruning", None),
     }
-    (onnx_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(onnx_dir, manifest)
     return manifest
+
+
+def write_manifest(onnx_dir: Path, manifest: dict[str, Any]) -> None:
+    (onnx_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -47,7 +47,8 @@ def choose_provider(requested: str) -> str:
 class OnnxVLM:
     """The three sessions of a build directory (``<build>/onnx``) and the checkpoint's processor."""
 
-    def __init__(self, build_dir: str | Path, provider: str = "auto", allow_cpu_fallback: bool = False) -> None:
+    def __init__(self, build_dir: str | Path, provider: str = "auto", allow_cpu_fallback: bool = False,
+                 precision: str = "fp32") -> None:
         from ...adapters import adapter_class_for
         from ...loading import load_config
         from ...processors import load_processor
@@ -55,14 +56,17 @@ class OnnxVLM:
         ort = _onnxruntime()
         build_dir = Path(build_dir)
         self.manifest = json.loads((build_dir / "onnx" / "manifest.json").read_text())
+        if precision not in self.manifest["precisions"]:
+            raise PluginError(f"--precision: {build_dir} has {', '.join(self.manifest['precisions'])}, not {precision}")
         self.provider = choose_provider(provider)
         self.processor = load_processor(build_dir)
         self.adapter_class = adapter_class_for(load_config(str(build_dir)))
         self.sessions = {}
         for name, graph in self.manifest["graphs"].items():
-            session = ort.InferenceSession(str(build_dir / "onnx" / graph["file"]), providers=[PROVIDERS[self.provider]])
+            file = graph["variants"][precision]
+            session = ort.InferenceSession(str(build_dir / "onnx" / file), providers=[PROVIDERS[self.provider]])
             if PROVIDERS[self.provider] not in session.get_providers() and not allow_cpu_fallback:
-                raise ProviderError(f"ONNX Runtime gave {graph['file']} {session.get_providers()} instead of "
+                raise ProviderError(f"ONNX Runtime gave {file} {session.get_providers()} instead of "
                                     f"{PROVIDERS[self.provider]}; install onnxruntime-gpu matching this CUDA, or "
                                     "allow the CPU fallback (--allow-cpu-fallback)")
             self.sessions[name] = session
