@@ -574,6 +574,46 @@ def layer_speed_block(data: dict) -> str:
 # ---------------------------------------------------------------------------------------------- README
 
 
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms"
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def onnx_speed_block(data: dict) -> str:
+    """``bench/bench_onnx.py``: ONNX Runtime (CPU) against PyTorch eager, dense and half removed, per model."""
+    machine, args = data["machine"], data["args"]
+    intro = _wrap(
+        f"Measured with `{display_command(data['command'])}` ({machine['cpus_available']} CPU cores, one thread in both "
+        f"runtimes, medians of {args['repeats']} after a warm-up; prefill = vision tower + embedding + decoder over "
+        f"the fixed prompt with an image, logits for every position; decode = one greedy token with the KV cache, "
+        f"over {args['decode_tokens']} steps). Graphs are fp32; sizes are the decoder graph's:")
+    lines = ["| model | layers | PyTorch prefill | ORT prefill | ORT / PyTorch | PyTorch decode | ORT decode | "
+             "ORT / PyTorch | pruned vs dense (PyTorch / ORT / ideal) | decoder graph |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    dense_of = {}
+    for row in data["rows"]:
+        torch_costs, ort_costs = row["pytorch"], row["onnxruntime"]
+        dense = dense_of.setdefault(row["model"], row)
+        if row is dense:
+            versus = "–"
+        else:
+            ideal = dense["layers"] / row["layers"]
+            versus = " / ".join(
+                f"{dense[runtime]['prefill_s'] / row[runtime]['prefill_s']:.2f}× prefill, "
+                f"{dense[runtime]['decode_s_per_token'] / row[runtime]['decode_s_per_token']:.2f}× decode"
+                for runtime in ("pytorch", "onnxruntime")) + f" / {ideal:.2f}×"
+        lines.append(
+            f"| {row['model']} | {row['layers']} | {_ms(torch_costs['prefill_s'])} | {_ms(ort_costs['prefill_s'])} | "
+            f"{torch_costs['prefill_s'] / ort_costs['prefill_s']:.2f}× faster | "
+            f"{_ms(torch_costs['decode_s_per_token'])} | {_ms(ort_costs['decode_s_per_token'])} | "
+            f"{torch_costs['decode_s_per_token'] / ort_costs['decode_s_per_token']:.2f}× faster | {versus} | "
+            f"{_mb(row['bytes']['decoder_model_merged'])} |")
+    return intro + "\n\n" + "\n".join(lines)
+
+
 def _load(name: str, results_dir: Path) -> dict:
     return json.loads((results_dir / name).read_text(encoding="utf-8"))
 
@@ -584,6 +624,7 @@ BLOCKS: dict[str, tuple[str, Callable[[Path], dict], Callable[[dict], str]]] = {
     "sweep": (f"{SWEEP_DIR}/ (sweep.json, winner.json, {RELOAD_FILE}, rows)", load_sweep, sweep_block),
     "layer-speed": ("speed.json", lambda folder: _load("speed.json", folder), layer_speed_block),
     "topology-speed": ("topology.json", lambda folder: _load("topology.json", folder), topology_speed_block),
+    "onnx-speed": ("onnx.json", lambda folder: _load("onnx.json", folder), onnx_speed_block),
 }
 
 

@@ -393,6 +393,7 @@ def write_results(folder: Path) -> None:
     write_sweep(folder / "quality_sweep" / "seed1", SEED_ROWS, {"wall_s": 12.0})
     (folder / "speed.json").write_text(json.dumps(LAYER_SPEED))
     (folder / "topology.json").write_text(json.dumps(TOPOLOGY_SPEED))
+    (folder / "onnx.json").write_text(json.dumps(ONNX_SPEED))
 
 
 def test_write_and_check_touch_only_the_blocks(tmp_path):
@@ -445,3 +446,26 @@ def test_bench_topology_writes_its_json_atomically(tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["topology.json"]
     machine = bench_topology.machine_info()
     assert machine["cpus_available"] >= 1 and machine["platform"]
+
+
+def _onnx_row(layers, torch_costs, ort_costs, size):
+    return {"model": "m", "config": "dense" if layers == 4 else "half removed", "layers": layers,
+            "pytorch": dict(zip(("prefill_s", "decode_s_per_token"), torch_costs)),
+            "onnxruntime": dict(zip(("prefill_s", "decode_s_per_token"), ort_costs)),
+            "bytes": {"decoder_model_merged": size}}
+
+
+ONNX_SPEED = {"command": "/x/.venv/bin/python bench/bench_onnx.py", "machine": {"cpus_available": 2},
+              "args": {"repeats": 3, "decode_tokens": 16},
+              "rows": [_onnx_row(4, (0.25, 0.01), (0.125, 0.005), 8_000_000),
+                       _onnx_row(2, (0.125, 0.008), (0.0625, 0.004), 5_000_000)]}
+
+
+def test_onnx_speed_block_renders_known_input_exactly():
+    intro, table = readme_tables.onnx_speed_block(ONNX_SPEED).split("\n\n")
+    assert intro.startswith("Measured with `.venv/bin/python bench/bench_onnx.py` (2 CPU cores, one thread in both")
+    assert table.splitlines()[2:] == [
+        "| m | 4 | 250.0 ms | 125.0 ms | 2.00× faster | 10.0 ms | 5.0 ms | 2.00× faster | – | 8.0 MB |",
+        "| m | 2 | 125.0 ms | 62.5 ms | 2.00× faster | 8.0 ms | 4.0 ms | 2.00× faster | 2.00× prefill, 1.25× decode / "
+        "2.00× prefill, 1.25× decode / 2.00× | 5.0 MB |",
+    ]

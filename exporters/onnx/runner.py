@@ -48,7 +48,7 @@ class OnnxVLM:
     """The three sessions of a build directory (``<build>/onnx``) and the checkpoint's processor."""
 
     def __init__(self, build_dir: str | Path, provider: str = "auto", allow_cpu_fallback: bool = False,
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", threads: int | None = None) -> None:
         from ...adapters import adapter_class_for
         from ...loading import load_config
         from ...processors import load_processor
@@ -61,10 +61,14 @@ class OnnxVLM:
         self.provider = choose_provider(provider)
         self.processor = load_processor(build_dir)
         self.adapter_class = adapter_class_for(load_config(str(build_dir)))
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads  # e.g. 1, to compare with a one-thread PyTorch
         self.sessions = {}
         for name, graph in self.manifest["graphs"].items():
             file = graph["variants"][precision]
-            session = ort.InferenceSession(str(build_dir / "onnx" / file), providers=[PROVIDERS[self.provider]])
+            session = ort.InferenceSession(str(build_dir / "onnx" / file), options,
+                                           providers=[PROVIDERS[self.provider]])
             if PROVIDERS[self.provider] not in session.get_providers() and not allow_cpu_fallback:
                 raise ProviderError(f"ONNX Runtime gave {file} {session.get_providers()} instead of "
                                     f"{PROVIDERS[self.provider]}; install onnxruntime-gpu matching this CUDA, or "
