@@ -574,10 +574,6 @@ def layer_speed_block(data: dict) -> str:
 # ---------------------------------------------------------------------------------------------- README
 
 
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1e3:.1f} ms"
-
-
 def _mb(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
 

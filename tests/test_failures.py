@@ -4,7 +4,6 @@ lmms-eval catches ``Exception``, logs it and exits 0; these tests run the comman
 the exit code (lmms_topo_plugin.errors), the exact line, and that no results were written.
 """
 
-import json
 import os
 import subprocess
 import sys

@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from lmms_topo_plugin.api import load_pruned
