@@ -22,6 +22,7 @@ from ..pipeline import PrunePlan, apply_plan, model_fingerprint, prepare
 from .checkpoint import save_checkpoint, save_dtype
 
 WINNER_SCHEMA = "lmms_topo_plugin.sweep_winner"
+PARETO_SCHEMA = "lmms_topo_plugin.sweep_pareto"
 MAX_LOGIT_DIFFERENCE = 1e-5  # reloaded vs in-memory, same dtype and weights: equal up to kernel noise
 
 
@@ -38,6 +39,37 @@ def read_winner(path: str | Path) -> dict[str, Any]:
     if record.get("schema") != WINNER_SCHEMA or record.get("version") != 1:
         raise ModelArgsError(f"--winner: {path} is not a {WINNER_SCHEMA} v1 record (written by topo-prune sweep)")
     return record
+
+
+def read_pareto(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """The winner-style records of a sweep's ``pareto.json`` (one per pruned configuration on its front)."""
+    path = Path(sweep_dir) / "pareto.json"
+    try:
+        front = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelArgsError(f"--pareto: cannot read {path} (written by topo-prune sweep): {error}") from None
+    if front.get("schema") != PARETO_SCHEMA or not front.get("records"):
+        raise ModelArgsError(f"--pareto: {path} holds no {PARETO_SCHEMA} configurations")
+    return front["records"]
+
+
+def export_pareto(sweep_dir: str | Path, out: str | Path, dtype_choice: str = "base",
+                  onnx_precisions: tuple[str, ...] = ()) -> Path:
+    """Export every configuration on the sweep's front into ``out/<method>-<budget>-<calibration>/``, and write
+    ``out/index.json`` listing them; returns the index path."""
+    from ..cache import atomic_write_json
+
+    out = Path(out)
+    entries = []
+    for record in read_pareto(sweep_dir):
+        winner = record["winner"]
+        name = f"{winner['method']}-{winner['budget']:g}-{winner['calib_limit'] or 'default'}"
+        export_checkpoint(rebuild_winner(record, dtype_choice), out / name, onnx_precisions)
+        entries.append({"dir": name, "method": winner["method"], "budget": winner["budget"],
+                        "removed_layers": winner["removed_layers"], "metric": record["metric"],
+                        "value": winner["metrics"][record["metric"]]})
+    atomic_write_json(out / "index.json", {"sweep": str(Path(sweep_dir).resolve()), "configurations": entries})
+    return out / "index.json"
 
 
 def rebuild_winner(record: dict[str, Any], dtype_choice: str = "base") -> LoadedModel:

@@ -71,15 +71,23 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .exporters.export import export_checkpoint, read_winner, rebuild_model_args, rebuild_winner
+    from .exporters.export import export_checkpoint, export_pareto, read_winner, rebuild_model_args, rebuild_winner
 
-    if bool(args.winner) == bool(args.model_args):
-        raise ModelArgsError("export: give exactly one of --winner (a sweep's winner.json) or --model-args")
+    if sum(map(bool, (args.winner, args.model_args, args.pareto))) != 1:
+        raise ModelArgsError("export: give exactly one of --winner (a sweep's winner.json), --pareto (a sweep "
+                             "directory) or --model-args")
+    precisions = onnx_precisions(args.precision) if args.onnx else ()
+    if args.pareto:
+        index = export_pareto(args.pareto, args.out, args.save_dtype, precisions)
+        for entry in json.loads(index.read_text())["configurations"]:
+            print(f"{Path(args.out) / entry['dir']}: {entry['method']} at {entry['budget']:g}, removes "
+                  f"{entry['removed_layers']}, {entry['metric']} {entry['value']:.3f}")
+        print(f"index: {index}")
+        return 0
     if args.winner:
         loaded = rebuild_winner(read_winner(args.winner), args.save_dtype)
     else:
         loaded = rebuild_model_args(_parse_model_args(args.model_args), args.save_dtype)
-    precisions = onnx_precisions(args.precision) if args.onnx else ()
     if args.onnx:
         from .exporters.onnx.graphs import check_supported
 
@@ -166,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="rebuild a sweep's winner (or a model_args configuration) and save it "
                                  "as a from_pretrained checkpoint, validated by reloading it")
     export.add_argument("--winner", help="a sweep's winner.json (its exact removed layers are re-applied)")
+    export.add_argument("--pareto", help="a sweep directory: export every configuration on its front (metric "
+                        "against removed layers), each into OUT/<method>-<budget>-<calibration>, with OUT/index.json")
     export.add_argument("--model-args", "--model_args", help="instead of --winner: key=value,... as for lmms-eval")
     export.add_argument("--out", required=True, help="checkpoint directory (replaced whole if it holds one)")
     export.add_argument("--save-dtype", default="base", choices=SAVE_DTYPES,

@@ -77,4 +77,31 @@ def test_a_checkpoint_that_fails_validation_is_not_left_behind(tiny_checkpoints,
 def test_export_needs_exactly_one_source(flags, tmp_path, capsys):
     assert main(["export", *flags, "--out", str(tmp_path / "build")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "topo-prune: export: give exactly one of --winner (a sweep's winner.json) or --model-args")
+        "topo-prune: export: give exactly one of --winner (a sweep's winner.json), --pareto (a sweep directory) or "
+        "--model-args")
+
+
+def test_export_pareto_writes_every_configuration_on_the_front(tiny_checkpoints, tmp_path, capsys):
+    from lmms_topo_plugin.search import SweepSpec, run_sweep
+
+    checkpoint = str(tiny_checkpoints("llava", 6))
+    result = run_sweep(SweepSpec(model_args={"pretrained": checkpoint, "device": "cpu"}, methods=["random", "spacing"],
+                                 budgets=[0.2, 0.4], calib_limits=[4], tasks=["topo_synth_count"],
+                                 out=tmp_path / "sweep", rule="metric>=0", limit=4, cost_repeats=1))
+    metric = result["metric"]
+    pruned = [row for row in result["rows"] if row["method"] != "none"]
+
+    def removed(row):
+        return row["n_remove"] / row["num_layers"]
+
+    front = [row for row in pruned if not any(
+        other["metrics"][metric] >= row["metrics"][metric] and removed(other) >= removed(row)
+        and (other["metrics"][metric], removed(other)) != (row["metrics"][metric], removed(row))
+        for other in result["rows"])]
+    assert main(["export", "--pareto", str(tmp_path / "sweep"), "--out", str(tmp_path / "front")]) == 0
+    index = json.loads((tmp_path / "front" / "index.json").read_text())["configurations"]
+    assert sorted((entry["method"], entry["budget"]) for entry in index) == sorted(
+        (row["method"], row["budget"]) for row in front)
+    for entry in index:
+        record = json.loads((tmp_path / "front" / entry["dir"] / "config.json").read_text())["topo_pruning"]
+        assert (record["method"], record["removed_layers"]) == (entry["method"], entry["removed_layers"])

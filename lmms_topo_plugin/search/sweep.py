@@ -35,9 +35,10 @@ from .outputs import (
     pareto_png, render_markdown, render_skipped, results_table, winner_record, write_csv, write_if_changed,
     write_markdown, write_winner,
 )
-from .rules import Rule, check_metric, parse_objective, parse_rule, pick_winner
+from .rules import Rule, check_metric, pareto_front, parse_objective, parse_rule, pick_winner
 
 SWEEP_KEYS = ("method", "sparsity", "n_remove", "calib_limit")  # set by the sweep, not by --model-args
+PARETO_SCHEMA = "lmms_topo_plugin.sweep_pareto"
 
 
 @dataclass
@@ -256,7 +257,9 @@ def plan_for(point: Configuration, groups: dict[tuple, Prepared], loaded: Loaded
 
 def write_outputs(spec: SweepSpec, rows: list[dict], skipped: list[dict], rule: Rule, objective: str, metric: str,
                   winner: dict | None, identity: dict) -> None:
-    """results.csv, results.md, pareto.png and winner.json in ``spec.out``; unchanged files are not rewritten."""
+    """results.csv, results.md, pareto.png, pareto.json and winner.json in ``spec.out``; unchanged files are not
+    rewritten. ``pareto.json`` holds one winner-style record per pruned configuration on the front of ``metric``
+    against the removed fraction, for ``topo-prune export --pareto``."""
     table = results_table(rows, metric, rule)
     out = spec.out
     write_csv(table, out / "results.csv")
@@ -264,6 +267,10 @@ def write_outputs(spec: SweepSpec, rows: list[dict], skipped: list[dict], rule: 
     write_if_changed(out / "pareto.png", pareto_png(rows, metric, winner))
     if winner is not None:
         write_winner(winner_record(winner, rows, rule, objective, metric, identity), out / "winner.json")
+    front = [row for row in pareto_front(rows, metric, x="removed") if row["method"] != DENSE_METHOD]
+    write_winner({"schema": PARETO_SCHEMA, "version": 1, "axis": "removed", "metric": metric,
+                  "records": [winner_record(row, rows, rule, objective, metric, identity) for row in front]},
+                 out / "pareto.json")
 
 
 def say(message: str) -> None:
