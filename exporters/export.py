@@ -77,7 +77,7 @@ def rebuild_winner(record: dict[str, Any], dtype_choice: str = "base") -> Loaded
     the base is the one the sweep measured."""
     winner = record["winner"]
     prepared = prepare(PruneConfig.from_model_args(record["model_args"]))
-    config = PruneConfig.from_model_args({**record["model_args"], "dtype": saved_dtype_name(prepared, dtype_choice)})
+    config = PruneConfig.from_model_args({**record["model_args"], "dtype": saveddtype_name(prepared, dtype_choice)})
     fingerprint = model_fingerprint(prepared.pretrained, prepared.hf_config, config.revision)
     if fingerprint != record["model"]:
         raise ModelArgsError(f"--winner: the base model changed since the sweep (it measured {record['model']}, "
@@ -100,13 +100,13 @@ def rebuild_model_args(model_args: dict[str, str], dtype_choice: str = "base") -
     if "dtype" in model_args and dtype_choice == "base":
         return load_pruned(model_args)[0]
     prepared = prepare(PruneConfig.from_model_args(model_args), load_calibration=False)
-    return load_pruned({**model_args, "dtype": saved_dtype_name(prepared, dtype_choice)})[0]
+    return load_pruned({**model_args, "dtype": saveddtype_name(prepared, dtype_choice)})[0]
 
 
-def saved_dtype_name(prepared, dtype_choice: str) -> str:
+def saveddtype_name(prepared, dtype_choice: str) -> str:
     """``float16``/``bfloat16``/``float32``: the base checkpoint's dtype for ``base`` (float32 when it states none)."""
     dtype = save_dtype(dtype_choice, getattr(prepared.hf_config, "dtype", None))
-    return _dtype_name(dtype) if dtype is not None else "float32"
+    return dtype_name(dtype) if dtype is not None else "float32"
 
 
 def export_checkpoint(loaded: LoadedModel, out: str | Path, onnx_precisions: tuple[str, ...] = ()) -> Path:
@@ -116,15 +116,15 @@ def export_checkpoint(loaded: LoadedModel, out: str | Path, onnx_precisions: tup
     from ..search.measure import default_cost_prompt
 
     prompt = default_cost_prompt()
-    expected = prompt_logits(loaded, prompt)
+    expected = prompt_logits(loaded, [prompt])
 
     def validate(staging: Path) -> dict[str, Any]:
-        reloaded = load_model(PruneConfig(device=str(loaded.model.device), dtype=_dtype_name(loaded.model.dtype)),
+        reloaded = load_model(PruneConfig(device=str(loaded.model.device), dtype=dtype_name(loaded.model.dtype)),
                               str(staging), load_config(str(staging)))
-        difference = (prompt_logits(reloaded, prompt) - expected).abs().max().item()
+        difference = (prompt_logits(reloaded, [prompt]) - expected).abs().max().item()
         counts = decoder_layer_counts(json.loads((staging / "config.json").read_text()))
         report = {"max_abs_logit_difference": difference, "decoder_layer_counts": counts,
-                  "num_layers": loaded.adapter.num_layers, "dtype": _dtype_name(loaded.model.dtype),
+                  "num_layers": loaded.adapter.num_layers, "dtype": dtype_name(loaded.model.dtype),
                   "pruning": getattr(loaded.model.config, "topo_pruning", None)}
         if difference > MAX_LOGIT_DIFFERENCE or set(counts.values()) != {loaded.adapter.num_layers}:
             raise ExportValidationError(f"the saved checkpoint does not reload to the pruned model "
@@ -138,11 +138,12 @@ def export_checkpoint(loaded: LoadedModel, out: str | Path, onnx_precisions: tup
     return save_checkpoint(loaded.model, loaded.processor, out, dtype=None, validate=validate)
 
 
-def prompt_logits(loaded: LoadedModel, prompt) -> torch.Tensor:
+def prompt_logits(loaded: LoadedModel, prompts) -> torch.Tensor:
+    """Float32 logits of a (left-padded) batch of prompts, every position, no cache."""
     from ..calibration import move_inputs
     from ..prompting import encode
 
-    inputs = encode(loaded.processor, loaded.adapter, [prompt])
+    inputs = encode(loaded.processor, loaded.adapter, prompts)
     with torch.inference_mode():
         return loaded.model(**move_inputs(inputs, loaded.model.device, loaded.model.dtype), use_cache=False).logits.float()
 
@@ -153,5 +154,5 @@ def decoder_layer_counts(config: dict[str, Any]) -> dict[str, int]:
     return {name: level["num_hidden_layers"] for name, level in levels.items() if "num_hidden_layers" in level}
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
+def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")

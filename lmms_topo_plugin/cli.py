@@ -55,6 +55,7 @@ def cmd_build_demo_model(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     from .api import load_pruned
     from .exporters.checkpoint import save_checkpoint, save_dtype
+    from .exporters.export import dtype_name
     from .loading import load_config, resolve_pretrained
     from .report_files import write_report
 
@@ -66,7 +67,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         base = load_config(resolve_pretrained(model_args.get("pretrained")), model_args.get("revision"))
         dtype = save_dtype(args.save_dtype, getattr(base, "dtype", None))
         save_checkpoint(loaded.model, loaded.processor, args.save, dtype)
-        print(f"pruned checkpoint ({str(dtype or loaded.model.dtype).removeprefix('torch.')}): {args.save}")
+        print(f"pruned checkpoint ({dtype_name(dtype or loaded.model.dtype)}): {args.save}")
     return 0
 
 

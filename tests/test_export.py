@@ -25,7 +25,8 @@ def test_exported_checkpoint_reloads_to_the_pruned_model(family, tiny_checkpoint
     pruned, _ = load_pruned({**dict(item.split("=") for item in args.split(",")), "dtype": "float32"})
     again = LoadedModel(reloaded.eval(), load_processor(tmp_path / "build"), pruned.adapter.__class__(reloaded), "")
     prompt = default_cost_prompt()
-    torch.testing.assert_close(export.prompt_logits(again, prompt), export.prompt_logits(pruned, prompt), rtol=0, atol=0)
+    torch.testing.assert_close(export.prompt_logits(again, [prompt]), export.prompt_logits(pruned, [prompt]), rtol=0,
+                               atol=0)
     config = json.loads((tmp_path / "build" / "config.json").read_text())
     assert export.decoder_layer_counts(config) == {"config.text_config": 4}
     record = config["topo_pruning"]

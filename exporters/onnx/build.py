@@ -38,10 +38,10 @@ def validation_prompts() -> list[Prompt]:
 
 def torch_reference(loaded: LoadedModel, prompts: list[Prompt]) -> tuple[np.ndarray, list[list[int]]]:
     """Prefill logits of the batch and each prompt's greedy tokens from ``model.generate``."""
+    from ..export import prompt_logits
+
     model = loaded.model
-    inputs = move_inputs(encode(loaded.processor, loaded.adapter, prompts), model.device, model.dtype)
-    with torch.inference_mode():
-        logits = model(**inputs, use_cache=False).logits.float().cpu().numpy()
+    logits = prompt_logits(loaded, prompts).cpu().numpy()
     tokens = []
     for prompt in prompts:
         single = move_inputs(encode(loaded.processor, loaded.adapter, [prompt]), model.device, model.dtype)
