@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -20,6 +20,7 @@ from ..errors import ModelArgsError, PluginError
 from ..loading import LoadedModel, load_config, load_model
 from ..pipeline import PrunePlan, apply_plan, model_fingerprint, prepare
 from .checkpoint import save_checkpoint, save_dtype
+from .evidence import report_writer, sweep_evidence, writer
 
 WINNER_SCHEMA = "lmms_topo_plugin.sweep_winner"
 PARETO_SCHEMA = "lmms_topo_plugin.sweep_pareto"
@@ -64,7 +65,8 @@ def export_pareto(sweep_dir: str | Path, out: str | Path, dtype_choice: str = "b
     for record in read_pareto(sweep_dir):
         winner = record["winner"]
         name = f"{winner['method']}-{winner['budget']:g}-{winner['calib_limit'] or 'default'}"
-        export_checkpoint(rebuild_winner(record, dtype_choice), out / name, onnx_precisions)
+        evidence = writer(sweep_evidence(record, Path(sweep_dir), "pareto_front"))
+        export_checkpoint(rebuild_winner(record, dtype_choice), out / name, onnx_precisions, evidence)
         entries.append({"dir": name, "method": winner["method"], "budget": winner["budget"],
                         "removed_layers": winner["removed_layers"], "metric": record["metric"],
                         "value": winner["metrics"][record["metric"]]})
@@ -92,15 +94,31 @@ def rebuild_winner(record: dict[str, Any], dtype_choice: str = "base") -> Loaded
     return loaded
 
 
-def rebuild_model_args(model_args: dict[str, str], dtype_choice: str = "base") -> LoadedModel:
-    """The model pruned as ``model_args`` describe (a single run: calibration and scores from the cache), loaded
-    in the dtype it will be saved in."""
+def export_winner(winner_path: str | Path, out: str | Path, dtype_choice: str = "base",
+                  onnx_precisions: tuple[str, ...] = (), check: Callable[[LoadedModel], None] | None = None) -> Path:
+    """Export a sweep's ``winner.json`` to ``out`` with its evidence (:mod:`.evidence`); returns ``out``.
+    ``check(loaded)`` runs on the rebuilt model before anything is written (e.g. that ONNX supports it)."""
+    record = read_winner(winner_path)
+    evidence = writer(sweep_evidence(record, Path(winner_path).parent, "winner"))
+    loaded = rebuild_winner(record, dtype_choice)
+    if check is not None:
+        check(loaded)
+    return export_checkpoint(loaded, out, onnx_precisions, evidence)
+
+
+def export_model_args(model_args: dict[str, str], out: str | Path, dtype_choice: str = "base",
+                      onnx_precisions: tuple[str, ...] = (), check: Callable[[LoadedModel], None] | None = None) -> Path:
+    """Prune as ``model_args`` describe (a single run: calibration and scores from the cache), in the dtype it
+    will be saved in, and export it to ``out`` with the run's pruning report; returns ``out``."""
     from ..api import load_pruned
 
-    if "dtype" in model_args and dtype_choice == "base":
-        return load_pruned(model_args)[0]
-    prepared = prepare(PruneConfig.from_model_args(model_args), load_calibration=False)
-    return load_pruned({**model_args, "dtype": saveddtype_name(prepared, dtype_choice)})[0]
+    if "dtype" not in model_args or dtype_choice != "base":
+        prepared = prepare(PruneConfig.from_model_args(model_args), load_calibration=False)
+        model_args = {**model_args, "dtype": saveddtype_name(prepared, dtype_choice)}
+    loaded, report = load_pruned(model_args)
+    if check is not None:
+        check(loaded)
+    return export_checkpoint(loaded, out, onnx_precisions, report_writer(report))
 
 
 def saveddtype_name(prepared, dtype_choice: str) -> str:
@@ -109,10 +127,12 @@ def saveddtype_name(prepared, dtype_choice: str) -> str:
     return dtype_name(dtype) if dtype is not None else "float32"
 
 
-def export_checkpoint(loaded: LoadedModel, out: str | Path, onnx_precisions: tuple[str, ...] = ()) -> Path:
+def export_checkpoint(loaded: LoadedModel, out: str | Path, onnx_precisions: tuple[str, ...] = (),
+                      evidence: Callable[[Path], Any] | None = None) -> Path:
     """Save ``loaded`` (in its own dtype) to ``out``, validated by reloading it in that dtype; with
     ``onnx_precisions`` (fp32 always first), also the ONNX build in ``out/onnx``, validated against PyTorch
-    (:mod:`~lmms_topo_plugin.exporters.onnx.build`). Nothing is renamed into place unless every validation passes."""
+    (:mod:`~lmms_topo_plugin.exporters.onnx.build`); ``evidence(build_dir)`` adds the configuration's reports
+    (:mod:`.evidence`). Nothing is renamed into place unless every validation passes."""
     from ..search.measure import default_cost_prompt
 
     prompt = default_cost_prompt()
@@ -133,6 +153,8 @@ def export_checkpoint(loaded: LoadedModel, out: str | Path, onnx_precisions: tup
             from .onnx.build import build_onnx
 
             report["onnx"] = build_onnx(loaded, staging, onnx_precisions)
+        if evidence is not None:
+            evidence(staging)
         return report
 
     return save_checkpoint(loaded.model, loaded.processor, out, dtype=None, validate=validate)

@@ -72,7 +72,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .exporters.export import export_checkpoint, export_pareto, read_winner, rebuild_model_args, rebuild_winner
+    from .exporters.export import export_model_args, export_pareto, export_winner
 
     if sum(map(bool, (args.winner, args.model_args, args.pareto))) != 1:
         raise ModelArgsError("export: give exactly one of --winner (a sweep's winner.json), --pareto (a sweep "
@@ -85,15 +85,13 @@ def cmd_export(args: argparse.Namespace) -> int:
                   f"{entry['removed_layers']}, {entry['metric']} {entry['value']:.3f}")
         print(f"index: {index}")
         return 0
-    if args.winner:
-        loaded = rebuild_winner(read_winner(args.winner), args.save_dtype)
-    else:
-        loaded = rebuild_model_args(_parse_model_args(args.model_args), args.save_dtype)
+    check = None
     if args.onnx:
-        from .exporters.onnx.graphs import check_supported
-
-        check_supported(loaded)
-    out = export_checkpoint(loaded, args.out, precisions)
+        from .exporters.onnx.graphs import check_supported as check
+    if args.winner:
+        out = export_winner(args.winner, args.out, args.save_dtype, precisions, check)
+    else:
+        out = export_model_args(_parse_model_args(args.model_args), args.out, args.save_dtype, precisions, check)
     report = json.loads((out / "export_report.json").read_text())
     print(f"checkpoint: {out} ({report['num_layers']} decoder layers, {report['dtype']}; reloaded logits within "
           f"{report['max_abs_logit_difference']:.1g} of the pruned model)")
@@ -129,6 +127,18 @@ def cmd_onnx_generate(args: argparse.Namespace) -> int:
     images = [Image.open(path) for path in args.image]
     (text,) = runner.generate([Prompt.from_text(args.prompt, images)], max_new_tokens=args.max_new_tokens)
     print(text)
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from .exporters.hub import PushRequest, push
+
+    result = push(PushRequest(
+        build=Path(args.build), repo_id=args.repo_id, private=args.private, exist_ok=args.exist_ok,
+        dry_run=args.dry_run, endpoint=args.endpoint, token=args.token, revision=args.revision,
+        commit_message=args.commit_message, license=args.license, base_model=args.base_model))
+    if result["commit_url"]:
+        print(f"pushed: {result['commit_url']}")
     return 0
 
 
@@ -194,7 +204,28 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--precision", default="fp32", help="fp32, fp16 or int4 (as exported)")
     generate.add_argument("--allow-cpu-fallback", action="store_true",
                           help="accept a session that ONNX Runtime put on the CPU instead of the requested provider")
+    add_push_parser(commands)
     return parser
+
+
+def add_push_parser(commands) -> None:
+    push = commands.add_parser("push", help="publish an export (checkpoint, onnx/, plots, reports) and its generated "
+                               "model card to the Hugging Face Hub in one commit")
+    push.add_argument("build", help="a directory written by topo-prune export")
+    push.add_argument("--repo-id", "--repo_id", required=True, help="<user or organisation>/<name>")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument("--exist-ok", "--exist_ok", action="store_true",
+                      help="push to a repository that already has files (its files the build lacks are deleted)")
+    push.add_argument("--dry-run", "--dry_run", action="store_true",
+                      help="write the card to BUILD/README.md, print the files and the commit message; send nothing")
+    push.add_argument("--endpoint", help="Hub URL (default: HF_ENDPOINT or https://huggingface.co)")
+    push.add_argument("--token", help="Hub token (default: HF_TOKEN or the stored `hf auth login` token)")
+    push.add_argument("--revision", default="main", help="branch to commit to (it must exist)")
+    push.add_argument("--commit-message", "--commit_message", help="default: what was removed, by which method")
+    push.add_argument("--license", help="license id for the card (default: the base model card's; required "
+                      "when that states none)")
+    push.add_argument("--base-model", "--base_model", help="the base model's Hub id for the card's base_model "
+                      "(default: the pruning record's, when it is a Hub id and not a local directory)")
 
 
 def add_sweep_parser(commands) -> None:
@@ -255,7 +286,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 COMMANDS = {"tasks-dir": cmd_tasks_dir, "methods": cmd_methods, "build-demo-model": cmd_build_demo_model,
             "prune": cmd_prune, "analyze": cmd_analyze, "sweep": cmd_sweep,
-            "export": cmd_export, "onnx-generate": cmd_onnx_generate}
+            "export": cmd_export, "onnx-generate": cmd_onnx_generate, "push": cmd_push}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,6 +49,9 @@ GENERAL_PARAMS: dict[str, Param] = {
 }
 
 
+BUNDLED_CALIBRATION = "bundled:topo_synth/calib"
+
+
 @dataclass
 class PruneConfig:
     """Every option of a ``topo_pruned`` run, parsed and range-checked."""
@@ -151,6 +154,11 @@ class PruneConfig:
         if self.keep_first_last:
             return list(range(1, num_layers - 1))
         return list(range(num_layers))
+
+    @property
+    def calibration_source(self) -> str:
+        """Where the calibration documents come from: the lmms-eval task, or the bundled calib split."""
+        return self.calib_task or BUNDLED_CALIBRATION
 
     def scorer_fingerprint(self) -> dict[str, Any]:
         """What determines the scores: method, its parameters and the seed."""

@@ -13,6 +13,7 @@ exit code  meaning
 5          non-finite (NaN/inf) hidden states or scores: the message names the layer
 6          out of memory (the message names the step and what to lower)
 7          ``topo-prune sweep``: no configuration passes the rule (the tables are written first)
+8          ``topo-prune push``: no token, the token or repository refused, or a failed upload or commit
 =========  ==========================================================================
 """
 
@@ -64,3 +65,10 @@ class NoPassingConfiguration(PluginError):
     """A sweep finished but no configuration passes the user's rule."""
 
     exit_code = 7
+
+
+class HubError(PluginError):
+    """``topo-prune push`` could not publish: no token, a refused token or repository, a failed upload or
+    commit (the message names the step; nothing partial is committed)."""
+
+    exit_code = 8

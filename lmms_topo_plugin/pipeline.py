@@ -217,7 +217,7 @@ def build_report(prepared: Prepared, loaded: LoadedModel, plan: PrunePlan, kept:
     calibration = {}
     if prepared.calibration_prompts and plan.scores is not None:  # prompts are loaded but unused at budget 0
         calibration = {
-            "source": config.calib_task or "bundled:topo_synth/calib",
+            "source": config.calibration_source,
             "samples": len(prepared.calibration_prompts),
             "fingerprint": prompts_fingerprint(prepared.calibration_prompts),
         }

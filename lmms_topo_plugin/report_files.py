@@ -44,12 +44,10 @@ def write_report(report: PruneReport, directory: Path) -> list[Path]:
     are scores, and ``topo_pruned_latest.json`` naming them, so the results folder says where the report is."""
     stamp = time.strftime("%Y-%m-%dT%H-%M-%S")
     stem = f"{stamp}_topo_pruned_{report.plan['method']}"
-    figures: dict[str, bytes] = {}
-    scores = report.plan.get("scores") or {}
-    if scores.get("importance"):
-        figures["scores"] = plot_layer_scores(report)
-        scorer_class = get_method(report.plan["method"]).scorer_class
-        figures.update(scorer_class.report_plots(LayerScores.from_json(scores), report.plan["removed_layers"]))
+    scores = report.plan.get("scores")
+    figures = {}
+    if scores:
+        figures = score_figures(report.plan["method"], LayerScores.from_json(scores), report.plan["removed_layers"])
     plots = {name: directory / f"{stem}_{name}.png" for name in figures}
     for name, png in figures.items():
         atomic_write_bytes(plots[name], png)
@@ -61,17 +59,23 @@ def write_report(report: PruneReport, directory: Path) -> list[Path]:
     return [json_path, *plots.values()]
 
 
-def plot_layer_scores(report: PruneReport) -> bytes:
+def score_figures(method: str, scores: LayerScores, removed: list[int]) -> dict[str, bytes]:
+    """PNGs of a method's scores: ``scores`` (per-layer importance, the removed layers marked; none for a
+    method without importance, e.g. ``spacing``) and the method's own plots (e.g. topology's barcode)."""
+    figures = {"scores": plot_layer_scores(method, scores.importance, removed)} if scores.importance else {}
+    figures.update(get_method(method).scorer_class.report_plots(scores, removed))
+    return figures
+
+
+def plot_layer_scores(method: str, importance: list[float], removed: list[int]) -> bytes:
     """A bar chart of per-layer importance with the removed layers marked, as PNG bytes."""
     from .plotting import figure_png, subplots
 
-    plan = report.plan
-    importance = plan["scores"]["importance"]
-    removed = set(plan["removed_layers"])
+    removed = set(removed)
     colours = ["#d62728" if layer in removed else "#1f77b4" for layer in range(len(importance))]
     figure, axes = subplots(figsize=(max(6, 0.3 * len(importance)), 3.2))
     axes.bar(range(len(importance)), importance, color=colours)
     axes.set_xlabel("decoder layer")
     axes.set_ylabel("importance (higher = keep)")
-    axes.set_title(f"{plan['method']}: removed {sorted(removed)} of {plan['num_layers']} layers (red)")
+    axes.set_title(f"{method}: removed {sorted(removed)} of {len(importance)} layers (red)")
     return figure_png(figure)

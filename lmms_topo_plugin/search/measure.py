@@ -16,11 +16,13 @@ process, on the fixed prompt of :func:`default_cost_prompt`, and :func:`speedup_
 from __future__ import annotations
 
 import inspect
+import platform
 import random
 import statistics
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
@@ -32,7 +34,7 @@ from ..synthbench import prompt_for, random_scene, render_image
 
 COST_KEYS = (
     "prefill_s", "decode_s_per_token", "peak_memory_bytes", "memory_kind", "parameters", "num_layers", "repeats",
-    "device", "prefill_tokens",
+    "device", "hardware", "prefill_tokens",
 )
 _COST_QUESTION = "How many shapes are in the image?"
 _RSS_SAMPLE_INTERVAL_S = 0.002
@@ -112,8 +114,22 @@ def measure_cost(loaded: LoadedModel, prompt: Prompt, *, repeats: int = 5, warmu
         "num_layers": loaded.adapter.num_layers,
         "repeats": repeats,
         "device": str(device),
+        "hardware": hardware_description(device),
         "prefill_tokens": int(inputs["input_ids"].shape[1]),
     }
+
+
+def hardware_description(device: torch.device) -> str:
+    """What the timings ran on, for reports and model cards: the GPU's name, or the CPU model and thread count."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}, torch {torch.__version__})"
+    model = platform.processor() or platform.machine()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"CPU {model}, {torch.get_num_threads()} threads (torch {torch.__version__})"
 
 
 def speedup_table(dense: dict[str, Any], pruned: dict[str, Any]) -> dict[str, float]:

@@ -218,7 +218,7 @@ def evaluate_missing(spec: SweepSpec, points: list[Configuration], done: dict, g
         for point in todo:
             bar.set_postfix_str(point.label)
             start = time.perf_counter()
-            plan = plan_for(point, groups, loaded, cache, scored)
+            plan = plan_for(point, groups, loaded, cache, scored, spec.out / "scores")
             with layers_removed(loaded.adapter, plan["removed_layers"]):
                 lm = TopoPrunedChat.around(loaded, point.config, show_progress=False)
                 raw = evaluate(lm, spec.tasks, manager, spec.limit)
@@ -234,8 +234,9 @@ def evaluate_missing(spec: SweepSpec, points: list[Configuration], done: dict, g
 
 
 def plan_for(point: Configuration, groups: dict[tuple, Prepared], loaded: LoadedModel, cache: DiskCache,
-             scored: dict) -> dict:
-    """The configuration's plan; its method is scored on the dense model the first time it is needed (rank 0)."""
+             scored: dict, scores_dir: Path) -> dict:
+    """The configuration's plan; its method is scored on the dense model the first time it is needed (rank 0),
+    and the scores are saved in ``scores_dir`` (:func:`scores_path`) for the reports of an export."""
     num_layers = loaded.adapter.num_layers
     if point.method == DENSE_METHOD:
         return {"n_remove": 0, "num_layers": num_layers, "removed_layers": [], "calibration": None,
@@ -249,10 +250,20 @@ def plan_for(point: Configuration, groups: dict[tuple, Prepared], loaded: Loaded
     plan = plan_from_scores(point.config, prepared.scorer, scored[id(prepared)], num_layers)
     calibration = None
     if prepared.calibration_prompts:
-        calibration = {"samples": len(prepared.calibration_prompts),
+        calibration = {"source": point.config.calibration_source,
+                       "samples": len(prepared.calibration_prompts),
                        "fingerprint": prompts_fingerprint(prepared.calibration_prompts)}
+    if score_s and rank() == 0:
+        atomic_write_json(scores_path(scores_dir, point.method, point.calib_limit), {
+            "method": point.method, "calib_limit": point.calib_limit, "calibration": calibration,
+            "method_params": point.config.method_params, "scores": scored[id(prepared)].to_json()})
     return {"n_remove": plan.n_remove, "num_layers": num_layers, "removed_layers": plan.removed_layers,
             "calibration": calibration, "method_params": point.config.method_params, "score_s": score_s}
+
+
+def scores_path(scores_dir: Path, method: str, calib_limit: int | None) -> Path:
+    """``<out>/scores/<method>-<calibration size or default>.json``: one method's per-layer scores in a sweep."""
+    return Path(scores_dir) / f"{method}-{calib_limit or 'default'}.json"
 
 
 def write_outputs(spec: SweepSpec, rows: list[dict], skipped: list[dict], rule: Rule, objective: str, metric: str,

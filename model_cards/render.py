@@ -1,0 +1,202 @@
+"""Write a pruned model's card (``README.md`` of its Hub repository) from the files of its build.
+
+Metadata through huggingface_hub's ``ModelCardData`` (``model-index`` from the sweep's lmms-eval results), the
+body from the ``pruned_model.md`` template. Every number on the card is read from a file of the build
+(:mod:`.build_files`), and each section names its file; a build without an evaluation says so instead of
+showing one.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from importlib.metadata import version
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from .build_files import EVIDENCE_DIR, SWEEP_RECORD, BuildFiles
+
+LMMS_EVAL_URL = "https://github.com/EvolvingLMMs-Lab/lmms-eval"
+TEMPLATE = "pruned_model.md"
+MB = 1e6
+
+
+@dataclass
+class CardInputs:
+    """What the card needs besides the build: where it goes and the facts only the user or the base card know."""
+
+    repo_id: str
+    license: str | None = None
+    license_source: str | None = None  # e.g. "the base model's card"; None when given on the command line
+    base_model_id: str | None = None  # a Hub id, for the ``base_model`` metadata
+
+
+def bundled_task_names() -> set[str]:
+    from ..calib_data import bundled_tasks_dir
+
+    return {path.stem for path in Path(bundled_tasks_dir()).rglob("*.yaml") if not path.stem.startswith("_")}
+
+
+def lmms_eval_command(model_args: dict[str, Any], tasks: list[str], limit: int | float | None) -> str:
+    """The ``lmms-eval`` command line that evaluates ``model_args`` on ``tasks`` as the sweep did."""
+    args = ",".join(f"{key}={value}" for key, value in model_args.items())
+    parts = ["lmms-eval", "--model", "topo_pruned", "--model_args", shlex.quote(args), "--tasks", ",".join(tasks)]
+    if set(tasks) <= bundled_task_names():
+        parts += ["--include_path", '"$(topo-prune tasks-dir)"']
+    if limit is not None:
+        parts += ["--limit", f"{limit:g}"]
+    return " ".join(parts)
+
+
+def split_metric(name: str) -> tuple[str, str]:
+    task, metric = name.split("/", 1)
+    return task, metric
+
+
+def evaluation_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per task metric of the sweep record: this model, the dense base, their ratio, stderrs."""
+    winner, dense = record["winner"], record["dense"]
+    rows = []
+    for name, value in winner["metrics"].items():
+        task, metric = split_metric(name)
+        base = dense["metrics"].get(name)
+        rows.append({"task": task, "metric": metric, "value": value, "stderr": winner["stderr"].get(name),
+                     "dense": base, "dense_stderr": dense["stderr"].get(name),
+                     "retained": value / base if base else None, "headline": name == record["metric"]})
+    return rows
+
+
+def eval_results(record: dict[str, Any]) -> list[Any]:
+    """``model-index`` entries: each lmms-eval metric of this model, the dense value in its name."""
+    from huggingface_hub import EvalResult
+
+    source = f"lmms-eval {record['lmms_eval']} (lmms-topo-plugin {record['lmms_topo_plugin']})"
+    limit = {"limit": record["limit"]} if record.get("limit") is not None else None
+    return [EvalResult(task_type="image-text-to-text", dataset_type=row["task"], dataset_name=row["task"],
+                       metric_type=row["metric"], metric_value=row["value"], dataset_args=limit,
+                       metric_name=f"{row['metric']} (dense base: {row['dense']:.4g})" if row["dense"] is not None
+                       else row["metric"], source_name=source, source_url=LMMS_EVAL_URL)
+            for row in evaluation_rows(record)]
+
+
+def cost_rows(record: dict[str, Any]) -> list[list[str]]:
+    """Dense against this model: layers, parameters, prefill, decode and peak memory, and this model ÷ dense."""
+    pruned, dense = record["winner"]["cost"], record["dense"]["cost"]
+
+    def row(label, key, scale, digits):
+        ours, base = pruned[key] * scale, dense[key] * scale
+        return [label, f"{base:.{digits}f}", f"{ours:.{digits}f}", f"{ours / base:.2f}"]
+
+    return [row("decoder layers", "num_layers", 1, 0), row("parameters (M)", "parameters", 1 / MB, 2),
+            row("prefill latency (ms)", "prefill_s", 1e3, 2), row("decode latency (ms/token)", "decode_s_per_token", 1e3, 2),
+            row(f"peak memory (MB, {pruned['memory_kind']})", "peak_memory_bytes", 1 / MB, 1)]
+
+
+def speedups(record: dict[str, Any]) -> dict[str, float]:
+    """Measured prefill and decode speedups (dense time ÷ this model's) and the ideal ``L/L'``."""
+    pruned, dense = record["winner"]["cost"], record["dense"]["cost"]
+    return {"prefill": dense["prefill_s"] / pruned["prefill_s"],
+            "decode": dense["decode_s_per_token"] / pruned["decode_s_per_token"],
+            "ideal": dense["num_layers"] / pruned["num_layers"]}
+
+
+def onnx_rows(build: BuildFiles) -> list[list[str]]:
+    """Per exported precision: its files' size, and its agreement with PyTorch (fp32) or with fp32."""
+    manifest, validation = build.onnx_manifest, build.onnx_validation
+    rows = []
+    for precision in manifest["precisions"]:
+        names = [graph["variants"][precision] for graph in manifest["graphs"].values()]
+        size = sum((build.root / "onnx" / name).stat().st_size for name in names) / MB
+        if precision == "fp32":
+            check = (f"max abs logit difference to PyTorch {validation['max_abs_logit_difference']:.2g}, "
+                     f"greedy tokens identical: {'yes' if validation['greedy_tokens_identical'] else 'no'}")
+        else:
+            variant = validation["variants"][precision]
+            check = (f"max abs logit difference to fp32 {variant['max_abs_logit_difference_vs_fp32']:.2g}, "
+                     f"greedy tokens agreeing with fp32 {variant['greedy_token_agreement_vs_fp32']:.0%}")
+        rows.append([precision, ", ".join(f"`onnx/{name}`" for name in names), f"{size:.1f}", check])
+    return rows
+
+
+def calibration_of(build: BuildFiles) -> dict[str, Any] | None:
+    """The calibration the removed layers were chosen on (source, samples, fingerprint), if the build states it."""
+    pruning = build.pruning or {}
+    calibration = pruning.get("calibration")
+    if calibration is None and build.run_report:
+        calibration = build.run_report.get("calibration") or None
+    return calibration
+
+
+def tags_of(build: BuildFiles) -> list[str]:
+    pruning = build.pruning or {}
+    tags = ["pruned", "layer-pruning", "lmms-eval", "lmms-topo-plugin", build.config.get("model_type", "")]
+    if pruning.get("method"):
+        tags.insert(2, pruning["method"].replace("_", "-"))
+    if build.onnx_manifest:
+        tags.append("onnx")
+    return [tag for tag in dict.fromkeys(tags) if tag]
+
+
+def card_data(build: BuildFiles, inputs: CardInputs):
+    """The card's YAML metadata."""
+    from huggingface_hub import ModelCardData
+
+    record = build.sweep_record
+    return ModelCardData(
+        base_model=inputs.base_model_id, library_name="transformers", pipeline_tag="image-text-to-text",
+        license=inputs.license, tags=tags_of(build), model_name=inputs.repo_id.split("/")[-1],
+        eval_results=eval_results(record) if record else None,
+    )
+
+
+def template_context(build: BuildFiles, inputs: CardInputs) -> dict[str, Any]:
+    """Everything the template shows, already formatted, with the file each part comes from."""
+    from ..registry import get_method
+
+    pruning = build.pruning or {}
+    method = pruning.get("method")
+    record = build.sweep_record
+    removed = pruning.get("removed_layers", [])
+    context = {
+        "repo_id": inputs.repo_id, "plugin_version": version("lmms-topo-plugin"),
+        "base_model": inputs.base_model_id or Path(pruning.get("base_model", "unknown")).name,
+        "base_is_hub_id": inputs.base_model_id is not None,
+        "base_fingerprint": pruning.get("base_model_fingerprint"), "method": method,
+        "method_description": get_method(method).description if method else None,
+        "method_params": pruning.get("method_params") or {}, "budget": pruning.get("budget"),
+        "removed_layers": removed, "original_layers": pruning.get("original_num_hidden_layers"),
+        "num_layers": build.export_report["num_layers"], "history": pruning.get("history", []),
+        "calibration": calibration_of(build), "model_type": build.config.get("model_type"),
+        "dtype": build.export_report["dtype"], "reload_difference": build.export_report["max_abs_logit_difference"],
+        "layer_counts": build.export_report["decoder_layer_counts"],
+        "license": inputs.license, "license_source": inputs.license_source,
+        "plots": build.plots, "evidence_dir": EVIDENCE_DIR, "sweep_record_file": f"{EVIDENCE_DIR}/{SWEEP_RECORD}",
+        "run_report_file": build.run_report_name, "files": [str(path) for path in build.files()],
+        "onnx": build.onnx_manifest is not None, "record": record,
+    }
+    if record:
+        model_args = {**record["model_args"], "method": method, "sparsity": f"{record['winner']['budget']:g}"}
+        if record["winner"].get("calib_limit"):
+            model_args["calib_limit"] = record["winner"]["calib_limit"]
+        context.update({
+            "evaluation": evaluation_rows(record), "tasks": record["tasks"], "limit": record.get("limit"),
+            "reproduce_command": lmms_eval_command(model_args, record["tasks"], record.get("limit")),
+            "checkpoint_command": lmms_eval_command({"pretrained": inputs.repo_id}, record["tasks"], record.get("limit")),
+            "costs": cost_rows(record), "cost": record["winner"]["cost"], "speedup": speedups(record),
+            "selected_as": record.get("selected_as", "winner"), "rule": record["rule"],
+            "objective": record["objective"], "metric": record["metric"],
+        })
+    if build.onnx_manifest:
+        context["onnx_rows"] = onnx_rows(build)
+        context["onnx_provider"] = build.onnx_validation["provider"]
+        context["onnx_prompts"] = build.onnx_validation["prompts"]
+    return context
+
+
+def render_card(build: BuildFiles, inputs: CardInputs):
+    """The card as a huggingface_hub ``ModelCard`` (``str(card)`` is the README text)."""
+    from huggingface_hub import ModelCard
+
+    template = files("lmms_topo_plugin.model_cards").joinpath(TEMPLATE).read_text()
+    return ModelCard.from_template(card_data(build, inputs), template_str=template, **template_context(build, inputs))
