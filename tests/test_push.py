@@ -175,3 +175,26 @@ def test_a_directory_that_is_not_an_export_is_named(tmp_path, hub, capsys):
     assert push(tmp_path, hub, "--token", TOKEN) == 2
     assert last_line(capsys) == (f"topo-prune: build: {tmp_path} has no config.json; push a directory written by "
                                  "topo-prune export")
+
+
+def test_a_winner_export_carries_the_sweep_record_and_scores_it_was_chosen_by(built):
+    build, result = built
+    sweep = build.parent / "sweep"
+    record = json.loads((build / "pruning" / "sweep_record.json").read_text())
+    assert record == {**json.loads((sweep / "winner.json").read_text()), "selected_as": "winner"}
+    for name in ("results.md", "results.csv", "pareto.png"):
+        assert (build / "pruning" / name).read_bytes() == (sweep / name).read_bytes()
+    method = result["winner"]["method"]
+    assert (build / "pruning" / "scores.json").read_bytes() == (sweep / "scores" / f"{method}-4.json").read_bytes()
+
+
+def test_a_model_args_export_gets_a_card_without_evaluation(tiny_checkpoints, tmp_path, hub, capsys):
+    args = f"pretrained={tiny_checkpoints('llava', 6)},method=block_influence,n_remove=2,device=cpu,calib_limit=4"
+    assert main(["export", "--model-args", args, "--out", str(tmp_path / "single")]) == 0
+    assert push(tmp_path / "single", hub, "--dry-run") == 0
+    card = ModelCard.load(tmp_path / "single" / "README.md")
+    assert card.data.eval_results is None and "onnx" not in card.data.tags
+    assert "This build carries no evaluation" in card.text and "## Speed and memory" not in card.text
+    report = json.loads((tmp_path / "single" / "pruning" / "topo_pruned_latest.json").read_text())["report"]
+    assert f"report: `pruning/{report}`" in card.text
+    assert "![pruning/" in card.text and (tmp_path / "single" / "pruning" / report).is_file()
