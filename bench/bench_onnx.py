@@ -73,11 +73,11 @@ def measure_model(name: str, loaded, prompt, args) -> list[dict]:
 
     rows = []
     layers = loaded.adapter.num_layers
-    pixel_values = encode(loaded.processor, loaded.adapter, [prompt, prompt])["pixel_values"]
+    vision_inputs = encode(loaded.processor, loaded.adapter, [prompt, prompt])
     for config, removed in (("dense", []), ("half removed", list(range(1, layers, 2)))):
         with layers_removed(loaded.adapter, removed), tempfile.TemporaryDirectory() as build:
             start = time.perf_counter()
-            export_graphs(loaded, pixel_values, Path(build) / "onnx")
+            export_graphs(loaded, vision_inputs, Path(build) / "onnx")
             export_s = time.perf_counter() - start
             loaded.processor.save_pretrained(build)
             loaded.model.config.save_pretrained(build)

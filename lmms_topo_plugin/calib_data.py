@@ -25,6 +25,26 @@ def default_calibration_prompts(limit: int, seed: int) -> list[Prompt]:
     return [Prompt.from_text(synthbench.prompt_for(doc), [doc["image"]]) for doc in chosen]
 
 
+DOMAINS = ("math", "nonmath")  # the calibration domains of the domain-aware methods, in sample order
+
+
+def domain_calibration_prompts(limit: int, seed: int, tasks: dict[str, str | None],
+                               include_path: str | None = None) -> tuple[list[Prompt], list[str]]:
+    """``limit`` prompts of each domain (math first) and each prompt's domain: from ``tasks[domain]`` (an lmms-eval
+    task) or, by default, the bundled calib split's documents of that domain."""
+    from . import synthbench
+
+    prompts: list[Prompt] = []
+    for domain in DOMAINS:
+        if tasks.get(domain):
+            prompts += task_calibration_prompts(tasks[domain], limit, seed, include_path)
+            continue
+        docs = [doc for doc in synthbench.load_split("calib") if doc["domain"] == domain]
+        chosen = _sample(docs, limit, seed, source=f"the bundled calib split's {domain} documents")
+        prompts += [Prompt.from_text(synthbench.prompt_for(doc), [doc["image"]]) for doc in chosen]
+    return prompts, [domain for domain in DOMAINS for _ in range(limit)]
+
+
 def task_calibration_prompts(task_name: str, limit: int, seed: int, include_path: str | None = None) -> list[Prompt]:
     """``limit`` prompts drawn (seeded) from the evaluation split of an lmms-eval task or group."""
     from lmms_eval.tasks import TaskManager, get_task_dict

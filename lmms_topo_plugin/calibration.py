@@ -111,7 +111,26 @@ class TokenCosine(Collector):
         return (self._sum / self._count.clamp(min=1)).float()
 
 
-COLLECTORS: dict[str, type[Collector]] = {cls.name: cls for cls in (LastTokenStates, VisualMeanStates, TokenCosine)}
+class SampleTokenCosine(Collector):
+    """Per sample and layer, the mean over the sample's real tokens of ``cos(h_l, h_{l+1})``: ``[N, L]``."""
+
+    name = "sample_token_cosine"
+
+    def __init__(self, num_layers: int) -> None:
+        super().__init__(num_layers)
+        self._batches: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]
+
+    def update(self, layer: int, h_in: torch.Tensor, h_out: torch.Tensor, batch: BatchContext) -> None:
+        cosine = torch.nn.functional.cosine_similarity(h_in.float(), h_out.float(), dim=-1).double()
+        mask = batch.token_mask.to(cosine.device)
+        self._batches[layer].append(((cosine * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).cpu())
+
+    def result(self) -> torch.Tensor:
+        return torch.stack([torch.cat(chunks) for chunks in self._batches], dim=1).float()
+
+
+COLLECTORS: dict[str, type[Collector]] = {
+    cls.name: cls for cls in (LastTokenStates, VisualMeanStates, TokenCosine, SampleTokenCosine)}
 
 
 def check_finite(hidden: torch.Tensor, token_mask: torch.Tensor, where: str) -> None:

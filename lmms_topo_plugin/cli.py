@@ -142,6 +142,19 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_regimes(args: argparse.Namespace) -> int:
+    from .search.regimes import RegimeRule, write_regimes
+
+    rule = RegimeRule(sensitive_spread=args.sensitive_spread, spacing_margin=args.spacing_margin)
+    report = write_regimes(Path(args.sweep), args.metric, rule, Path(args.out) if args.out else None)
+    for entry in report["budgets"]:
+        print(f"budget {entry['budget']:g}: {entry['regime']} (spread {entry['spread']:.3f}, layer overlap "
+              f"{entry['layer_overlap']:.2f}, best {', '.join(entry['best'])})")
+    out = Path(args.out or args.sweep)
+    print(f"regimes: {out / 'regimes.md'} (and regimes.json, regimes.png)")
+    return 0
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .api import score_layers
     from .cache import atomic_write_bytes, atomic_write_json
@@ -205,6 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--allow-cpu-fallback", action="store_true",
                           help="accept a session that ONNX Runtime put on the CPU instead of the requested provider")
     add_push_parser(commands)
+    regimes = commands.add_parser("regimes", help="mark each budget of a finished sweep as ranking-sensitive, "
+                                  "converging or continuity-dominated; write regimes.{json,md,png}")
+    regimes.add_argument("sweep", help="a directory written by topo-prune sweep")
+    regimes.add_argument("--metric", help="task/metric (default: the sweep's)")
+    regimes.add_argument("--sensitive-spread", "--sensitive_spread", type=float, default=0.10,
+                         help="spread (max - min of the metric over methods) from which a budget is ranking-sensitive")
+    regimes.add_argument("--spacing-margin", "--spacing_margin", type=float, default=0.01,
+                         help="by how much spacing must beat every other method for continuity-dominated")
+    regimes.add_argument("--out", help="output directory (default: the sweep directory)")
     return parser
 
 
@@ -286,7 +308,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 COMMANDS = {"tasks-dir": cmd_tasks_dir, "methods": cmd_methods, "build-demo-model": cmd_build_demo_model,
             "prune": cmd_prune, "analyze": cmd_analyze, "sweep": cmd_sweep,
-            "export": cmd_export, "onnx-generate": cmd_onnx_generate, "push": cmd_push}
+            "export": cmd_export, "onnx-generate": cmd_onnx_generate, "push": cmd_push, "regimes": cmd_regimes}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,11 +12,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from loguru import logger
 from transformers import PretrainedConfig
 
 from .cache import DiskCache, cache_key
-from .calib_data import default_calibration_prompts, prompts_fingerprint, task_calibration_prompts
+from .calib_data import (
+    DOMAINS, default_calibration_prompts, domain_calibration_prompts, prompts_fingerprint, task_calibration_prompts,
+)
 from .calibration import COLLECTORS_VERSION, calibrate
 from .config import PruneConfig
 from .errors import ModelArgsError
@@ -71,6 +74,7 @@ class Prepared:
     n_remove: int
     scorer: LayerScorer | None
     calibration_prompts: list[Prompt]
+    calibration_domains: list[str] = field(default_factory=list)  # each prompt's domain, for domain-aware methods
 
 
 def prepare(config: PruneConfig, *, load_calibration: bool = True) -> Prepared:
@@ -82,6 +86,7 @@ def prepare(config: PruneConfig, *, load_calibration: bool = True) -> Prepared:
     n_remove = config.layers_to_remove(num_layers)
     scorer = None
     prompts: list[Prompt] = []
+    domains: list[str] = []
     if config.method != DENSE_METHOD:
         scorer = get_method(config.method).create({**config.method_params, "seed": config.seed})
         limit = config.calib_limit or scorer.default_samples
@@ -90,14 +95,17 @@ def prepare(config: PruneConfig, *, load_calibration: bool = True) -> Prepared:
                 f"model_args: method={config.method} needs at least {scorer.min_samples} calibration samples, "
                 f"calib_limit={limit}"
             )
-        if scorer.needs and load_calibration:
+        if scorer.needs and load_calibration and scorer.domains:
+            prompts, domains = domain_calibration_prompts(limit, config.seed, scorer.calibration_tasks,
+                                                          config.include_path)
+        elif scorer.needs and load_calibration:
             prompts = calibration_prompts(config, limit)
             if "visual_mean" in scorer.needs and not all(prompt.images for prompt in prompts):
                 raise ModelArgsError(
                     "model_args: topo_points=visual_mean needs an image in every calibration prompt; "
                     "the calibration data has text-only prompts (choose another calib_task or topo_points=last_token)"
                 )
-    return Prepared(config, pretrained, hf_config, num_layers, n_remove, scorer, prompts)
+    return Prepared(config, pretrained, hf_config, num_layers, n_remove, scorer, prompts, domains)
 
 
 def calibration_prompts(config: PruneConfig, limit: int) -> list[Prompt]:
@@ -167,6 +175,8 @@ def compute_scores(prepared: Prepared, loaded: LoadedModel, cache: DiskCache, ti
                     )
                 timings["calibrate"] = time.perf_counter() - start
                 cache.put_tensors("stats", stats_key, stats)
+        if prepared.calibration_domains:  # which samples belong to which domain (not a statistic: not cached)
+            stats = {**stats, "sample_domain": torch.tensor([DOMAINS.index(d) for d in prepared.calibration_domains])}
         start = time.perf_counter()
         scores = scorer.score(stats, prepared.num_layers).check_finite(config.method)
         timings["score"] = time.perf_counter() - start

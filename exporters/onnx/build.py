@@ -62,12 +62,12 @@ def build_onnx(loaded: LoadedModel, build_dir: Path, precisions: tuple[str, ...]
     check_supported(loaded)
     loaded.model.float()
     prompts = validation_prompts()
-    pixel_values = encode(loaded.processor, loaded.adapter, prompts)["pixel_values"]  # 2 images: no size-1 specialisation
-    export_graphs(loaded, pixel_values, build_dir / "onnx")
+    vision_inputs = encode(loaded.processor, loaded.adapter, prompts)  # 2 images: no size-1 specialisation
+    export_graphs(loaded, vision_inputs, build_dir / "onnx")
     expected_logits, expected_tokens = torch_reference(loaded, prompts)
     runner = OnnxVLM(build_dir, provider="cpu")
-    embeds, mask, _ = runner.prefill_inputs(prompts)
-    logits, _ = runner.decoder_step(embeds, mask, runner.empty_past(len(prompts)))
+    embeds, mask, positions = runner.prefill_inputs(prompts)
+    logits, _ = runner.decoder_step(embeds, mask, runner.empty_past(len(prompts)), positions)
     real = mask.astype(bool)
     difference = float(np.abs(logits - expected_logits)[real].max())
     tokens = [onnx_tokens(runner, prompt, len(expected)) for prompt, expected in zip(prompts, expected_tokens)]
@@ -94,8 +94,8 @@ def add_variant(build_dir: Path, precision: str, prompts: list[Prompt], fp32_log
     manifest["precisions"].append(precision)
     write_manifest(onnx_dir, manifest)
     runner = OnnxVLM(build_dir, provider="cpu", precision=precision)
-    embeds, mask, _ = runner.prefill_inputs(prompts)
-    logits, _ = runner.decoder_step(embeds, mask, runner.empty_past(len(prompts)))
+    embeds, mask, positions = runner.prefill_inputs(prompts)
+    logits, _ = runner.decoder_step(embeds, mask, runner.empty_past(len(prompts)), positions)
     tokens = [onnx_tokens(runner, prompt, len(reference)) for prompt, reference in zip(prompts, fp32_tokens)]
     pairs = [(mine, theirs) for row, reference in zip(tokens, fp32_tokens) for mine, theirs in zip(row, reference)]
     return {"max_abs_logit_difference_vs_fp32": float(np.abs(logits - fp32_logits)[mask.astype(bool)].max()),

@@ -17,6 +17,7 @@ import numpy as np
 
 from ...errors import MissingDependencyError, PluginError
 from ...prompting import Prompt, encode
+from .positions import mrope_positions, next_positions, text_positions
 
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
@@ -76,19 +77,49 @@ class OnnxVLM:
             self.sessions[name] = session
 
     def prefill_inputs(self, prompts: Sequence[Prompt]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(inputs_embeds, attention_mask, input_ids)`` of a left-padded batch, image features scattered in."""
+        """``(inputs_embeds, attention_mask, position_ids)`` of a left-padded batch, image features scattered in;
+        ``position_ids`` as the decoder takes them (``[batch, seq]``, or ``[3, batch, seq]`` for M-RoPE)."""
         inputs = encode(self.processor, self.adapter_class, prompts)
         ids = inputs["input_ids"].numpy()
+        mask = inputs["attention_mask"].numpy().astype(np.int64)
         embeds = self.sessions["embed_tokens"].run(None, {"input_ids": ids})[0]
         if "pixel_values" in inputs:
-            features = self.sessions["vision_encoder"].run(None, {"pixel_values": inputs["pixel_values"].float().numpy()})[0]
-            embeds[ids == self.manifest["image_token_id"]] = features.reshape(-1, features.shape[-1])
-        return embeds, inputs["attention_mask"].numpy().astype(np.int64), ids
+            embeds[ids == self.manifest["image_token_id"]] = self.image_features(inputs)
+        if self.manifest.get("position_ids", "text") == "mrope":
+            grid = inputs["image_grid_thw"].numpy() if "image_grid_thw" in inputs else None
+            positions = mrope_positions(ids, mask, grid, self.manifest["image_token_id"],
+                                        self.manifest["spatial_merge_size"])
+        else:
+            positions = text_positions(mask)
+        return embeds, mask, positions
 
-    def decoder_step(self, embeds: np.ndarray, mask: np.ndarray, past: list[np.ndarray]) -> tuple[np.ndarray, list]:
-        """One decoder run: logits of the new positions and the grown cache (positions from the mask)."""
+    def image_features(self, inputs) -> np.ndarray:
+        """``[image tokens, hidden]`` of a processor batch's images, in order; a per-image vision graph (Qwen)
+        runs once per image on its rows of ``pixel_values``."""
+        graph = self.manifest["graphs"]["vision_encoder"]
+        feed = {name: inputs[name].float().numpy() if name == "pixel_values" else inputs[name].numpy()
+                for name in graph["inputs"]}
+        session = self.sessions["vision_encoder"]
+        if not self.manifest.get("vision_per_image", False):
+            features = [session.run(None, feed)[0]]
+        else:
+            grid = feed["image_grid_thw"]
+            ends = np.cumsum(grid.prod(axis=-1))
+            features = [session.run(None, {"pixel_values": feed["pixel_values"][end - size:end],
+                                           "image_grid_thw": grid[image:image + 1]})[0]
+                        for image, (end, size) in enumerate(zip(ends, grid.prod(axis=-1)))]
+        return np.concatenate([feature.reshape(-1, feature.shape[-1]) for feature in features])
+
+    def decoder_step(self, embeds: np.ndarray, mask: np.ndarray, past: list[np.ndarray],
+                     positions: np.ndarray | None = None) -> tuple[np.ndarray, list]:
+        """One decoder run: logits of the new positions and the grown cache. ``positions``: the new tokens'
+        position ids (``prefill_inputs``' third value, then :func:`.positions.next_positions`); by default they
+        are counted from the mask, which is right for LLaVA and for text-only prompts."""
         new = embeds.shape[1]
-        positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)[:, -new:].astype(np.int64)
+        if positions is None:
+            positions = text_positions(mask)[:, -new:]
+            if self.manifest.get("position_ids", "text") == "mrope":
+                positions = np.broadcast_to(positions, (3, *positions.shape)).copy()
         feed = {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": positions}
         feed.update(zip(self._past_names, past))
         logits, *present = self.sessions["decoder_model_merged"].run(None, feed)
@@ -104,8 +135,8 @@ class OnnxVLM:
 
     def generate_ids(self, prompts: Sequence[Prompt], max_new_tokens: int = 32) -> np.ndarray:
         """Greedy new token ids ``[batch, ≤ max_new_tokens]``, stopping when every row has produced eos."""
-        embeds, mask, _ids = self.prefill_inputs(prompts)
-        logits, past = self.decoder_step(embeds, mask, self.empty_past(len(prompts)))
+        embeds, mask, positions = self.prefill_inputs(prompts)
+        logits, past = self.decoder_step(embeds, mask, self.empty_past(len(prompts)), positions)
         eos = self.processor.tokenizer.eos_token_id
         tokens, done = [], np.zeros(len(prompts), dtype=bool)
         for _ in range(max_new_tokens):
@@ -117,16 +148,18 @@ class OnnxVLM:
                 break
             mask = np.concatenate([mask, np.ones((len(prompts), 1), dtype=np.int64)], axis=1)
             step = self.sessions["embed_tokens"].run(None, {"input_ids": token[:, None].astype(np.int64)})[0]
-            logits, past = self.decoder_step(step, mask, past)
+            positions = next_positions(positions)
+            logits, past = self.decoder_step(step, mask, past, positions)
         return np.stack(tokens, axis=1)
 
     def continuation_nll(self, prompt: Prompt, target_ids: list[int]) -> tuple[float, bool]:
         """Negative log-likelihood of ``target_ids`` after ``prompt``, and whether greedy decoding produces them."""
-        embeds, mask, _ = self.prefill_inputs([prompt])
+        embeds, mask, positions = self.prefill_inputs([prompt])
         tail = self.sessions["embed_tokens"].run(None, {"input_ids": np.array([target_ids], dtype=np.int64)})[0]
         embeds = np.concatenate([embeds, tail], axis=1)
         mask = np.concatenate([mask, np.ones((1, len(target_ids)), dtype=np.int64)], axis=1)
-        logits, _ = self.decoder_step(embeds, mask, self.empty_past(1))
+        positions = np.concatenate([positions, next_positions(positions, len(target_ids))], axis=-1)
+        logits, _ = self.decoder_step(embeds, mask, self.empty_past(1), positions)
         predicted = logits[0, -len(target_ids) - 1:-1].astype(np.float64)
         shifted = predicted - predicted.max(axis=-1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))

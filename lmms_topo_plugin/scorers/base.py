@@ -51,7 +51,8 @@ class LayerScorer:
     version: ClassVar[int] = 1  # bump when the scores change meaning: part of the scores' cache key
     needs: ClassVar[tuple[str, ...]] = ()
     min_samples: ClassVar[int] = 1
-    default_samples: ClassVar[int] = 64  # calibration samples when calib_limit is not given
+    default_samples: ClassVar[int] = 64  # calibration samples when calib_limit is not given (per domain, if any)
+    domains: ClassVar[tuple[str, ...]] = ()  # labelled calibration domains (domain-aware methods), else one set
 
     def __init__(self, *, seed: int = 0) -> None:
         self.seed = seed
