@@ -25,7 +25,8 @@ multi-threaded run waits at every parallel region for a core another process hol
 latencies (milliseconds) and the calibration timings incomparable between configurations.
 
 The per-kind plot (``bench/results/quality.png``) and the README tables come from the sweep rows alone
-(``configs/*.json``), read by ``bench/readme_tables.py``; there is no second evaluation code path.
+(``configs/*.json``), read by ``bench/readme_tables.py``; there is no second evaluation code path. The main
+sweep's regimes (``topo-prune regimes``: ``regimes.json``, ``regimes.md``, ``regimes.png``) are written into it.
 """
 
 from __future__ import annotations
@@ -189,6 +190,9 @@ def main() -> int:
     except PluginError as error:
         print(f"bench_quality: {error}", file=sys.stderr)
         return error.exit_code
+    from lmms_topo_plugin.search.regimes import write_regimes
+
+    write_regimes(args.out, METRIC)  # regimes.{json,md,png} of the main sweep (random: its seed-0 run)
     quality = readme_tables.load_quality(args.out.parent, args.out.name)
     plot(quality, args.plot)
     print("\noverall exact match (test split):")

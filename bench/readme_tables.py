@@ -43,6 +43,9 @@ SWEEP_DIR = "quality_sweep"  # bench/bench_quality.py's sweep, under bench/resul
 RELOAD_FILE = "reload_overhead.json"  # its measured reload-per-configuration cost, in SWEEP_DIR
 DENSE = "none"  # the sweep's dense reference row
 OVERALL_METRIC = "topo_synth/exact_match"
+DOMAIN_METRICS = {"math": "topo_synth_mathdomain/exact_match", "non-math": "topo_synth_nonmath/exact_match"}
+REGIMES_FILE = "regimes.json"  # topo-prune regimes of the quality sweep, in SWEEP_DIR
+DOMAIN_AWARE = "domain_"  # prefix of the domain-aware methods
 KINDS = ("presence", "attribute", "count", "spatial", "math")  # topo_synth's question kinds, in README order
 
 # Why a method cannot reach some budgets (shown under the table when it has an n/a cell).
@@ -109,14 +112,21 @@ def _scores(row: dict) -> dict[str, float]:
     return scores | {"overall": metrics[OVERALL_METRIC]}
 
 
-def quality_from_sweeps(rows: list[dict], extra_seeds: list[list[dict]] = ()) -> dict:
+def _domain_scores(row: dict) -> dict[str, float]:
+    """Exact match of the math and the non-math questions, and ``overall``, from a sweep row's metrics."""
+    return {domain: row["metrics"][metric] for domain, metric in DOMAIN_METRICS.items()} | {
+        "overall": row["metrics"][OVERALL_METRIC]}
+
+
+def quality_from_sweeps(rows: list[dict], extra_seeds: list[list[dict]] = (),
+                        scores: Callable[[dict], dict[str, float]] = _scores) -> dict:
     """The quality tables' input from sweep rows: per method, one entry per budget with one run per seed.
 
     ``{"dense": scores, "methods": {method: [{"fraction", "removed": [layers per seed], "runs": [scores per
     seed]}]}}``, budget 0 being the dense row. ``extra_seeds`` are the rows of more sweeps (other ``seed=``) of
     configurations the main sweep has; their dense rows are not used.
     """
-    dense = _scores(_dense(rows))
+    dense = scores(_dense(rows))
     methods: dict[str, list[dict]] = {}
     for row in rows:
         if row["method"] == DENSE:
@@ -124,7 +134,7 @@ def quality_from_sweeps(rows: list[dict], extra_seeds: list[list[dict]] = ()) ->
         budgets = methods.setdefault(row["method"], [{"fraction": 0.0, "removed": [[]], "runs": [dense]}])
         if any(budget["fraction"] == row["budget"] for budget in budgets):
             raise ValueError(f"{row['method']} at {row['budget']:g}: two rows in one sweep")
-        budgets.append({"fraction": row["budget"], "removed": [list(row["removed_layers"])], "runs": [_scores(row)]})
+        budgets.append({"fraction": row["budget"], "removed": [list(row["removed_layers"])], "runs": [scores(row)]})
     for seed_rows in extra_seeds:
         for row in seed_rows:
             if row["method"] == DENSE:
@@ -134,17 +144,17 @@ def quality_from_sweeps(rows: list[dict], extra_seeds: list[list[dict]] = ()) ->
                 raise ValueError(f"{row['method']} at {row['budget']:g}: an extra seed of a configuration the main "
                                  "sweep lacks")
             found[0]["removed"].append(list(row["removed_layers"]))
-            found[0]["runs"].append(_scores(row))
+            found[0]["runs"].append(scores(row))
     for budgets in methods.values():
         budgets.sort(key=lambda budget: budget["fraction"])
     return {"dense": dense, "methods": dict(sorted(methods.items()))}
 
 
-def load_quality(results_dir: Path, name: str = SWEEP_DIR) -> dict:
+def load_quality(results_dir: Path, name: str = SWEEP_DIR, scores: Callable[[dict], dict[str, float]] = _scores) -> dict:
     """:func:`quality_from_sweeps` of the sweep in ``results_dir/name`` and of its ``seed*/`` sweeps."""
     folder = results_dir / name
     extra = [read_sweep(path) for path in sorted(folder.glob("seed*")) if (path / "results.csv").is_file()]
-    return quality_from_sweeps(read_sweep(folder), extra)
+    return quality_from_sweeps(read_sweep(folder), extra, scores)
 
 
 # ---------------------------------------------------------------------------------------------- quality
@@ -268,6 +278,66 @@ def quality_block(results: dict) -> str:
     return "\n\n".join(part for part in parts if part)
 
 
+# ---------------------------------------------------------------------------------------------- domains
+
+
+def load_domains(results_dir: Path) -> dict:
+    """The quality sweep's math / non-math scores (:func:`load_quality`) and its ``regimes.json``."""
+    return {"scores": load_quality(results_dir, SWEEP_DIR, _domain_scores),
+            "regimes": _load(f"{SWEEP_DIR}/{REGIMES_FILE}", results_dir)}
+
+
+def _rank(values: dict[str, float], method: str) -> int:
+    """1 + how many methods score more than ``method`` (ties share a rank)."""
+    return 1 + sum(value - values[method] >= TIE for value in values.values())
+
+
+def regimes_table(regimes: dict) -> str:
+    lines = ["| budget | layers removed | spread (max − min) | layer overlap | best | regime |", "|---|---|---|---|---|---|"]
+    for entry in regimes["budgets"]:
+        lines.append(f"| {entry['budget']:g} | {'/'.join(map(str, entry['n_remove']))} | {entry['spread']:.3f} | "
+                     f"{entry['layer_overlap']:.2f} | {', '.join(entry['best'])} | {entry['regime']} |")
+    return "\n".join(lines)
+
+
+def claims(regimes: dict) -> str:
+    """The paper's three claims, each checked against the regimes' per-budget values."""
+    budgets = regimes["budgets"]
+    low = budgets[:2]
+    stable = []
+    for entry in low:
+        domain = {name: value for name, value in entry["values"].items() if name.startswith(DOMAIN_AWARE)}
+        best = max(domain, key=domain.get)
+        stable.append(f"{best} {entry['values'][best]:.3f} at {entry['budget']:g} (rank {_rank(entry['values'], best)} "
+                      f"of {len(entry['values'])})")
+    spreads = [entry["spread"] for entry in budgets]
+    trend = "grows" if spreads[-1] > spreads[0] else "shrinks"
+    spacing = [f"{_rank(entry['values'], 'spacing')} of {len(entry['values'])} at {entry['budget']:g}"
+               for entry in budgets if "spacing" in entry["values"]]
+    regimes_seen = Counter(entry["regime"] for entry in budgets)
+    return _wrap(
+        f"The paper's regimes, checked on this run: (1) at the two lowest budgets the best domain-aware method is "
+        f"{_join(stable)}; (2) the spread between methods {trend} with the budget ({', '.join(f'{v:.3f}' for v in spreads)}), "
+        f"so the methods {'do not converge' if trend == 'grows' else 'converge'} at moderate budgets; (3) spacing ranks "
+        f"{_join(spacing)}. Regimes by the rule: "
+        + _join([f"{count} {name}" for name, count in sorted(regimes_seen.items())]) + ".")
+
+
+def domains_block(data: dict) -> str:
+    rule = data["regimes"]["rule"]
+    scores = data["scores"]
+    parts = [
+        "Math questions (`topo_synth_mathdomain`), exact match per method and budget:", quality_table(scores, "math"),
+        "Non-math questions (`topo_synth_nonmath`: presence, attribute, count, spatial):", quality_table(scores, "non-math"),
+        _wrap(f"Regimes (`topo-prune regimes`, on `{data['regimes']['metric']}`, dense {data['regimes']['dense']:.3f}, "
+              "random's seed-0 run; "
+              f"ranking-sensitive from a spread of {rule['sensitive_spread']:g}, continuity-dominated when spacing "
+              f"leads by more than {rule['spacing_margin']:g}; layer overlap is the mean pairwise Jaccard overlap of "
+              "the methods' removed layers):"),
+        regimes_table(data["regimes"]), claims(data["regimes"])]
+    return "\n\n".join(parts)
+
+
 # ---------------------------------------------------------------------------------------------- sweep
 
 
@@ -279,6 +349,10 @@ def load_sweep(results_dir: Path) -> dict:
     """The main sweep's rows, ``sweep.json``, ``winner.json`` (None when absent), ``reload_overhead.json``, and
     per extra-seed sweep its name, ``sweep.json`` and row count."""
     folder = results_dir / SWEEP_DIR
+    for path in [folder, *sorted(folder.glob("seed*"))]:
+        if _load("sweep.json", path).get("reused"):
+            raise ValueError(f"{path / 'sweep.json'}: that run reused finished configurations, so its wall time is "
+                             "not the whole sweep's; remove the folder and re-run bench/bench_quality.py")
     winner = folder / "winner.json"
     seeds = [{"name": path.name, "sweep": _load("sweep.json", path), "configurations": len(read_sweep(path))}
              for path in sorted(folder.glob("seed*")) if (path / "results.csv").is_file()]
@@ -618,6 +692,7 @@ def _load(name: str, results_dir: Path) -> dict:
 BLOCKS: dict[str, tuple[str, Callable[[Path], dict], Callable[[dict], str]]] = {
     "quality": (f"{SWEEP_DIR}/ (configs/*.json, results.csv, seed*/)", load_quality, quality_block),
     "sweep": (f"{SWEEP_DIR}/ (sweep.json, winner.json, {RELOAD_FILE}, rows)", load_sweep, sweep_block),
+    "domains": (f"{SWEEP_DIR}/ (rows, {REGIMES_FILE})", load_domains, domains_block),
     "layer-speed": ("speed.json", lambda folder: _load("speed.json", folder), layer_speed_block),
     "topology-speed": ("topology.json", lambda folder: _load("topology.json", folder), topology_speed_block),
     "onnx-speed": ("onnx.json", lambda folder: _load("onnx.json", folder), onnx_speed_block),

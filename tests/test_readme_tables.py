@@ -41,6 +41,7 @@ def sweep_row(method, budget, removed, presence, math, overall, *, key=None, sco
                  "repeats": 5, "device": "cpu", "prefill_tokens": 40},
         "eval_s": eval_s,
         "metrics": {"topo_synth/exact_match": overall, "topo_synth_nonmath/exact_match": presence,
+                    "topo_synth_mathdomain/exact_match": math,
                     "topo_synth_presence/exact_match": presence, "topo_synth_presence/pope_f1": 0.5,
                     "topo_synth_math/exact_match": math},
         "stderr": {"topo_synth/exact_match": 0.01},
@@ -381,8 +382,18 @@ def test_committed_sweep_has_every_method_budget_and_three_random_seeds():
     quality = readme_tables.load_quality(ROOT / "bench" / "results")
     random_runs = [len(entry["runs"]) for entry in quality["methods"]["random"] if entry["fraction"] > 0]
     assert random_runs == [3, 3, 3, 3]
-    assert sorted(quality["methods"]) == ["angular", "block_influence", "random", "spacing", "topology"]
+    assert sorted(quality["methods"]) == ["angular", "block_influence", "domain_math", "domain_mixed", "domain_nonmath",
+                                       "random", "spacing", "topology"]
     assert list(quality["dense"]) == [*readme_tables.KINDS, "overall"]
+
+
+REGIMES = {"metric": "topo_synth/exact_match", "dense": 0.95, "rule": {"sensitive_spread": 0.1, "spacing_margin": 0.01},
+           "budgets": [
+               {"budget": 0.25, "n_remove": [1], "values": {"domain_math": 0.65, "random": 0.5, "spacing": 0.6,
+                                                             "topology": 0.6},
+                "spread": 0.15, "layer_overlap": 0.5, "best": ["domain_math"], "regime": "ranking-sensitive"},
+               {"budget": 0.5, "n_remove": [2], "values": {"domain_math": 0.2, "random": 0.2, "topology": 0.25},
+                "spread": 0.05, "layer_overlap": 1.0, "best": ["topology"], "regime": "converging"}]}
 
 
 def write_results(folder: Path) -> None:
@@ -391,9 +402,49 @@ def write_results(folder: Path) -> None:
     write_sweep(folder / "quality_sweep", data["rows"], data["sweep"],
                 **{"winner.json": data["winner"], "reload_overhead.json": RELOAD})
     write_sweep(folder / "quality_sweep" / "seed1", SEED_ROWS, {"wall_s": 12.0})
+    (folder / "quality_sweep" / "regimes.json").write_text(json.dumps(REGIMES))
     (folder / "speed.json").write_text(json.dumps(LAYER_SPEED))
     (folder / "topology.json").write_text(json.dumps(TOPOLOGY_SPEED))
     (folder / "onnx.json").write_text(json.dumps(ONNX_SPEED))
+
+
+DOMAINS_MARKDOWN = """\
+Math questions (`topo_synth_mathdomain`), exact match per method and budget:
+
+| method | 0 (0 layers) | 0.25 (1 layer) | 0.5 (2 layers) |
+|---|---|---|---|
+| random | 0.900 | 0.700 (0.60..0.80) | 0.400 (0.30..0.50) |
+| spacing | 0.900 | 0.700 | n/a |
+| topology | 0.900 | 0.500 | 0.200 |
+
+Non-math questions (`topo_synth_nonmath`: presence, attribute, count, spatial):
+
+| method | 0 (0 layers) | 0.25 (1 layer) | 0.5 (2 layers) |
+|---|---|---|---|
+| random | 1.000 | 0.500 (0.40..0.60) | 0.200 (0.10..0.30) |
+| spacing | 1.000 | 0.500 | n/a |
+| topology | 1.000 | 0.700 | 0.200 |
+
+Regimes (`topo-prune regimes`, on `topo_synth/exact_match`, dense 0.950, random's seed-0 run; ranking-sensitive
+from a spread of 0.1, continuity-dominated when spacing leads by more than 0.01; layer overlap is the mean pairwise
+Jaccard overlap of the methods' removed layers):
+
+| budget | layers removed | spread (max − min) | layer overlap | best | regime |
+|---|---|---|---|---|---|
+| 0.25 | 1 | 0.150 | 0.50 | domain_math | ranking-sensitive |
+| 0.5 | 2 | 0.050 | 1.00 | topology | converging |
+
+The paper's regimes, checked on this run: (1) at the two lowest budgets the best domain-aware method is domain_math
+0.650 at 0.25 (rank 1 of 4) and domain_math 0.200 at 0.5 (rank 2 of 3); (2) the spread between methods shrinks with
+the budget (0.150, 0.050), so the methods converge at moderate budgets; (3) spacing ranks 2 of 4 at 0.25. Regimes
+by the rule: 1 converging and 1 ranking-sensitive."""
+
+
+def test_domains_block_gives_each_domain_the_regimes_and_the_checked_claims(tmp_path):
+    """Math and non-math tables (random: mean of seeds), the regimes table, and the claims read off its values:
+    ranks 1 and 2 (a tie with random at 0.5 shares rank 2), a shrinking spread, spacing tied 2nd of 4."""
+    write_results(tmp_path)
+    assert readme_tables.domains_block(readme_tables.load_domains(tmp_path)) == DOMAINS_MARKDOWN
 
 
 def test_write_and_check_touch_only_the_blocks(tmp_path):
@@ -409,10 +460,19 @@ def test_write_and_check_touch_only_the_blocks(tmp_path):
     assert readme_tables.main([*args, "--check"]) == 0
     text = readme.read_text()
     assert text.startswith("# title\n\n") and "stale" not in text
-    for markdown in (QUALITY_MARKDOWN, SWEEP_MARKDOWN, LAYER_SPEED_MARKDOWN, TOPOLOGY_SPEED_MARKDOWN):
+    for markdown in (QUALITY_MARKDOWN, SWEEP_MARKDOWN, DOMAINS_MARKDOWN, LAYER_SPEED_MARKDOWN,
+                     TOPOLOGY_SPEED_MARKDOWN):
         assert markdown in text
     assert all(f"prose {name}" in text for name in readme_tables.BLOCKS)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "results"]  # no temporary file left
+
+
+def test_a_resumed_sweep_cannot_feed_the_time_figures(tmp_path):
+    write_results(tmp_path)
+    sweep = json.loads((tmp_path / "quality_sweep" / "sweep.json").read_text())
+    (tmp_path / "quality_sweep" / "sweep.json").write_text(json.dumps({**sweep, "reused": 3}))
+    with pytest.raises(ValueError, match="that run reused finished configurations"):
+        readme_tables.load_sweep(tmp_path)
 
 
 def test_missing_markers_are_an_error():
