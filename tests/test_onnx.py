@@ -105,10 +105,10 @@ def test_asking_for_cuda_without_it_fails_unless_the_fallback_is_allowed(onnx_bu
 
 
 def test_an_unsupported_family_is_refused_before_export(tiny_checkpoints, tmp_path, capsys):
-    args = f"pretrained={tiny_checkpoints('qwen2_vl', 6)},{MODEL_ARGS}"
+    args = f"pretrained={tiny_checkpoints('idefics3', 6)},{MODEL_ARGS}"
     assert main(["export", "--model-args", args, "--out", str(tmp_path / "build"), "--onnx"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "topo-prune: --onnx: qwen2_vl has no ONNX export yet (supported: llava)")
+        "topo-prune: --onnx: idefics3 has no ONNX export yet (supported: llava, qwen2_vl, qwen2_5_vl)")
     assert not (tmp_path / "build").exists()
 
 

@@ -52,10 +52,10 @@ class QwenVisionEncoder(nn.Module):
 
     The tower's grid-dependent inputs (rotary ``position_ids``; for 2.5-VL the window order ``window_index``) are
     computed here from the grid *values* with tensor ops, so they stay dynamic in the graph instead of being
-    specialised to the example grid as the tower's own ``.tolist()`` loops would. Attention segments (the frames,
-    and 2.5-VL's windows) are passed as one segment id per patch where the tower expects ``cu_seqlens``; during
-    export each attention module uses :func:`_segment_attention`, a masked attention over those ids, instead of
-    its split per segment (whose sizes would be Python ints in the graph)."""
+    specialised to the example grid as the tower's own ``.tolist()`` loops would. 2.5-VL's attention windows are
+    passed as one segment id per patch where the tower expects ``cu_seqlens`` (an empty tensor for full attention
+    over the image); during export each attention module uses :func:`_segment_attention`, a masked attention over
+    those ids, instead of its split per segment (whose sizes would be Python ints in the graph)."""
 
     def __init__(self, model: Any) -> None:
         super().__init__()
@@ -69,8 +69,8 @@ class QwenVisionEncoder(nn.Module):
         block = patch // (merge * merge)
         rows = (block // (w // merge)) % (h // merge) * merge + (patch // merge) % merge
         cols = block % (w // merge) * merge + patch % merge
-        extra: dict[str, torch.Tensor] = {"position_ids": torch.stack([rows, cols], dim=-1),
-                                          "cu_seqlens": patch // (h * w)}  # a segment per frame
+        # an image is one frame: full attention over all its patches, no segments (an empty tensor)
+        extra: dict[str, torch.Tensor] = {"position_ids": torch.stack([rows, cols], dim=-1), "cu_seqlens": patch[:0]}
         if hasattr(visual, "window_size"):  # 2.5-VL: windows of merged tokens, each window in row-major order
             size = visual.window_size // merge // visual.patch_size
             token = torch.arange(pixel_values.shape[0] // (merge * merge), device=pixel_values.device)
@@ -97,15 +97,16 @@ class QwenVisionEncoder(nn.Module):
 def _segment_attention(attention: nn.Module, hidden_states: torch.Tensor, cu_seqlens: torch.Tensor,
                        position_embeddings: tuple[torch.Tensor, torch.Tensor], **_: Any) -> torch.Tensor:
     """A Qwen vision attention (its own projections and rotary function) whose patches attend within their
-    segment: ``cu_seqlens`` holds a segment id per patch here (see :class:`QwenVisionEncoder`)."""
+    segment: ``cu_seqlens`` holds a segment id per patch here, or nothing for a single segment (see
+    :class:`QwenVisionEncoder`)."""
     length = hidden_states.shape[0]
     query, key, value = attention.qkv(hidden_states).reshape(length, 3, attention.num_heads, -1).permute(
         1, 0, 2, 3).unbind(0)
     rotary = sys.modules[type(attention).__module__].apply_rotary_pos_emb_vision
     query, key = rotary(query, key, *position_embeddings)
     query, key, value = (tensor.transpose(0, 1).unsqueeze(0) for tensor in (query, key, value))
-    output = F.scaled_dot_product_attention(query, key, value, attn_mask=cu_seqlens[:, None] == cu_seqlens[None, :],
-                                            scale=attention.scaling)
+    mask = cu_seqlens[:, None] == cu_seqlens[None, :] if cu_seqlens.numel() else None
+    output = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=attention.scaling)
     return attention.proj(output[0].transpose(0, 1).reshape(length, -1))
 
 

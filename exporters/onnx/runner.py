@@ -103,11 +103,12 @@ class OnnxVLM:
         if not self.manifest.get("vision_per_image", False):
             features = [session.run(None, feed)[0]]
         else:
-            grid = feed["image_grid_thw"]
-            ends = np.cumsum(grid.prod(axis=-1))
-            features = [session.run(None, {"pixel_values": feed["pixel_values"][end - size:end],
+            grid, pixels = feed["image_grid_thw"], feed["pixel_values"]
+            sizes = grid.prod(axis=-1)  # patches per image
+            starts = np.cumsum(sizes) - sizes
+            features = [session.run(None, {"pixel_values": pixels[start:start + size],
                                            "image_grid_thw": grid[image:image + 1]})[0]
-                        for image, (end, size) in enumerate(zip(ends, grid.prod(axis=-1)))]
+                        for image, (start, size) in enumerate(zip(starts, sizes))]
         return np.concatenate([feature.reshape(-1, feature.shape[-1]) for feature in features])
 
     def decoder_step(self, embeds: np.ndarray, mask: np.ndarray, past: list[np.ndarray],
