@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .adapters import VLMAdapter
 from .errors import NonFiniteError
+from .hooks import HookSet
 from .prompting import Prompt, encode
 
 # Bump when a collector's statistic changes meaning: part of the cache key of calibration statistics.
@@ -175,9 +176,10 @@ def calibrate(
     current: dict[str, BatchContext] = {}
 
     def hook_for(layer: int):
+        calls = adapter.layer_adapter(layer)
+
         def hook(module, args, kwargs, output):
-            h_in = args[0] if args else kwargs["hidden_states"]
-            h_out = output[0] if isinstance(output, tuple) else output
+            h_in, h_out = calls.hidden_states(args, kwargs), calls.output_states(output)
             mask = current["batch"].token_mask.to(h_out.device)
             if layer == 0:
                 check_finite(h_in, mask, "the embedded prompt h_0 (input of decoder layer 0)")
@@ -187,17 +189,14 @@ def calibrate(
 
         return hook
 
-    handles = [layer.register_forward_hook(hook_for(i), with_kwargs=True) for i, layer in enumerate(adapter.layers)]
     batches = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
-    try:
-        with torch.inference_mode():
-            for batch in tqdm(batches, desc="Calibrating", unit="batch", disable=not show_progress):
-                inputs = encode(processor, adapter, batch)
-                current["batch"] = BatchContext(
-                    token_mask=inputs["attention_mask"].bool(), image_mask=adapter.image_token_mask(inputs["input_ids"])
-                )
-                adapter.backbone(**move_inputs(inputs, device, dtype), use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with HookSet() as hooks, torch.inference_mode():
+        for i, layer in enumerate(adapter.layers):
+            hooks.after(layer, hook_for(i))
+        for batch in tqdm(batches, desc="Calibrating", unit="batch", disable=not show_progress):
+            inputs = encode(processor, adapter, batch)
+            current["batch"] = BatchContext(
+                token_mask=inputs["attention_mask"].bool(), image_mask=adapter.image_token_mask(inputs["input_ids"])
+            )
+            adapter.backbone(**move_inputs(inputs, device, dtype), use_cache=False)
     return {collector.name: collector.result() for collector in collectors}

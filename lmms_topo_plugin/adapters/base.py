@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
+from .layers import DecoderLayerAdapter
+
 
 class VLMAdapter:
     """Uniform view of a transformers vision-language model.
@@ -25,6 +27,7 @@ class VLMAdapter:
     vision_tower_attr: ClassVar[str] = "vision_tower"
     # Whether the processor wants one list of images per prompt (True) or one flat list (False).
     nested_images: ClassVar[bool] = False
+    layer_adapter_class: ClassVar[type[DecoderLayerAdapter]] = DecoderLayerAdapter
 
     def __init__(self, model: PreTrainedModel) -> None:
         self.model = model
@@ -85,6 +88,10 @@ class VLMAdapter:
     def image_token_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Boolean mask of the visual-token positions in ``input_ids``."""
         return input_ids == self.image_token_id
+
+    def layer_adapter(self, index: int) -> DecoderLayerAdapter:
+        """The per-layer adapter of decoder layer ``index``."""
+        return self.layer_adapter_class(self.layers[index], self.text_config)
 
     def replace_layers(self, kept: list[nn.Module]) -> None:
         """Install ``kept`` as the decoder's layer list."""

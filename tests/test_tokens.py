@@ -1,0 +1,128 @@
+"""Visual-token pruners (FastV, random) on tiny models of every family: what they keep, where, and that the
+model with them attached still generates consistently and is exactly dense again once they detach."""
+
+import pytest
+import torch
+
+from lmms_topo_plugin.api import load_pruned
+from lmms_topo_plugin.errors import ModelArgsError
+from lmms_topo_plugin.exporters.onnx.build import validation_prompts
+from lmms_topo_plugin.prompting import encode
+from lmms_topo_plugin.testing.tiny_models import FAMILIES
+from lmms_topo_plugin.tokens import FastV, RandomTokens
+
+NEW_TOKENS = 6
+
+
+def loaded_model(tiny_checkpoints, family: str, attn: str = "sdpa"):
+    return load_pruned({"pretrained": str(tiny_checkpoints(family, 4)), "device": "cpu", "attn_implementation": attn})[0]
+
+
+def capture_input(captured: dict, layer):
+    """A pre-hook (registered before the pruner's) that keeps the layer's first dense input as ``captured["h1"]``."""
+    def hook(module, args, kwargs):
+        captured.setdefault("h1", layer.hidden_states(args, kwargs))
+    return hook
+
+
+def greedy(model, inputs, **kwargs) -> torch.Tensor:
+    return model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False, **kwargs)[:, -NEW_TOKENS:]
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("pruner", [FastV(layer=1, keep=0.25), RandomTokens(layer=2, keep=0.5, seed=3)],
+                         ids=["fastv", "random"])
+def test_a_pruned_batch_generates_alike_with_and_without_cache_and_as_single_prompts(pruner, family, attn,
+                                                                                       tiny_checkpoints):
+    if attn == "eager" and family not in ("llava", "qwen2_vl"):
+        pytest.skip("eager is checked on one Llama and one M-RoPE family")
+    loaded = loaded_model(tiny_checkpoints, family, attn)
+    prompts = validation_prompts()  # two prompts of different lengths: a left-padded batch
+    batch = encode(loaded.processor, loaded.adapter, prompts)
+    with torch.inference_mode():
+        dense_logits = loaded.model(**batch, use_cache=False).logits
+    visual = loaded.adapter.image_token_mask(batch["input_ids"]).sum(dim=1)
+    with pruner.attach(loaded.adapter) as state, torch.inference_mode():
+        cached = greedy(loaded.model, batch)
+        length, kept = state["prompt"].counts[0]
+        uncached = greedy(loaded.model, batch, use_cache=False)
+        singles = [greedy(loaded.model, encode(loaded.processor, loaded.adapter, [prompt]))[0] for prompt in prompts]
+    dropped = min(int(count) - int(count * pruner.keep) for count in visual)
+    assert (length, kept) == (batch["input_ids"].shape[1], batch["input_ids"].shape[1] - dropped) and dropped > 0
+    assert torch.equal(cached, uncached)
+    assert all(torch.equal(cached[row], single) for row, single in enumerate(singles))
+    with torch.inference_mode():
+        assert torch.equal(loaded.model(**batch, use_cache=False).logits, dense_logits)  # detached: dense again
+
+
+def test_the_cache_holds_the_reduced_sequence_from_the_pruning_layer_on(tiny_checkpoints):
+    loaded = loaded_model(tiny_checkpoints, "qwen2_vl")
+    inputs = encode(loaded.processor, loaded.adapter, validation_prompts()[:1])
+    with FastV(layer=2, keep=0.25).attach(loaded.adapter) as state, torch.inference_mode():
+        cache = loaded.model(**inputs, use_cache=True).cache
+    length, kept = state["prompt"].counts[0]
+    assert [cache.get_seq_length(layer) for layer in range(4)] == [length, length, kept, kept]
+
+
+def test_kept_tokens_keep_their_positions(tiny_checkpoints):
+    """The pruned model's last logits equal layers 1..3 run by hand on the kept tokens with rotary embeddings
+    recomputed from their original positions."""
+    loaded = loaded_model(tiny_checkpoints, "llava")
+    adapter, model = loaded.adapter, loaded.model
+    inputs = encode(loaded.processor, adapter, validation_prompts()[:1])
+    captured = {}
+    handle = adapter.layers[1].register_forward_pre_hook(capture_input(captured, adapter.layer_adapter(1)),
+                                                         with_kwargs=True)
+    with FastV(layer=1, keep=0.25).attach(adapter) as state, torch.inference_mode():
+        pruned = model(**inputs, use_cache=False).logits[0, -1]
+    handle.remove()
+    index = state["prompt"].keep_index[0]
+    with torch.inference_mode():
+        hidden = captured["h1"][:, index]  # the dense layer-1 input (the pre-hook ran before the pruner's)
+        embeddings = adapter.rotary_emb(hidden, position_ids=index[None])
+        for layer in adapter.layers[1:]:
+            hidden = layer(hidden, attention_mask=None, position_embeddings=embeddings, position_ids=index[None])
+        by_hand = model.lm_head(adapter.final_norm(hidden))[0, -1]
+    torch.testing.assert_close(pruned, by_hand, atol=1e-5, rtol=0)
+
+
+def test_fastv_keeps_the_visual_tokens_the_last_token_attends_to_most(tiny_checkpoints):
+    loaded = loaded_model(tiny_checkpoints, "llava")
+    inputs = encode(loaded.processor, loaded.adapter, validation_prompts()[:1])
+    layer = loaded.adapter.layer_adapter(1)
+    captured = {}
+    handle = loaded.adapter.layers[1].register_forward_pre_hook(capture_input(captured, layer), with_kwargs=True)
+    with FastV(layer=1, keep=0.25).attach(loaded.adapter) as state, torch.inference_mode():
+        loaded.model(**inputs, use_cache=False)
+    handle.remove()
+    visual = loaded.adapter.image_token_mask(inputs["input_ids"])[0]
+    with torch.inference_mode():  # eager attention weights of the last token over the visual keys, by hand
+        normed = loaded.adapter.layers[1].input_layernorm(captured["h1"])[0]
+        attention = loaded.adapter.layers[1].self_attn
+        heads = loaded.adapter.text_config.num_attention_heads
+        query = attention.q_proj(normed[-1]).view(heads, -1)
+        keys = attention.k_proj(normed[visual]).view(int(visual.sum()), -1, query.shape[-1])
+        keys = keys.repeat_interleave(heads // keys.shape[1], dim=1)
+        weights = torch.softmax(torch.einsum("hd,vhd->hv", query, keys) / query.shape[-1] ** 0.5, dim=-1).mean(0)
+    positions = visual.nonzero()[:, 0]
+    expected = sorted(positions[weights.topk(int(visual.sum()) // 4).indices].tolist())
+    kept = state["prompt"].keep_index[0]
+    assert sorted(set(kept.tolist()) & set(positions.tolist())) == expected
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: FastV(keep=0.0), "model_args: token_keep=0.0 is out of range; expected a float in (0, 1]"),
+    (lambda: FastV(layer=-1), "model_args: token_layer=-1 is out of range; expected an int >= 0"),
+])
+def test_bad_pruner_parameters_are_named(make, message):
+    with pytest.raises(ModelArgsError) as error:
+        make()
+    assert str(error.value) == message
+
+
+def test_a_layer_beyond_the_decoder_is_refused(tiny_checkpoints):
+    loaded = loaded_model(tiny_checkpoints, "llava")
+    with pytest.raises(ModelArgsError, match=r"token_layer=4 is out of range; the model has 4 decoder layers"):
+        with FastV(layer=4).attach(loaded.adapter):
+            pass
