@@ -684,6 +684,53 @@ def onnx_speed_block(data: dict) -> str:
     return intro + "\n\n" + "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------- tokens
+
+FLOPS_GOAL = 0.8  # the measured prefill speedup should reach this fraction of the FLOPs-predicted one
+
+
+def tokens_block(data: dict) -> str:
+    """Speed (FLOPs-predicted against measured, per batch) and accuracy of the visual-token pruners."""
+    model, machine = data["speed_model"], data["machine"]
+    intro = _wrap(
+        f"Measured with `{display_command(data['command'])}` ({machine['cpus_available']} CPU cores, "
+        f"{machine['torch_threads']} torch thread; medians of {model['repeats']} after a warm-up). Speed: a "
+        f"random-weight LLaVA-1.5-shaped model, {model['layers']} decoder layers of width {model['hidden']}, "
+        f"{model['image_tokens']} image tokens, {model['dtype']}, pruning from decoder layer {model['token_layer']}; "
+        f"prefill = one forward of the prompt with the KV cache, end to end = prefill + {model['decode_tokens']} "
+        "greedy steps.")
+    lines = ["| batch | pruner | keep | tokens per layer (from layer 2) | decoder FLOPs | FLOPs-predicted | "
+             "measured prefill | measured ÷ predicted | prefill | end to end (speedup) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    short = []
+    for row in data["speed"]:
+        tokens = row["tokens_per_layer"]
+        if row["pruner"] == "dense":
+            lines.append(f"| {row['batch']} | dense | 1 | {tokens[-1]} | {row['decoder_prefill_flops'] / 1e9:.1f} G | "
+                         f"– | – | – | {_ms(row['prefill_s'])} | {_ms(row['end_to_end_s'])} |")
+            continue
+        ratio = row["prefill_speedup"] / row["flops_speedup"]
+        if ratio < FLOPS_GOAL:
+            short.append(f"{row['pruner']} at {row['keep']:g} (batch {row['batch']}, {ratio:.2f})")
+        lines.append(f"| {row['batch']} | {row['pruner']} | {row['keep']:g} | {tokens[-1]} | "
+                     f"{row['decoder_prefill_flops'] / 1e9:.1f} G | {row['flops_speedup']:.2f}× | "
+                     f"{row['prefill_speedup']:.2f}× | {ratio:.2f} | {_ms(row['prefill_s'])} | "
+                     f"{_ms(row['end_to_end_s'])} ({row['end_to_end_speedup']:.2f}×) |")
+    verdict = _wrap("Measured prefill speedup below " f"{FLOPS_GOAL:g} of the FLOPs-predicted one: "
+                    + (_join(short) if short else "none") + ". The FLOPs count only the decoder layers; the vision "
+                    "tower, embeddings, LM head and Python dispatch are not pruned, and a few-token decode step "
+                    "gains little, so the end-to-end speedup is smaller.")
+    accuracy = ["| layer removal | pruner | keep | topo_synth | math | non-math |", "|---|---|---|---|---|---|"]
+    for row in data["accuracy"]:
+        removal = "none" if row["layers"] == "none" else f"{row['layers']} (layers {', '.join(map(str, row['removed_layers']))})"
+        accuracy.append(f"| {removal} | {row['pruner']} | {row['keep']:g} | {row['exact_match']:.3f} | "
+                        f"{row['math']:.3f} | {row['non_math']:.3f} |")
+    scope = "the whole test split" if data["limit"] is None else f"the first {data['limit']} documents of each task"
+    return "\n\n".join([intro, "\n".join(lines), verdict,
+                         _wrap(f"Accuracy: the bundled model on `topo_synth` ({scope}; 16 image tokens per prompt), "
+                               "exact match:"), "\n".join(accuracy)])
+
+
 def _load(name: str, results_dir: Path) -> dict:
     return json.loads((results_dir / name).read_text(encoding="utf-8"))
 
@@ -696,6 +743,7 @@ BLOCKS: dict[str, tuple[str, Callable[[Path], dict], Callable[[dict], str]]] = {
     "layer-speed": ("speed.json", lambda folder: _load("speed.json", folder), layer_speed_block),
     "topology-speed": ("topology.json", lambda folder: _load("topology.json", folder), topology_speed_block),
     "onnx-speed": ("onnx.json", lambda folder: _load("onnx.json", folder), onnx_speed_block),
+    "token-pruning": ("tokens.json", lambda folder: _load("tokens.json", folder), tokens_block),
 }
 
 

@@ -6,6 +6,7 @@ artifact that will be deployed, so the accuracy a user publishes is the accuracy
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,20 +17,26 @@ from .prompting import Prompt
 
 
 class TorchBackend:
-    """The (pruned) transformers model in memory."""
+    """The (pruned) transformers model in memory; with ``token_pruner``, attached around every request."""
 
-    def __init__(self, loaded: LoadedModel, use_cache: bool = True) -> None:
-        self.loaded, self.use_cache = loaded, use_cache
+    def __init__(self, loaded: LoadedModel, use_cache: bool = True, token_pruner: Any = None) -> None:
+        self.loaded, self.use_cache, self.token_pruner = loaded, use_cache, token_pruner
 
     @property
     def device(self) -> Any:
         return self.loaded.model.device
 
+    def _pruning(self):
+        return self.token_pruner.attach(self.loaded.adapter) if self.token_pruner else nullcontext()
+
     def generate(self, prompts: Sequence[Prompt], settings: dict[str, Any], until: Sequence[str]) -> list[str]:
-        return generate(self.loaded, prompts, settings, until, use_cache=self.use_cache)
+        with self._pruning():
+            return generate(self.loaded, prompts, settings, until, use_cache=self.use_cache)
 
     def continuation_nll(self, prompt: Prompt, continuation: str) -> tuple[float, bool]:
-        return continuation_nll(self.loaded, prompt, continuation)
+        """With a token pruner, the pruner sees the prompt and the continuation in one forward."""
+        with self._pruning():
+            return continuation_nll(self.loaded, prompt, continuation)
 
 
 class OnnxBackend:

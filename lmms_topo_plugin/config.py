@@ -46,7 +46,13 @@ GENERAL_PARAMS: dict[str, Param] = {
     "onnx_precision": Param(str, "fp32", "backend=onnxruntime: which exported variant answers",
                             choices=("fp32", "fp16", "int4")),
     "report_dir": Param(str, None, "where the pruning report JSON goes (default: --output_path, else ./topo_prune_reports)"),
+    "token_method": Param(str, None, "visual-token pruning during prefill (combinable with a layer method=)",
+                          choices=("fastv", "random")),
+    "token_keep": Param(float, 0.5, "fraction of the visual tokens token_method keeps", low=0.0, high=1.0,
+                        check=lambda value: None if value > 0 else "expected a float in (0, 1]"),
+    "token_layer": Param(int, 2, "decoder layer (of the pruned model) from which visual tokens are dropped", low=0),
 }
+TOKEN_KEYS = ("token_keep", "token_layer")
 
 
 BUNDLED_CALIBRATION = "bundled:topo_synth/calib"
@@ -79,6 +85,9 @@ class PruneConfig:
     report_dir: str | None = None
     backend: str = "pytorch"
     onnx_precision: str = "fp32"
+    token_method: str | None = None
+    token_keep: float = 0.5
+    token_layer: int = 2
     method_params: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -113,9 +122,21 @@ class PruneConfig:
         config = cls(**values, method_params=method_params)
         config._check_budget()
         config._check_backend()
+        if config.token_method is None and (stray := [key for key in TOKEN_KEYS if key in given]):
+            raise ModelArgsError(f"model_args: {stray[0]}= needs token_method= (fastv or random)")
         return config
 
+    @property
+    def token_pruning(self) -> dict[str, Any] | None:
+        """The visual-token pruning asked for, as the pruning record states it (None without token_method)."""
+        if self.token_method is None:
+            return None
+        return {"method": self.token_method, "keep": self.token_keep, "layer": self.token_layer, "seed": self.seed}
+
     def _check_backend(self) -> None:
+        if self.backend == "onnxruntime" and self.token_method is not None:
+            raise ModelArgsError("model_args: token_method= cannot run with backend=onnxruntime: the ONNX graphs do not "
+                                 "include token pruning")
         if self.backend == "onnxruntime" and (self.method != DENSE_METHOD or not self.pretrained):
             raise ModelArgsError("model_args: backend=onnxruntime evaluates an exported build as it is: give "
                                  "pretrained=<build dir> and no method (prune before export)")

@@ -34,6 +34,17 @@ MAX_ROUNDS = 64
 CLI_OVERRIDABLE = ("batch_size", "device")  # lmms-eval's own flags that map onto model_args
 
 
+def recorded_token_pruner(loaded: LoadedModel):
+    """The visual-token pruner the model's pruning record states (asked for now, or saved with the checkpoint)."""
+    from .tokens import token_pruner
+
+    record = (getattr(loaded.model.config, "topo_pruning", None) or {}).get("token_pruning")
+    if record:
+        logger.info(f"topo_pruned: visual-token pruning {record['method']}: keep {record['keep']:g} of the visual "
+                    f"tokens from decoder layer {record['layer']} on (prefill)")
+    return token_pruner(record)
+
+
 class _TopoPrunedBase(lmms):
     show_progress = True  # per-request progress bars (the sweep turns them off: it shows one over configurations)
 
@@ -49,7 +60,7 @@ class _TopoPrunedBase(lmms):
                 self.loaded, self.report = None, None
                 return
             self.loaded, self.report = load_pruned(self.config)
-            self.backend = TorchBackend(self.loaded, self.config.use_cache)
+            self.backend = TorchBackend(self.loaded, self.config.use_cache, recorded_token_pruner(self.loaded))
             if self.rank == 0:
                 for path in write_report(self.report, report_directory(self.config.report_dir, self.config.pretrained)):
                     logger.info(f"topo_pruned: wrote {path}")
@@ -65,7 +76,7 @@ class _TopoPrunedBase(lmms):
         lmms.__init__(model)
         install_loglikelihood_fix()
         model.config, model.loaded, model.report = config, loaded, None
-        model.backend = TorchBackend(loaded, config.use_cache)
+        model.backend = TorchBackend(loaded, config.use_cache, recorded_token_pruner(loaded))
         model.show_progress = show_progress
         model._take_rank()
         return model

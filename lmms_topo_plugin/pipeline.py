@@ -209,11 +209,14 @@ def pruning_record(plan: PrunePlan, prepared: Prepared, previous: dict | None,
 
 
 def apply_plan(plan: PrunePlan, prepared: Prepared, loaded: LoadedModel, details: dict | None = None) -> list[int]:
-    """Remove the planned layers and record what was done in the model config (saved with the model)."""
+    """Remove the planned layers and record what was done in the model config (saved with the model): the layers,
+    and the visual-token pruning asked for or carried by the checkpoint, which the plugin re-applies on load."""
     kept = remove_layers(loaded.adapter, plan.removed_layers)
-    if plan.removed_layers:
-        previous = getattr(loaded.model.config, "topo_pruning", None)
-        loaded.model.config.topo_pruning = pruning_record(plan, prepared, previous, details)
+    previous = getattr(loaded.model.config, "topo_pruning", None)
+    tokens = prepared.config.token_pruning or (previous or {}).get("token_pruning")
+    if plan.removed_layers or prepared.config.token_pruning:
+        record = pruning_record(plan, prepared, previous, details)
+        loaded.model.config.topo_pruning = record | ({"token_pruning": tokens} if tokens else {})
     return kept
 
 

@@ -1,6 +1,8 @@
 """Visual-token pruners (FastV, random) on tiny models of every family: what they keep, where, and that the
 model with them attached still generates consistently and is exactly dense again once they detach."""
 
+import json
+
 import pytest
 import torch
 
@@ -126,3 +128,72 @@ def test_a_layer_beyond_the_decoder_is_refused(tiny_checkpoints):
     with pytest.raises(ModelArgsError, match=r"token_layer=4 is out of range; the model has 4 decoder layers"):
         with FastV(layer=4).attach(loaded.adapter):
             pass
+
+
+# ---------------------------------------------------------------------------------------------- model_args
+
+
+@pytest.mark.parametrize("extra,message", [
+    ({"token_keep": "0.3"}, "model_args: token_keep= needs token_method= (fastv or random)"),
+    ({"token_method": "halfv"}, "model_args: token_method='halfv' is not valid; expected one of fastv, random"),
+    ({"token_method": "fastv", "token_keep": "0"}, "model_args: token_keep='0' is not valid; expected a float in (0, 1]"),
+    ({"token_method": "fastv", "backend": "onnxruntime", "pretrained": "build"},
+     "model_args: token_method= cannot run with backend=onnxruntime: the ONNX graphs do not include token pruning"),
+])
+def test_bad_token_arguments_are_refused_before_loading(extra, message):
+    from lmms_topo_plugin.config import PruneConfig
+
+    with pytest.raises(ModelArgsError) as error:
+        PruneConfig.from_model_args(extra)
+    assert str(error.value) == message
+
+
+def test_a_saved_checkpoint_carries_its_token_pruning_and_the_plugin_reapplies_it(tiny_checkpoints, tmp_path, capsys):
+    from lmms_topo_plugin.cli import main
+    from lmms_topo_plugin.lmms_model import recorded_token_pruner
+
+    args = f"pretrained={tiny_checkpoints('llava', 6)},method=random,n_remove=1,device=cpu,token_method=fastv,token_keep=0.25"
+    assert main(["prune", "--model-args", args, "--save", str(tmp_path / "saved"),
+                 "--report-dir", str(tmp_path / "reports")]) == 0
+    record = json.loads((tmp_path / "saved" / "config.json").read_text())["topo_pruning"]
+    assert record["token_pruning"] == {"method": "fastv", "keep": 0.25, "layer": 2, "seed": 0}
+    reloaded, _ = load_pruned({"pretrained": str(tmp_path / "saved"), "device": "cpu"})
+    assert recorded_token_pruner(reloaded) == FastV(layer=2, keep=0.25)
+    assert main(["export", "--model-args", f"pretrained={tmp_path / 'saved'},device=cpu", "--out",
+                 str(tmp_path / "build"), "--onnx"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "topo-prune: --onnx: the ONNX graphs do not include visual-token pruning (token_method=fastv); export "
+        "without --onnx, or without token_method")
+
+
+def test_the_lmms_eval_cli_answers_with_the_pruner_attached(tiny_checkpoints, tmp_path):
+    from lmms_topo_plugin.generation import generate
+    from lmms_topo_plugin.synthbench import load_split
+    from lmms_topo_plugin.testing.lmms_eval_output import logged_samples, response_text
+    from lmms_topo_plugin.training.data import prompts_of
+
+    from test_lmms_eval_cli import lmms_eval
+
+    model_args = f"pretrained={tiny_checkpoints('qwen2_vl', 4)},device=cpu,token_method=fastv,token_keep=0.25,token_layer=1"
+    result = lmms_eval(model_args, tmp_path / "out", "--log_samples")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (results,) = (tmp_path / "out").rglob("*_results.json")
+    loaded, _ = load_pruned({"pretrained": str(tiny_checkpoints("qwen2_vl", 4)), "device": "cpu"})
+    prompts = prompts_of(load_split("test", ["count"])[:4])
+    with FastV(layer=1, keep=0.25).attach(loaded.adapter):
+        pruned = [generate(loaded, [prompt], {"max_new_tokens": 5, "do_sample": False}, ["\n"])[0] for prompt in prompts]
+    dense = [generate(loaded, [prompt], {"max_new_tokens": 5, "do_sample": False}, ["\n"])[0] for prompt in prompts]
+    assert [response_text(row) for row in logged_samples(results, "topo_synth_count")] == pruned
+    assert pruned != dense  # the pruning changed what the tiny model answers, so the comparison means something
+
+
+def test_prefill_flops_match_a_hand_count():
+    from types import SimpleNamespace
+
+    from lmms_topo_plugin.tokens.flops import decoder_prefill_flops
+
+    config = SimpleNamespace(hidden_size=4, intermediate_size=8, num_attention_heads=2, num_key_value_heads=1,
+                             head_dim=2)
+    # per token: q 4x4, k 4x2, v 4x2, o 4x4 = 48 MACs, MLP 3 x 4x8 = 96 MACs -> 288 FLOPs; attention over T tokens:
+    # QK and AV, 2 heads x 2 dims x T(T+1)/2 keys -> 4 * 4 * T(T+1)/2 FLOPs: T=3 -> 96, T=2 -> 48
+    assert decoder_prefill_flops(config, [3, 2]) == (3 * 288 + 96) + (2 * 288 + 48)

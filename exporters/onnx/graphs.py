@@ -185,6 +185,10 @@ def check_supported(loaded: LoadedModel) -> OnnxFamily:
     model_type = loaded.model.config.model_type
     if model_type not in SUPPORTED:
         raise ModelArgsError(f"--onnx: {model_type} has no ONNX export yet (supported: {', '.join(SUPPORTED)})")
+    tokens = (getattr(loaded.model.config, "topo_pruning", None) or {}).get("token_pruning")
+    if tokens:
+        raise ModelArgsError(f"--onnx: the ONNX graphs do not include visual-token pruning (token_method="
+                             f"{tokens['method']}); export without --onnx, or without token_method")
     return FAMILIES[model_type]
 
 

@@ -84,6 +84,9 @@ class Configuration:
 
 def configurations(spec: SweepSpec) -> list[Configuration]:
     """Dense first, then every method × calibration size × budget, each parsed like ``--model_args``."""
+    if "token_method" in spec.model_args:
+        raise ModelArgsError("--model-args: token_method= is not a sweep dimension yet; evaluate token pruning with "
+                             "lmms-eval --model topo_pruned --model_args ...,token_method=")
     clash = sorted(set(spec.model_args) & set(SWEEP_KEYS))
     if clash:
         raise ModelArgsError(f"--model-args: {clash[0]}= is set by the sweep (--methods, --budgets, --calib-limits); "

@@ -7,4 +7,15 @@ from .methods import FastV, RandomTokens
 
 TOKEN_METHODS: dict[str, type[TokenPruner]] = {cls.name: cls for cls in (FastV, RandomTokens)}
 
-__all__ = ["TOKEN_METHODS", "FastV", "PrunedPrompt", "RandomTokens", "TokenPruner"]
+
+
+def token_pruner(record: dict | None) -> TokenPruner | None:
+    """The pruner a token-pruning record describes (``PruneConfig.token_pruning`` or a checkpoint's)."""
+    if not record:
+        return None
+    cls = TOKEN_METHODS[record["method"]]
+    extra = {"seed": record.get("seed", 0)} if cls is RandomTokens else {}
+    return cls(layer=record["layer"], keep=record["keep"], **extra)
+
+
+__all__ = ["token_pruner", "TOKEN_METHODS", "FastV", "PrunedPrompt", "RandomTokens", "TokenPruner"]
