@@ -20,9 +20,8 @@ Writes ``--out`` (default ``bench/results/tokens.json``) atomically, with the co
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -45,16 +44,6 @@ def pruner_for(name: str, keep: float):
     return token_pruner({"method": name, "keep": keep, "layer": TOKEN_LAYER, "seed": 0})
 
 
-def timed(step, repeats: int) -> float:
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def speed_row(loaded, inputs, pruner, repeats: int, decode_tokens: int) -> dict:
     """Prefill and end-to-end seconds of ``inputs`` with ``pruner`` attached (dense when None), and the tokens
     every decoder layer saw."""
@@ -65,8 +54,8 @@ def speed_row(loaded, inputs, pruner, repeats: int, decode_tokens: int) -> dict:
 
     model, layers = loaded.model, loaded.adapter.num_layers
     with (pruner.attach(loaded.adapter) if pruner else nullcontext()) as state, torch.inference_mode():
-        prefill_s = timed(lambda: prefill(model, inputs), repeats)
-        end_to_end_s = timed(lambda: decode(model, prefill(model, inputs), decode_tokens), repeats)
+        prefill_s = bench_speed.median_seconds(lambda: prefill(model, inputs), repeats)
+        end_to_end_s = bench_speed.median_seconds(lambda: decode(model, prefill(model, inputs), decode_tokens), repeats)
     length = inputs["input_ids"].shape[1]
     kept = state["prompt"].counts[-1][1] if pruner else length
     layer = pruner.layer if pruner else layers
@@ -146,7 +135,7 @@ def main() -> int:
     speed = measure_speed(args)
     accuracy = measure_accuracy(args)
     atomic_write_json(args.out, {
-        "command": bench_speed.command_line(), "machine": {**machine, "loadavg_at_end": list(__import__("os").getloadavg())},
+        "command": bench_speed.command_line(), "machine": {**machine, "loadavg_at_end": list(os.getloadavg())},
         "speed_model": {"layers": args.layers, "hidden": args.hidden, "image_tokens": 576, "dtype": "float32",
                         "token_layer": TOKEN_LAYER, "repeats": args.repeats, "decode_tokens": args.decode_tokens},
         "speed": speed, "accuracy": accuracy, "limit": args.limit,
