@@ -13,7 +13,10 @@ and end-to-end latency (that prefill plus ``--decode-tokens`` greedy steps with 
 (``lmms_topo_plugin.tokens.flops``), and the FLOPs-predicted speedup next to the measured one.
 
 **Accuracy** on the bundled model and benchmark (``topo_synth``, the whole test split, lmms-eval in process):
-dense, each pruner at each keep ratio, and FastV combined with ``block_influence`` removing 2 of 12 layers.
+dense, each pruner at each keep ratio (FastV and random from layer 2; HalfV step 1, anchor ratio 0.2, and FastV
+again from the IVR layer that ``lmms_topo_plugin.tokens.lifecycle`` detects on 100 calibration prompts), and
+FastV and HalfV combined with ``block_influence`` removing 2 of 12 layers. Speed rows prune every method from
+layer 2.
 Writes ``--out`` (default ``bench/results/tokens.json``) atomically, with the command and the machine.
 """
 
@@ -33,15 +36,16 @@ import bench_speed  # noqa: E402  (the LLaVA-shaped model and the machine descri
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results" / "tokens.json"
 KEEPS = (0.5, 0.25, 0.1)
-PRUNERS = ("fastv", "random")
+PRUNERS = ("fastv", "halfv", "random")
 TOKEN_LAYER = 2
+HALFV_ANCHOR = 0.2  # METHODS.md §2: R_S = 0.2 for LLaVA-1.5
 BATCHES = (1, 8)
 
 
-def pruner_for(name: str, keep: float):
+def pruner_for(name: str, keep: float, layer: int = TOKEN_LAYER):
     from lmms_topo_plugin.tokens import token_pruner
 
-    return token_pruner({"method": name, "keep": keep, "layer": TOKEN_LAYER, "seed": 0})
+    return token_pruner({"method": name, "keep": keep, "layer": layer, "seed": 0, "anchor": HALFV_ANCHOR})
 
 
 def speed_row(loaded, inputs, pruner, repeats: int, decode_tokens: int) -> dict:
@@ -87,14 +91,21 @@ def measure_speed(args) -> list[dict]:
     return rows
 
 
-def measure_accuracy(args) -> list[dict]:
-    """topo_synth exact match of the bundled model: dense, each pruner x keep, and FastV on top of layer removal."""
+def measure_accuracy(args) -> tuple[list[dict], dict]:
+    """topo_synth exact match of the bundled model: dense, each pruner x keep (HalfV at the IVR layer its lifecycle
+    analysis detects on 100 calibration prompts), and FastV on top of layer removal; and that analysis."""
     from lmms_topo_plugin.api import load_pruned
+    from lmms_topo_plugin.calib_data import default_calibration_prompts
     from lmms_topo_plugin.config import PruneConfig
     from lmms_topo_plugin.lmms_model import TopoPrunedChat
     from lmms_topo_plugin.search.evaluate import evaluate, flatten_results, task_manager
+    from lmms_topo_plugin.tokens.lifecycle import analyze_lifecycle
 
     manager = task_manager()
+    dense_model, _ = load_pruned({"device": "cpu"})
+    lifecycle = analyze_lifecycle(dense_model.adapter, dense_model.processor, default_calibration_prompts(100, 0),
+                                  show_progress=False)
+    ivr = lifecycle["ivr_layer"]
     rows = []
     for layer_method in ("none", "block_influence"):
         model_args = {"device": "cpu", "batch_size": "16", "method": layer_method}
@@ -102,19 +113,22 @@ def measure_accuracy(args) -> list[dict]:
             model_args["n_remove"] = "2"
         loaded, report = load_pruned(model_args)
         config = PruneConfig.from_model_args(model_args)
-        pruners = [("dense", 1.0)] + [(name, keep) for name in PRUNERS for keep in KEEPS]
-        if layer_method != "none":
-            pruners = [("dense", 1.0)] + [("fastv", keep) for keep in KEEPS]
-        for name, keep in pruners:
+        # (pruner, keep, layer): FastV also from the IVR layer, so HalfV's selection is compared at equal depth
+        pruners = [("dense", 1.0, None)] + [(name, keep, TOKEN_LAYER) for name in ("fastv", "random") for keep in KEEPS]
+        pruners += [(name, keep, ivr) for name in ("fastv", "halfv") for keep in KEEPS]
+        if layer_method != "none":  # layers 7 and 10 go: the IVR layer 4 keeps its index
+            pruners = [("dense", 1.0, None)] + [("fastv", keep, TOKEN_LAYER) for keep in KEEPS]
+            pruners += [("halfv", keep, ivr) for keep in KEEPS]
+        for name, keep, layer in pruners:
             lm = TopoPrunedChat.around(loaded, config, show_progress=False)
-            lm.backend.token_pruner = None if name == "dense" else pruner_for(name, keep)
+            lm.backend.token_pruner = None if name == "dense" else pruner_for(name, keep, layer)
             metrics, _ = flatten_results(evaluate(lm, ["topo_synth"], manager, args.limit))
             rows.append({"layers": layer_method, "removed_layers": report.plan["removed_layers"], "pruner": name,
-                         "keep": keep, "exact_match": metrics["topo_synth/exact_match"],
+                         "keep": keep, "token_layer": layer, "exact_match": metrics["topo_synth/exact_match"],
                          "math": metrics["topo_synth_mathdomain/exact_match"],
                          "non_math": metrics["topo_synth_nonmath/exact_match"]})
-            print(f"{layer_method} + {name} keep {keep}: {rows[-1]['exact_match']:.3f}", flush=True)
-    return rows
+            print(f"{layer_method} + {name} keep {keep} from layer {layer}: {rows[-1]['exact_match']:.3f}", flush=True)
+    return rows, lifecycle
 
 
 def main() -> int:
@@ -133,12 +147,13 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     machine = bench_speed.machine_info()
     speed = measure_speed(args)
-    accuracy = measure_accuracy(args)
+    accuracy, lifecycle = measure_accuracy(args)
     atomic_write_json(args.out, {
         "command": bench_speed.command_line(), "machine": {**machine, "loadavg_at_end": list(os.getloadavg())},
         "speed_model": {"layers": args.layers, "hidden": args.hidden, "image_tokens": 576, "dtype": "float32",
                         "token_layer": TOKEN_LAYER, "repeats": args.repeats, "decode_tokens": args.decode_tokens},
-        "speed": speed, "accuracy": accuracy, "limit": args.limit,
+        "speed": speed, "accuracy": accuracy, "limit": args.limit, "halfv_anchor": HALFV_ANCHOR,
+        "lifecycle": {key: lifecycle[key] for key in ("samples", "ivr_layer", "ssr_layer", "ssr_mode")},
     })
     print(f"wrote {args.out}")
     return 0

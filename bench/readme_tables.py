@@ -720,15 +720,20 @@ def tokens_block(data: dict) -> str:
                     + (_join(short) if short else "none") + ". The FLOPs count only the decoder layers; the vision "
                     "tower, embeddings, LM head and Python dispatch are not pruned, and a few-token decode step "
                     "gains little, so the end-to-end speedup is smaller.")
-    accuracy = ["| layer removal | pruner | keep | topo_synth | math | non-math |", "|---|---|---|---|---|---|"]
+    accuracy = ["| layer removal | pruner | keep | from layer | topo_synth | math | non-math |",
+                "|---|---|---|---|---|---|---|"]
     for row in data["accuracy"]:
         removal = "none" if row["layers"] == "none" else f"{row['layers']} (layers {', '.join(map(str, row['removed_layers']))})"
-        accuracy.append(f"| {removal} | {row['pruner']} | {row['keep']:g} | {row['exact_match']:.3f} | "
+        layer = "–" if row["token_layer"] is None else str(row["token_layer"])
+        accuracy.append(f"| {removal} | {row['pruner']} | {row['keep']:g} | {layer} | {row['exact_match']:.3f} | "
                         f"{row['math']:.3f} | {row['non_math']:.3f} |")
     scope = "the whole test split" if data["limit"] is None else f"the first {data['limit']} documents of each task"
-    return "\n\n".join([intro, "\n".join(lines), verdict,
-                         _wrap(f"Accuracy: the bundled model on `topo_synth` ({scope}; 16 image tokens per prompt), "
-                               "exact match:"), "\n".join(accuracy)])
+    life = data["lifecycle"]
+    return "\n\n".join([intro, "\n".join(lines), verdict, _wrap(
+        f"Accuracy: the bundled model on `topo_synth` ({scope}; 16 image tokens per prompt), exact match. HalfV "
+        f"(step 1, anchor ratio {data['halfv_anchor']:g}) prunes from the IVR layer its lifecycle analysis detected on "
+        f"{life['samples']} calibration prompts: IVR {life['ivr_layer']}, SSR {life['ssr_layer']} (mode "
+        f"{life['ssr_mode']}):"), "\n".join(accuracy)])
 
 
 def _load(name: str, results_dir: Path) -> dict:

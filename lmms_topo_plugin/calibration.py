@@ -169,6 +169,12 @@ def calibrate(
     if unknown:
         raise ValueError(f"unknown calibration statistics {sorted(unknown)}; known: {sorted(COLLECTORS)}")
     collectors = [COLLECTORS[name](adapter.num_layers) for name in sorted(set(needs))]
+    return run_collectors(adapter, processor, prompts, collectors, batch_size=batch_size, show_progress=show_progress)
+
+
+def run_collectors(adapter: VLMAdapter, processor: Any, prompts: Sequence[Prompt], collectors: Sequence[Collector], *,
+                   batch_size: int = 8, show_progress: bool = True, desc: str = "Calibrating") -> dict[str, torch.Tensor]:
+    """One pass of ``prompts`` with every collector hooked on every decoder layer; ``{collector.name: result}``."""
     if not collectors:
         return {}
     model = adapter.model
@@ -193,7 +199,7 @@ def calibrate(
     with HookSet() as hooks, torch.inference_mode():
         for i, layer in enumerate(adapter.layers):
             hooks.after(layer, hook_for(i))
-        for batch in tqdm(batches, desc="Calibrating", unit="batch", disable=not show_progress):
+        for batch in tqdm(batches, desc=desc, unit="batch", disable=not show_progress):
             inputs = encode(processor, adapter, batch)
             current["batch"] = BatchContext(
                 token_mask=inputs["attention_mask"].bool(), image_mask=adapter.image_token_mask(inputs["input_ids"])

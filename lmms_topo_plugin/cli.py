@@ -160,6 +160,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from .cache import atomic_write_bytes, atomic_write_json
     from .registry import get_method
 
+    if args.what == "entropy":
+        return analyze_entropy(args)
     model_args = {**_parse_model_args(args.model_args), "method": args.what}
     if "sparsity" not in model_args:
         model_args.setdefault("n_remove", "0")  # scoring only
@@ -170,6 +172,29 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for name, png in get_method(args.what).scorer_class.report_plots(scores, []).items():
         atomic_write_bytes(out / f"{args.what}_{name}.png", png)
         print(f"plot: {out / f'{args.what}_{name}.png'}")
+    return 0
+
+
+def analyze_entropy(args: argparse.Namespace) -> int:
+    """``analyze --what entropy``: HalfV's visual-token lifecycle on the calibration prompts (default 100)."""
+    from .api import load_pruned
+    from .cache import atomic_write_bytes, atomic_write_json
+    from .config import PruneConfig
+    from .pipeline import calibration_prompts
+    from .tokens.lifecycle import analyze_lifecycle, lifecycle_png
+
+    model_args = _parse_model_args(args.model_args)
+    config = PruneConfig.from_model_args(model_args)
+    prompts = calibration_prompts(config, config.calib_limit or 100)
+    loaded, _ = load_pruned(model_args)
+    report = analyze_lifecycle(loaded.adapter, loaded.processor, prompts, k=args.entropy_k,
+                               batch_size=config.calib_batch_size, kl_threshold=args.kl_threshold)
+    out = Path(args.out)
+    atomic_write_json(out / "entropy.json", {"pretrained": loaded.source, "calibration": config.calibration_source,
+                                             **report})
+    atomic_write_bytes(out / "entropy.png", lifecycle_png(report))
+    print(f"IVR layer {report['ivr_layer']}, SSR layer {report['ssr_layer']} (mode {report['ssr_mode']}): "
+          f"{out / 'entropy.json'}, {out / 'entropy.png'}")
     return 0
 
 
@@ -191,9 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--save-dtype", default="base", choices=SAVE_DTYPES,
                        help="dtype of the saved weights (default: the base checkpoint's, e.g. float16)")
     analyze = commands.add_parser("analyze", help="score every layer without pruning; write the scores JSON and plots")
-    analyze.add_argument("--what", default="topology", help="the method whose scores to compute (default topology)")
+    analyze.add_argument("--what", default="topology", help="the method whose scores to compute (default topology), "
+                         "or entropy: HalfV's visual-token lifecycle (TME curves, IVR/SSR layers, freezing KL)")
     analyze.add_argument("--model-args", "--model_args", default="", help="key=value,... as for lmms-eval (pretrained=, calib_*, topo_*)")
     analyze.add_argument("--out", default="topo_analysis", help="output directory")
+    analyze.add_argument("--entropy-k", "--entropy_k", type=int, default=50,
+                         help="--what entropy: eigenvalues kept in the truncated matrix entropy")
+    analyze.add_argument("--kl-threshold", "--kl_threshold", type=float, default=1e-3,
+                         help="--what entropy: freezing KL at the SSR layer up to which the SSR mode is freeze")
     add_sweep_parser(commands)
     export = commands.add_parser("export", help="rebuild a sweep's winner (or a model_args configuration) and save it "
                                  "as a from_pretrained checkpoint, validated by reloading it")

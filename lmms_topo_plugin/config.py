@@ -47,12 +47,15 @@ GENERAL_PARAMS: dict[str, Param] = {
                             choices=("fp32", "fp16", "int4")),
     "report_dir": Param(str, None, "where the pruning report JSON goes (default: --output_path, else ./topo_prune_reports)"),
     "token_method": Param(str, None, "visual-token pruning during prefill (combinable with a layer method=)",
-                          choices=("fastv", "random")),
+                          choices=("fastv", "halfv", "random")),
     "token_keep": Param(float, 0.5, "fraction of the visual tokens token_method keeps", low=0.0, high=1.0,
                         check=lambda value: None if value > 0 else "expected a float in (0, 1]"),
-    "token_layer": Param(int, 2, "decoder layer (of the pruned model) from which visual tokens are dropped", low=0),
+    "token_layer": Param(int, 2, "decoder layer (of the pruned model) from which visual tokens are dropped; "
+                         "halfv: its IVR layer (topo-prune analyze --what entropy detects it)", low=0),
+    "token_anchor": Param(float, 0.1, "halfv: fraction of the kept visual tokens chosen by relevance (the rest by "
+                          "diversity)", low=0.0, high=1.0),
 }
-TOKEN_KEYS = ("token_keep", "token_layer")
+TOKEN_KEYS = ("token_keep", "token_layer", "token_anchor")
 
 
 BUNDLED_CALIBRATION = "bundled:topo_synth/calib"
@@ -88,6 +91,7 @@ class PruneConfig:
     token_method: str | None = None
     token_keep: float = 0.5
     token_layer: int = 2
+    token_anchor: float = 0.1
     method_params: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -123,7 +127,13 @@ class PruneConfig:
         config._check_budget()
         config._check_backend()
         if config.token_method is None and (stray := [key for key in TOKEN_KEYS if key in given]):
-            raise ModelArgsError(f"model_args: {stray[0]}= needs token_method= (fastv or random)")
+            raise ModelArgsError(f"model_args: {stray[0]}= needs token_method= (fastv, halfv or random)")
+        if config.token_method == "halfv" and "token_layer" not in given:
+            raise ModelArgsError("model_args: token_method=halfv needs token_layer= (its IVR layer; "
+                                 "`topo-prune analyze --what entropy` detects it)")
+        if config.token_method not in (None, "halfv") and "token_anchor" in given:
+            raise ModelArgsError(f"model_args: token_anchor= is a parameter of token_method=halfv, not of "
+                                 f"token_method={config.token_method}")
         return config
 
     @property
@@ -131,7 +141,8 @@ class PruneConfig:
         """The visual-token pruning asked for, as the pruning record states it (None without token_method)."""
         if self.token_method is None:
             return None
-        return {"method": self.token_method, "keep": self.token_keep, "layer": self.token_layer, "seed": self.seed}
+        record = {"method": self.token_method, "keep": self.token_keep, "layer": self.token_layer, "seed": self.seed}
+        return record | ({"anchor": self.token_anchor} if self.token_method == "halfv" else {})
 
     def _check_backend(self) -> None:
         if self.backend == "onnxruntime" and self.token_method is not None:

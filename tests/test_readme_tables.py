@@ -397,7 +397,8 @@ REGIMES = {"metric": "topo_synth/exact_match", "dense": 0.95, "rule": {"sensitiv
 
 
 TOKENS = {
-    "command": "/x/.venv/bin/python bench/bench_tokens.py", "limit": None,
+    "command": "/x/.venv/bin/python bench/bench_tokens.py", "limit": None, "halfv_anchor": 0.2,
+    "lifecycle": {"samples": 100, "ivr_layer": 4, "ssr_layer": 6, "ssr_mode": "freeze"},
     "machine": {"cpus_available": 2, "torch_threads": 1},
     "speed_model": {"layers": 4, "hidden": 256, "image_tokens": 576, "dtype": "float32", "token_layer": 2,
                     "repeats": 3, "decode_tokens": 16},
@@ -412,10 +413,10 @@ TOKENS = {
          "prefill_speedup": 1.6, "end_to_end_speedup": 1.3333},
     ],
     "accuracy": [
-        {"layers": "none", "removed_layers": [], "pruner": "dense", "keep": 1.0, "exact_match": 0.99, "math": 0.97,
-         "non_math": 0.995},
-        {"layers": "block_influence", "removed_layers": [7, 10], "pruner": "fastv", "keep": 0.25, "exact_match": 0.7,
-         "math": 0.5, "non_math": 0.75},
+        {"layers": "none", "removed_layers": [], "pruner": "dense", "keep": 1.0, "token_layer": None,
+         "exact_match": 0.99, "math": 0.97, "non_math": 0.995},
+        {"layers": "block_influence", "removed_layers": [7, 10], "pruner": "fastv", "keep": 0.25, "token_layer": 2,
+         "exact_match": 0.7, "math": 0.5, "non_math": 0.75},
     ],
 }
 
@@ -488,12 +489,14 @@ Measured prefill speedup below 0.8 of the FLOPs-predicted one: fastv at 0.25 (ba
 the decoder layers; the vision tower, embeddings, LM head and Python dispatch are not pruned, and a few-token
 decode step gains little, so the end-to-end speedup is smaller.
 
-Accuracy: the bundled model on `topo_synth` (the whole test split; 16 image tokens per prompt), exact match:
+Accuracy: the bundled model on `topo_synth` (the whole test split; 16 image tokens per prompt), exact match. HalfV
+(step 1, anchor ratio 0.2) prunes from the IVR layer its lifecycle analysis detected on 100 calibration prompts:
+IVR 4, SSR 6 (mode freeze):
 
-| layer removal | pruner | keep | topo_synth | math | non-math |
-|---|---|---|---|---|---|
-| none | dense | 1 | 0.990 | 0.970 | 0.995 |
-| block_influence (layers 7, 10) | fastv | 0.25 | 0.700 | 0.500 | 0.750 |"""
+| layer removal | pruner | keep | from layer | topo_synth | math | non-math |
+|---|---|---|---|---|---|---|
+| none | dense | 1 | – | 0.990 | 0.970 | 0.995 |
+| block_influence (layers 7, 10) | fastv | 0.25 | 2 | 0.700 | 0.500 | 0.750 |"""
 
 
 def test_token_block_compares_measured_with_flops_predicted_and_names_the_shortfalls():

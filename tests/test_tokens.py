@@ -11,7 +11,7 @@ from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.exporters.onnx.build import validation_prompts
 from lmms_topo_plugin.prompting import encode
 from lmms_topo_plugin.testing.tiny_models import FAMILIES
-from lmms_topo_plugin.tokens import FastV, RandomTokens
+from lmms_topo_plugin.tokens import FastV, HalfV, RandomTokens
 
 NEW_TOKENS = 6
 
@@ -33,8 +33,8 @@ def greedy(model, inputs, **kwargs) -> torch.Tensor:
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("pruner", [FastV(layer=1, keep=0.25), RandomTokens(layer=2, keep=0.5, seed=3)],
-                         ids=["fastv", "random"])
+@pytest.mark.parametrize("pruner", [FastV(layer=1, keep=0.25), RandomTokens(layer=2, keep=0.5, seed=3),
+                                    HalfV(layer=1, keep=0.5, anchor=0.2)], ids=["fastv", "random", "halfv"])
 def test_a_pruned_batch_generates_alike_with_and_without_cache_and_as_single_prompts(pruner, family, attn,
                                                                                        tiny_checkpoints):
     if attn == "eager" and family not in ("llava", "qwen2_vl"):
@@ -134,8 +134,12 @@ def test_a_layer_beyond_the_decoder_is_refused(tiny_checkpoints):
 
 
 @pytest.mark.parametrize("extra,message", [
-    ({"token_keep": "0.3"}, "model_args: token_keep= needs token_method= (fastv or random)"),
-    ({"token_method": "halfv"}, "model_args: token_method='halfv' is not valid; expected one of fastv, random"),
+    ({"token_keep": "0.3"}, "model_args: token_keep= needs token_method= (fastv, halfv or random)"),
+    ({"token_method": "ours"}, "model_args: token_method='ours' is not valid; expected one of fastv, halfv, random"),
+    ({"token_method": "halfv"}, "model_args: token_method=halfv needs token_layer= (its IVR layer; `topo-prune "
+                                "analyze --what entropy` detects it)"),
+    ({"token_method": "fastv", "token_anchor": "0.2"},
+     "model_args: token_anchor= is a parameter of token_method=halfv, not of token_method=fastv"),
     ({"token_method": "fastv", "token_keep": "0"}, "model_args: token_keep='0' is not valid; expected a float in (0, 1]"),
     ({"token_method": "fastv", "backend": "onnxruntime", "pretrained": "build"},
      "model_args: token_method= cannot run with backend=onnxruntime: the ONNX graphs do not include token pruning"),
@@ -197,3 +201,52 @@ def test_prefill_flops_match_a_hand_count():
     # per token: q 4x4, k 4x2, v 4x2, o 4x4 = 48 MACs, MLP 3 x 4x8 = 96 MACs -> 288 FLOPs; attention over T tokens:
     # QK and AV, 2 heads x 2 dims x T(T+1)/2 keys -> 4 * 4 * T(T+1)/2 FLOPs: T=3 -> 96, T=2 -> 48
     assert decoder_prefill_flops(config, [3, 2]) == (3 * 288 + 96) + (2 * 288 + 48)
+
+
+def test_farthest_point_fill_adds_the_farthest_token_each_time():
+    import math
+
+    angles = [0.0, 10.0, 180.0, 90.0]  # unit vectors: from 0 deg the farthest is 180, then 90 (10 is close to 0)
+    features = torch.tensor([[math.cos(math.radians(a)), math.sin(math.radians(a))] for a in angles])
+    from lmms_topo_plugin.tokens.methods import farthest_point_fill
+
+    assert farthest_point_fill(features, [0], 3) == [0, 2, 3]
+    assert farthest_point_fill(features, [0, 1], 2) == [0, 1]
+
+
+def test_halfv_keeps_relevance_anchors_and_fills_the_rest_for_diversity(tiny_checkpoints):
+    from lmms_topo_plugin.tokens.methods import last_token_attention
+
+    loaded = loaded_model(tiny_checkpoints, "llava")
+    inputs = encode(loaded.processor, loaded.adapter, validation_prompts()[:1])
+    layer = loaded.adapter.layer_adapter(1)
+    captured = {}
+    handle = loaded.adapter.layers[1].register_forward_pre_hook(capture_input(captured, layer), with_kwargs=True)
+    with HalfV(layer=1, keep=0.5, anchor=0.25).attach(loaded.adapter) as state, torch.inference_mode():
+        loaded.model(**inputs, use_cache=False)
+    handle.remove()
+    visual = loaded.adapter.image_token_mask(inputs["input_ids"])
+    positions = visual[0].nonzero()[:, 0].tolist()
+    with torch.inference_mode():
+        relevance = last_token_attention(layer, captured["h1"], visual)[0, positions]
+        features = torch.nn.functional.normalize(loaded.adapter.final_norm(captured["h1"])[0, positions], dim=-1)
+    total = len(positions) // 2
+    chosen = relevance.topk(total // 4).indices.tolist()  # the anchors
+    while len(chosen) < total:  # brute force: the token whose nearest chosen one is farthest
+        distance = [min(1 - float(features[i] @ features[j]) for j in chosen) if i not in chosen else -1.0
+                    for i in range(len(positions))]
+        chosen.append(max(range(len(positions)), key=lambda i: (distance[i], -i)))
+    kept = set(state["prompt"].keep_index[0].tolist()) & set(positions)
+    assert kept == {positions[i] for i in chosen}
+
+
+def test_the_recorded_token_pruning_rebuilds_the_same_pruner():
+    from lmms_topo_plugin.config import PruneConfig
+    from lmms_topo_plugin.tokens import token_pruner
+
+    config = PruneConfig.from_model_args({"token_method": "halfv", "token_layer": "4", "token_anchor": "0.2",
+                                          "token_keep": "0.25"})
+    assert config.token_pruning == {"method": "halfv", "keep": 0.25, "layer": 4, "seed": 0, "anchor": 0.2}
+    assert token_pruner(config.token_pruning) == HalfV(layer=4, keep=0.25, anchor=0.2)
+    random_config = PruneConfig.from_model_args({"token_method": "random", "seed": "7"})
+    assert token_pruner(random_config.token_pruning) == RandomTokens(layer=2, keep=0.5, seed=7)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from .base import PrunedPrompt, TokenPruner
-from .methods import FastV, RandomTokens
+from .methods import FastV, HalfV, RandomTokens
 
-TOKEN_METHODS: dict[str, type[TokenPruner]] = {cls.name: cls for cls in (FastV, RandomTokens)}
+TOKEN_METHODS: dict[str, type[TokenPruner]] = {cls.name: cls for cls in (FastV, HalfV, RandomTokens)}
 
 
 
@@ -15,7 +15,9 @@ def token_pruner(record: dict | None) -> TokenPruner | None:
         return None
     cls = TOKEN_METHODS[record["method"]]
     extra = {"seed": record.get("seed", 0)} if cls is RandomTokens else {}
+    if cls is HalfV:
+        extra = {"anchor": record["anchor"]}
     return cls(layer=record["layer"], keep=record["keep"], **extra)
 
 
-__all__ = ["token_pruner", "TOKEN_METHODS", "FastV", "PrunedPrompt", "RandomTokens", "TokenPruner"]
+__all__ = ["token_pruner", "TOKEN_METHODS", "FastV", "HalfV", "PrunedPrompt", "RandomTokens", "TokenPruner"]

@@ -56,10 +56,14 @@ class TokenPruner:
         """``[B, T]`` scores of every position (only the visual ones are read); higher is kept."""
         raise NotImplementedError
 
-    def keep_index(self, layer: DecoderLayerAdapter, hidden: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+    def drop_count(self, visual: torch.Tensor) -> int:
+        """How many visual tokens every row drops: the smallest row's ``count - floor(count * keep)``."""
+        return min(count - math.floor(count * self.keep) for count in visual.sum(dim=1).tolist())
+
+    def keep_index(self, adapter: VLMAdapter, layer: DecoderLayerAdapter, hidden: torch.Tensor,
+                   visual: torch.Tensor) -> torch.Tensor:
         """``[B, T']`` sorted positions to keep: every non-visual one and the most relevant visual ones."""
-        per_row = visual.sum(dim=1).tolist()
-        drop = min(count - math.floor(count * self.keep) for count in per_row)
+        drop = self.drop_count(visual)
         scores = self.relevance(layer, hidden, visual).float().masked_fill(~visual, float("inf"))
         dropped = scores.topk(drop, dim=1, largest=False).indices if drop else scores[:, :0].long()
         kept = torch.ones_like(visual).scatter(1, dropped, False)
@@ -78,7 +82,7 @@ class TokenPruner:
                 calls = adapter.layer_adapter(index)
                 hooks.before(adapter.layers[index],
                              lambda module, args, kwargs, calls=calls, first=index == self.layer:
-                             self._restrict(calls, state, args, kwargs, first))
+                             self._restrict(adapter, calls, state, args, kwargs, first))
             yield state
 
     def _see_inputs(self, adapter: VLMAdapter, state: dict, args: tuple, kwargs: dict) -> None:
@@ -96,7 +100,8 @@ class TokenPruner:
             return  # the same prompt, extended by generated tokens: keep its selection
         state["prompt"] = PrunedPrompt(input_ids, adapter.image_token_mask(input_ids))
 
-    def _restrict(self, calls: DecoderLayerAdapter, state: dict, args: tuple, kwargs: dict, first: bool):
+    def _restrict(self, adapter: VLMAdapter, calls: DecoderLayerAdapter, state: dict, args: tuple, kwargs: dict,
+                  first: bool):
         """Before a layer from ``self.layer`` on: drop the pruned tokens (first layer) and restrict its kwargs."""
         prompt: PrunedPrompt = state["prompt"]
         hidden = calls.hidden_states(args, kwargs)
@@ -111,7 +116,7 @@ class TokenPruner:
             return args, calls.keep_tokens(kwargs, None, torch.cat([prompt.keep_index.to(mask.device), new], dim=1))
         length = prompt.input_ids.shape[1]
         if first and (prompt.keep_index is None or hidden.shape[1] == length):
-            prompt.keep_index = self.keep_index(calls, hidden, prompt.visual.to(hidden.device))
+            prompt.keep_index = self.keep_index(adapter, calls, hidden, prompt.visual.to(hidden.device))
         index = prompt.keep_index.to(hidden.device)
         extra = hidden.shape[1] - length if first else hidden.shape[1] - index.shape[1]
         if extra > 0:  # generated tokens after the prompt (a forward without cache): all kept

@@ -1,4 +1,5 @@
-"""The token pruners: FastV (last-token attention at one layer) and a seeded random drop, on one machinery."""
+"""The token pruners: FastV (last-token attention at one layer), HalfV's step 1 (relevance anchors and a
+diversity fill at the IVR layer) and a seeded random drop, on one machinery."""
 
 from __future__ import annotations
 
@@ -30,6 +31,48 @@ class FastV(TokenPruner):
 
     def relevance(self, layer: DecoderLayerAdapter, hidden: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         return last_token_attention(layer, hidden, visual)
+
+
+def farthest_point_fill(features: torch.Tensor, selected: list[int], total: int) -> list[int]:
+    """Grow ``selected`` (indices into ``features`` ``[n, d]``, unit rows) to ``total`` by repeatedly adding the
+    row farthest in cosine distance from everything selected so far (ties: the lowest index)."""
+    selected = list(selected) or [0]
+    distance = (1 - features @ features[selected].T).min(dim=1).values
+    distance[selected] = -1.0
+    while len(selected) < total:
+        pick = int(distance.argmax())
+        selected.append(pick)
+        distance = torch.minimum(distance, 1 - features @ features[pick])
+        distance[selected] = -1.0
+    return selected[:total]
+
+
+@dataclass
+class HalfV(TokenPruner):
+    """HalfV step 1 (intrinsic visual redundancy) at the IVR layer: of the ``K = floor(|V| * keep)`` visual tokens
+    kept, ``floor(K * anchor)`` are the most relevant (last-token attention, as FastV) and the rest a greedy
+    farthest-point fill on the L2-normalised final-normed features (cosine distance)."""
+
+    keep: float = 0.25
+    anchor: float = 0.1
+    name = "halfv"
+
+    def keep_index(self, adapter, layer: DecoderLayerAdapter, hidden: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        drop = self.drop_count(visual)
+        relevance = last_token_attention(layer, hidden, visual)
+        features = torch.nn.functional.normalize(adapter.final_norm(hidden).float(), dim=-1)
+        kept = ~visual.clone()
+        for row in range(visual.shape[0]):
+            positions = visual[row].nonzero()[:, 0]
+            total = len(positions) - drop
+            if total <= 0:
+                continue
+            anchors = relevance[row, positions].topk(math.floor(total * self.anchor)).indices.tolist()
+            if not anchors:  # no anchor: start the fill from the most relevant token
+                anchors = [int(relevance[row, positions].argmax())]
+            chosen = farthest_point_fill(features[row, positions], anchors, total)
+            kept[row, positions[chosen]] = True
+        return kept.nonzero()[:, 1].view(visual.shape[0], -1)
 
 
 @dataclass
