@@ -1,6 +1,7 @@
 """The ONNX build: three graphs that reproduce PyTorch, a runner that generates like ``model.generate``."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -119,6 +120,20 @@ def test_a_build_without_parity_is_not_left_behind(tiny_checkpoints, tmp_path, m
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
         "topo-prune: the fp32 ONNX build does not match PyTorch (max logit difference ")
     assert [path.name for path in tmp_path.iterdir() if path.name != "topo-cache"] == []
+
+
+def test_wrong_decoding_positions_fail_the_build(tiny_checkpoints, tmp_path, monkeypatch, capsys):
+    """Positions one off in every decoding step: the prefill still matches, the decoding-step check does not."""
+    from lmms_topo_plugin.exporters.onnx import runner
+
+    right = runner.next_positions
+    monkeypatch.setattr(runner, "next_positions", lambda positions, count=1: right(positions, count) + 1)
+    args = f"pretrained={tiny_checkpoints('llava', 6)},method=spacing,n_remove=1,device=cpu"
+    assert main(["export", "--model-args", args, "--out", str(tmp_path / "build"), "--onnx"]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    found = re.search(r"max logit difference (\S+) in prefill, (\S+) in decoding", line)
+    assert found, line
+    assert float(found[1]) <= build.MAX_FP32_LOGIT_DIFFERENCE < float(found[2])
 
 
 def lmms_eval_run(model_args: str, out, tasks: str, include: str, *extra: str):

@@ -134,6 +134,15 @@ class OnnxVLM:
         shape = (batch, self.manifest["kv_heads"], 0, self.manifest["head_dim"])
         return [np.zeros(shape, dtype=np.float32) for _ in self._past_names]
 
+    def next_step(self, token: np.ndarray, mask: np.ndarray, past: list[np.ndarray], positions: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, list, np.ndarray]:
+        """Feed one token per row after the cached positions: ``(logits, mask, past, positions)`` grown by one."""
+        mask = np.concatenate([mask, np.ones((len(token), 1), dtype=np.int64)], axis=1)
+        embeds = self.sessions["embed_tokens"].run(None, {"input_ids": token[:, None].astype(np.int64)})[0]
+        positions = next_positions(positions)
+        logits, past = self.decoder_step(embeds, mask, past, positions)
+        return logits, mask, past, positions
+
     def generate_ids(self, prompts: Sequence[Prompt], max_new_tokens: int = 32) -> np.ndarray:
         """Greedy new token ids ``[batch, ≤ max_new_tokens]``, stopping when every row has produced eos."""
         embeds, mask, positions = self.prefill_inputs(prompts)
@@ -147,10 +156,7 @@ class OnnxVLM:
             done |= token == eos
             if done.all():
                 break
-            mask = np.concatenate([mask, np.ones((len(prompts), 1), dtype=np.int64)], axis=1)
-            step = self.sessions["embed_tokens"].run(None, {"input_ids": token[:, None].astype(np.int64)})[0]
-            positions = next_positions(positions)
-            logits, past = self.decoder_step(step, mask, past, positions)
+            logits, mask, past, positions = self.next_step(token, mask, past, positions)
         return np.stack(tokens, axis=1)
 
     def continuation_nll(self, prompt: Prompt, target_ids: list[int]) -> tuple[float, bool]:
