@@ -102,7 +102,7 @@ def measure_accuracy(args) -> tuple[list[dict], dict]:
     from lmms_topo_plugin.tokens.lifecycle import analyze_lifecycle
 
     manager = task_manager()
-    dense_model, _ = load_pruned({"device": "cpu"})
+    dense_model, dense_report = load_pruned({"device": "cpu", "batch_size": "16"})
     lifecycle = analyze_lifecycle(dense_model.adapter, dense_model.processor, default_calibration_prompts(100, 0),
                                   show_progress=False)
     ivr = lifecycle["ivr_layer"]
@@ -111,7 +111,7 @@ def measure_accuracy(args) -> tuple[list[dict], dict]:
         model_args = {"device": "cpu", "batch_size": "16", "method": layer_method}
         if layer_method != "none":
             model_args["n_remove"] = "2"
-        loaded, report = load_pruned(model_args)
+        loaded, report = (dense_model, dense_report) if layer_method == "none" else load_pruned(model_args)
         config = PruneConfig.from_model_args(model_args)
         # (pruner, keep, layer): FastV also from the IVR layer, so HalfV's selection is compared at equal depth
         pruners = [("dense", 1.0, None)] + [(name, keep, TOKEN_LAYER) for name in ("fastv", "random") for keep in KEEPS]

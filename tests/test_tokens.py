@@ -20,11 +20,21 @@ def loaded_model(tiny_checkpoints, family: str, attn: str = "sdpa"):
     return load_pruned({"pretrained": str(tiny_checkpoints(family, 4)), "device": "cpu", "attn_implementation": attn})[0]
 
 
-def capture_input(captured: dict, layer):
-    """A pre-hook (registered before the pruner's) that keeps the layer's first dense input as ``captured["h1"]``."""
-    def hook(module, args, kwargs):
-        captured.setdefault("h1", layer.hidden_states(args, kwargs))
-    return hook
+def pruned_forward(loaded, pruner, inputs, layer: int = 1):
+    """One forward with ``pruner`` attached: the dense input of decoder layer ``layer`` (kept by a pre-hook that
+    runs before the pruner's), the pruner's state and the logits."""
+    calls, captured = loaded.adapter.layer_adapter(layer), {}
+
+    def keep_input(module, args, kwargs):
+        captured.setdefault("input", calls.hidden_states(args, kwargs))
+
+    handle = loaded.adapter.layers[layer].register_forward_pre_hook(keep_input, with_kwargs=True)
+    try:
+        with pruner.attach(loaded.adapter) as state, torch.inference_mode():
+            logits = loaded.model(**inputs, use_cache=False).logits
+    finally:
+        handle.remove()
+    return captured["input"], state, logits
 
 
 def greedy(model, inputs, **kwargs) -> torch.Tensor:
@@ -73,15 +83,11 @@ def test_kept_tokens_keep_their_positions(tiny_checkpoints):
     loaded = loaded_model(tiny_checkpoints, "llava")
     adapter, model = loaded.adapter, loaded.model
     inputs = encode(loaded.processor, adapter, validation_prompts()[:1])
-    captured = {}
-    handle = adapter.layers[1].register_forward_pre_hook(capture_input(captured, adapter.layer_adapter(1)),
-                                                         with_kwargs=True)
-    with FastV(layer=1, keep=0.25).attach(adapter) as state, torch.inference_mode():
-        pruned = model(**inputs, use_cache=False).logits[0, -1]
-    handle.remove()
+    dense_input, state, logits = pruned_forward(loaded, FastV(layer=1, keep=0.25), inputs)
+    pruned = logits[0, -1]
     index = state["prompt"].keep_index[0]
     with torch.inference_mode():
-        hidden = captured["h1"][:, index]  # the dense layer-1 input (the pre-hook ran before the pruner's)
+        hidden = dense_input[:, index]
         embeddings = adapter.rotary_emb(hidden, position_ids=index[None])
         for layer in adapter.layers[1:]:
             hidden = layer(hidden, attention_mask=None, position_embeddings=embeddings, position_ids=index[None])
@@ -92,15 +98,10 @@ def test_kept_tokens_keep_their_positions(tiny_checkpoints):
 def test_fastv_keeps_the_visual_tokens_the_last_token_attends_to_most(tiny_checkpoints):
     loaded = loaded_model(tiny_checkpoints, "llava")
     inputs = encode(loaded.processor, loaded.adapter, validation_prompts()[:1])
-    layer = loaded.adapter.layer_adapter(1)
-    captured = {}
-    handle = loaded.adapter.layers[1].register_forward_pre_hook(capture_input(captured, layer), with_kwargs=True)
-    with FastV(layer=1, keep=0.25).attach(loaded.adapter) as state, torch.inference_mode():
-        loaded.model(**inputs, use_cache=False)
-    handle.remove()
+    dense_input, state, _ = pruned_forward(loaded, FastV(layer=1, keep=0.25), inputs)
     visual = loaded.adapter.image_token_mask(inputs["input_ids"])[0]
     with torch.inference_mode():  # eager attention weights of the last token over the visual keys, by hand
-        normed = loaded.adapter.layers[1].input_layernorm(captured["h1"])[0]
+        normed = loaded.adapter.layers[1].input_layernorm(dense_input)[0]
         attention = loaded.adapter.layers[1].self_attn
         heads = loaded.adapter.text_config.num_attention_heads
         query = attention.q_proj(normed[-1]).view(heads, -1)
@@ -219,17 +220,12 @@ def test_halfv_keeps_relevance_anchors_and_fills_the_rest_for_diversity(tiny_che
 
     loaded = loaded_model(tiny_checkpoints, "llava")
     inputs = encode(loaded.processor, loaded.adapter, validation_prompts()[:1])
-    layer = loaded.adapter.layer_adapter(1)
-    captured = {}
-    handle = loaded.adapter.layers[1].register_forward_pre_hook(capture_input(captured, layer), with_kwargs=True)
-    with HalfV(layer=1, keep=0.5, anchor=0.25).attach(loaded.adapter) as state, torch.inference_mode():
-        loaded.model(**inputs, use_cache=False)
-    handle.remove()
+    dense_input, state, _ = pruned_forward(loaded, HalfV(layer=1, keep=0.5, anchor=0.25), inputs)
     visual = loaded.adapter.image_token_mask(inputs["input_ids"])
     positions = visual[0].nonzero()[:, 0].tolist()
     with torch.inference_mode():
-        relevance = last_token_attention(layer, captured["h1"], visual)[0, positions]
-        features = torch.nn.functional.normalize(loaded.adapter.final_norm(captured["h1"])[0, positions], dim=-1)
+        relevance = last_token_attention(loaded.adapter.layer_adapter(1), dense_input, visual)[0, positions]
+        features = torch.nn.functional.normalize(loaded.adapter.final_norm(dense_input)[0, positions], dim=-1)
     total = len(positions) // 2
     chosen = relevance.topk(total // 4).indices.tolist()  # the anchors
     while len(chosen) < total:  # brute force: the token whose nearest chosen one is farthest
@@ -250,3 +246,14 @@ def test_the_recorded_token_pruning_rebuilds_the_same_pruner():
     assert token_pruner(config.token_pruning) == HalfV(layer=4, keep=0.25, anchor=0.2)
     random_config = PruneConfig.from_model_args({"token_method": "random", "seed": "7"})
     assert token_pruner(random_config.token_pruning) == RandomTokens(layer=2, keep=0.5, seed=7)
+
+
+def test_a_token_layer_beyond_the_pruned_decoder_is_refused_before_loading(tiny_checkpoints):
+    from lmms_topo_plugin.config import PruneConfig
+    from lmms_topo_plugin.pipeline import prepare
+
+    config = PruneConfig.from_model_args({"pretrained": str(tiny_checkpoints("llava", 4)), "method": "random",
+                                          "n_remove": "1", "token_method": "fastv", "token_layer": "3"})
+    with pytest.raises(ModelArgsError) as error:
+        prepare(config, load_calibration=False)
+    assert str(error.value) == "model_args: token_layer=3 is out of range; the pruned model has 3 decoder layers"
