@@ -92,6 +92,16 @@ class VisualMeanStates(DepthStates):
         return (hidden.float() * mask[..., None]).sum(dim=1) / counts
 
 
+class PromptMeanStates(DepthStates):
+    """The mean of the states of all of a sample's prompt tokens (text and visual; padding excluded)."""
+
+    name = "prompt_mean"
+
+    def pick(self, hidden: torch.Tensor, batch: BatchContext) -> torch.Tensor:
+        mask = batch.token_mask.to(hidden.device)
+        return (hidden.float() * mask[..., None]).sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1)
+
+
 class TokenCosine(Collector):
     """Per layer, the mean over samples and real tokens of ``cos(h_l, h_{l+1})``: shape ``[L]``."""
 
@@ -131,7 +141,7 @@ class SampleTokenCosine(Collector):
 
 
 COLLECTORS: dict[str, type[Collector]] = {
-    cls.name: cls for cls in (LastTokenStates, VisualMeanStates, TokenCosine, SampleTokenCosine)}
+    cls.name: cls for cls in (LastTokenStates, VisualMeanStates, PromptMeanStates, TokenCosine, SampleTokenCosine)}
 
 
 def check_finite(hidden: torch.Tensor, token_mask: torch.Tensor, where: str) -> None:

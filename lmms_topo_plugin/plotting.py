@@ -22,3 +22,13 @@ def figure_png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     return buffer.getvalue()
+
+
+def integer_ticks(axis, *, x: bool = True, y: bool = False) -> None:
+    """Only integer tick positions on the chosen axes of ``axis`` (layers, depths, counts)."""
+    from matplotlib.ticker import MaxNLocator
+
+    if x:
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if y:
+        axis.yaxis.set_major_locator(MaxNLocator(integer=True))

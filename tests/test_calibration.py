@@ -17,8 +17,8 @@ def test_collectors_match_output_hidden_states(family, tiny_checkpoints):
     loaded = load_model(PruneConfig(device="cpu"), checkpoint, load_config(checkpoint))
     prompts = [Prompt.from_text("How many red shapes?", [example_image(i)]) for i in range(3)]
     prompts.append(Prompt.from_text("Is the blue circle left of the square in this picture?", [example_image(9)]))
-    stats = calibrate(loaded.adapter, loaded.processor, prompts, ["last_token", "visual_mean", "token_cosine"],
-                      batch_size=3, show_progress=False)
+    stats = calibrate(loaded.adapter, loaded.processor, prompts,
+                      ["last_token", "visual_mean", "prompt_mean", "token_cosine"], batch_size=3, show_progress=False)
     adapter = get_adapter(loaded.model)
     inputs = encode(loaded.processor, adapter, prompts)
     with torch.inference_mode():
@@ -34,6 +34,8 @@ def test_collectors_match_output_hidden_states(family, tiny_checkpoints):
     expected_visual = (depths * image[:, None, :, None]).sum(2) / image.sum(1)[:, None, None]
     torch.testing.assert_close(stats["visual_mean"][:, :num_layers], expected_visual, rtol=1e-4, atol=1e-5)
     real = inputs["attention_mask"].bool()
+    expected_prompt = (depths * real[:, None, :, None]).sum(2) / real.sum(1)[:, None, None]
+    torch.testing.assert_close(stats["prompt_mean"][:, :num_layers], expected_prompt, rtol=1e-4, atol=1e-5)
     all_depths = list(hidden[:-1]) + [None]
     for layer in range(num_layers - 1):
         cosine = torch.nn.functional.cosine_similarity(all_depths[layer], all_depths[layer + 1], dim=-1)[real].mean()

@@ -88,7 +88,7 @@ def test_parsing_model_args_and_drawing_plots_leave_matplotlib_alone():
         from lmms_topo_plugin.scorers.topology import TopologyScorer
         from lmms_topo_plugin.scorers import LayerScores
         result = analyze_topology(drifting_clouds(4, 12, 8, transition=2, seed=0), k=4)
-        details = {k: v for k, v in result.items() if k not in ("importance", "params")}
+        details = {k: v for k, v in result.items() if k != "importance"}
         pngs = TopologyScorer.report_plots(LayerScores(result["importance"], details), [1])
         print(sorted(pngs), all(png.startswith(b"\\x89PNG") for png in pngs.values()))
         print(matplotlib.get_backend() == before, "matplotlib.pyplot" in sys.modules)
@@ -96,7 +96,7 @@ def test_parsing_model_args_and_drawing_plots_leave_matplotlib_alone():
     env = {**os.environ, "MPLBACKEND": "svg"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.splitlines() == ["False", "['barcode', 'consistency', 'epi'] True", "True False"]
+    assert result.stdout.splitlines() == ["False", "['barcode', 'consistency', 'diagnostics', 'epi'] True", "True False"]
 
 
 def test_cache_keys_change_with_batch_size_dtype_attention_and_scorer_version(tiny_checkpoints, tmp_path,

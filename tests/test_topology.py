@@ -23,6 +23,7 @@ from lmms_topo_plugin.topology.complexes import (
 )
 from lmms_topo_plugin.topology.consistency import consistency, persistence_image, survival_matrix, topological_activity
 from lmms_topo_plugin.topology.synthetic import drifting_clouds
+from lmms_topo_plugin.topology.per_depth import per_depth_importance
 from lmms_topo_plugin.topology.zigzag import bars_to_depths, build_zigzag, position_to_depth, raw_barcode
 
 # CI (and scripts/dev.py) always install dionysus: there a missing dionysus fails instead of skipping.
@@ -101,16 +102,16 @@ def test_survival_counts_bars_alive_over_the_whole_span():
 
 def test_consistency_on_hand_made_bars():
     h0 = bars([0, 3, 3], [0, 1, 1])
-    result = consistency({0: h0, 1: bars()}, 4, alpha=1.0)
+    result = consistency({"h0": h0, "h1": bars()}, 4, alpha=1.0)
     assert result["depth_consistency_h0"] == pytest.approx([3.5 / 6, 2.5 / 4, 1.0, 1.0])
     assert np.isnan(result["depth_consistency_h1"]).all()  # no H1 bars: left out of the mean
     assert result["depth_consistency"] == pytest.approx([3.5 / 6, 2.5 / 4, 1.0, 1.0])
     assert result["layer_survival"] == pytest.approx([1.0, 0.75, 1.0])
     c = result["depth_consistency"]
     assert result["layer_consistency"] == pytest.approx([(c[0] + c[1]) / 2, 0.75 * (c[1] + c[2]) / 2, 1.0])
-    assert consistency({0: h0, 1: bars()}, 4, alpha=0.0)["depth_consistency_h0"][0] == pytest.approx(2 / 3)
+    assert consistency({"h0": h0, "h1": bars()}, 4, alpha=0.0)["depth_consistency_h0"][0] == pytest.approx(2 / 3)
     # an H1 bar alive at depth 1 only (its death end at 2 is open): H1 counts where it has bars
-    mixed = consistency({0: h0, 1: bars([1, 2, 1])}, 4, alpha=1.0)
+    mixed = consistency({"h0": h0, "h1": bars([1, 2, 1])}, 4, alpha=1.0)
     assert mixed["depth_consistency"][1] == pytest.approx((2.5 / 4 + 0.0) / 2)
     assert mixed["layer_survival"] == pytest.approx([0.5, 0.375, 1.0])
 
@@ -238,7 +239,8 @@ def test_bad_clouds_are_refused_with_the_reason():
 def test_plots_are_written(tmp_path):
     result = analyze_topology(drifting_clouds(6, 40, 16, transition=3, seed=8), k=5)
     paths = write_topology_plots(result, tmp_path / "plots", removed=[1, 2])
-    assert [p.name for p in paths] == ["topology_barcode.png", "topology_epi.png", "topology_consistency.png"]
+    assert [p.name for p in paths] == ["topology_barcode.png", "topology_epi.png", "topology_consistency.png",
+                                       "topology_diagnostics.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
 
 
@@ -255,12 +257,14 @@ def topology_method():
 def test_scorer_parameters_are_validated(topology_method):
     assert not set(topology_method.params) & set(GENERAL_PARAMS)
     defaults = topology_method.parse({})
-    assert defaults == {"topo_k": 15, "topo_alpha": 1.0, "topo_sigma": 0.5, "topo_select": "topn",
-                        "topo_epsilon": 0.9, "topo_points": "last_token", "topo_engine": "fast"}
+    assert defaults == {"topo_score": "depth_bars", "topo_distance": "bottleneck", "topo_scales": "0.1:0.25:0.5:1",
+                        "topo_weighting": "none", "topo_k": 15, "topo_alpha": 1.0, "topo_sigma": 0.5,
+                        "topo_select": "topn", "topo_epsilon": 0.9, "topo_points": "last_token", "topo_engine": "fast"}
     assert topology_method.parse({"topo_k": "5", "topo_select": "epsilon", "topo_epsilon": "1"})["topo_k"] == 5
     for key, bad in [("topo_k", "0"), ("topo_alpha", "4.5"), ("topo_sigma", "0"), ("topo_epsilon", "0"),
                      ("topo_epsilon", "1.2"), ("topo_select", "all"), ("topo_engine", "gudhi"),
-                     ("topo_points", "cls")]:
+                     ("topo_points", "cls"), ("topo_score", "zigzag"), ("topo_scales", "0.5:0.1"),
+                     ("topo_scales", "0:1"), ("topo_scales", "a:b"), ("topo_weighting", "epi")]:
         with pytest.raises(ModelArgsError, match=key):
             topology_method.parse({key: bad})
     config = PruneConfig.from_model_args({"method": "topology", "n_remove": "2", "topo_k": "7"})
@@ -289,6 +293,17 @@ def test_scorer_scores_and_selects(topology_method):
     assert epsilon.select(cached, 3, list(range(1, 7))) == sorted(sorted(passing, key=lambda l: -consistency[l])[:3])
     with pytest.raises(ValueError, match="9 depths, expected 8"):
         scorer.score({"last_token": states}, 7)
+
+
+def test_per_depth_score_ranks_by_diagram_distance_without_dionysus(topology_method, monkeypatch):
+    monkeypatch.setitem(sys.modules, "dionysus", None)  # per-depth persistence needs gudhi only
+    states = drifting_clouds(7, 90, 24, transition=4, seed=3)
+    scorer = topology_method.create({**topology_method.parse({"topo_score": "per_depth", "topo_k": "6"}), "seed": 0})
+    scores = scorer.score({"last_token": states}, 6)
+    expected = per_depth_importance(states, k=6, metric="bottleneck")["importance"]
+    assert scores.importance == expected and int(np.argmax(expected)) == 3  # the transition h_3 -> h_4
+    assert scores.details["layer_consistency"] == [1.0 - value for value in expected]
+    assert list(type(scorer).report_plots(scores, [1, 2])) == ["distances"]
 
 
 @needs_dionysus

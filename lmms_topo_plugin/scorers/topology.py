@@ -11,11 +11,44 @@ import torch
 
 from ..params import Param
 from ..registry import register_layer_method
-from ..topology.analysis import MIN_POINTS, analyze_topology, select_epsilon
+from ..topology.analysis import SCORES, analyze_topology, select_epsilon
+from ..topology.clouds import MIN_POINTS
+from ..topology.multiscale import DEFAULT_SCALES
+from ..topology.per_depth import METRICS
 from ..topology.zigzag import ENGINES, require_dionysus
 from .base import LayerScorer, LayerScores
 
+DEFAULT_SCALES_TEXT = ":".join(f"{s:g}" for s in DEFAULT_SCALES)
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    """``"0.1:0.25:0.5:1"`` → ``(0.1, 0.25, 0.5, 1.0)``."""
+    return tuple(float(part) for part in text.split(":"))
+
+
+def check_scales(text: str) -> str | None:
+    try:
+        scales = parse_scales(text)
+    except ValueError:
+        return "expected quantiles separated by ':' (e.g. 0.1:0.25:0.5:1)"
+    if not all(0 < s <= 1 for s in scales) or list(scales) != sorted(set(scales)):
+        return "expected increasing quantiles in (0, 1] separated by ':'"
+    return None
+
+
 PARAMS = {
+    "topo_score": Param(str, "depth_bars", "depth_bars: one kNN complex per depth, bars mapped to depths (the first "
+                        "implementation); multiscale: complexes at several neighbourhood scales, reduced homology, "
+                        "every class of every complex kept, degenerate depths left out; per_depth: no zigzag, each "
+                        "depth's own persistence diagram compared with the next depth's (the paper's ablation)",
+                        choices=(*SCORES, "per_depth")),
+    "topo_distance": Param(str, "bottleneck", "topo_score=per_depth: distance between consecutive depths' diagrams",
+                           choices=METRICS),
+    "topo_scales": Param(str, DEFAULT_SCALES_TEXT, "topo_score=multiscale: quantiles of each "
+                         "depth's kNN edge lengths at which its complex is cut, ':'-separated (1 = the whole kNN "
+                         "complex)", check=check_scales),
+    "topo_weighting": Param(str, "none", "weight of a bar in the survival fractions: none, or lifetime (the weight "
+                            "of the effective persistence image)", choices=("none", "lifetime")),
     "topo_k": Param(int, 15, "neighbours per point in the symmetrised kNN graph (clamped to N-1)", low=1),
     "topo_alpha": Param(float, 1.0, "weight |l - l'|^alpha of depth pairs in the consistency score", low=0.0, high=4.0),
     "topo_sigma": Param(float, 0.5, "width, in layers, of each bar's Gaussian in the persistence image",
@@ -24,9 +57,9 @@ PARAMS = {
                          "topo_epsilon * max, at most n", choices=("topn", "epsilon")),
     "topo_epsilon": Param(float, 0.9, "threshold of topo_select=epsilon, as a fraction of the max consistency",
                           check=lambda v: None if 0 < v <= 1 else "expected a float in (0, 1]"),
-    "topo_points": Param(str, "last_token", "point per calibration sample: the last prompt token's state, or the "
-                         "mean of its visual tokens' states (every calibration prompt needs an image)",
-                         choices=("last_token", "visual_mean")),
+    "topo_points": Param(str, "last_token", "point per calibration sample: the last prompt token's state, the mean "
+                         "of its visual tokens' states (every calibration prompt needs an image), or the mean of all "
+                         "its prompt tokens' states", choices=("last_token", "visual_mean", "prompt_mean")),
     "topo_engine": Param(str, "fast", "dionysus zigzag algorithm: fast (cone) or classic (quadratic; small N)",
                          choices=ENGINES),
 }
@@ -41,15 +74,22 @@ PARAMS = {
 class TopologyScorer(LayerScorer):
     needs = ("last_token",)
     min_samples = MIN_POINTS
+    version = 2  # scores carry diagnostics
     default_samples = 256  # the paper uses 512; 256 fits the bundled calib split (320) and costs ~1 s to score
 
     def __init__(self, *, topo_k: int = 15, topo_alpha: float = 1.0, topo_sigma: float = 0.5,
                  topo_select: str = "topn", topo_epsilon: float = 0.9, topo_points: str = "last_token",
-                 topo_engine: str = "fast", seed: int = 0) -> None:
+                 topo_engine: str = "fast", topo_score: str = "depth_bars", topo_scales: str = DEFAULT_SCALES_TEXT,
+                 topo_weighting: str = "none", topo_distance: str = "bottleneck", seed: int = 0) -> None:
         super().__init__(seed=seed)
-        require_dionysus()
         self.needs = (topo_points,)
-        self.analysis_params = {"k": topo_k, "alpha": topo_alpha, "sigma": topo_sigma, "engine": topo_engine}
+        if topo_score == "per_depth":
+            self.analysis_params = {"k": topo_k, "metric": topo_distance}
+        else:
+            require_dionysus()
+            self.analysis_params = {"k": topo_k, "alpha": topo_alpha, "sigma": topo_sigma, "engine": topo_engine,
+                                    "score": topo_score, "scales": parse_scales(topo_scales),
+                                    "weighting": topo_weighting}
         self.select_rule = topo_select
         self.epsilon = topo_epsilon
 
@@ -58,17 +98,30 @@ class TopologyScorer(LayerScorer):
         states = stats[points]
         if states.shape[1] != num_layers + 1:
             raise ValueError(f"{points} holds {states.shape[1]} depths, expected {num_layers + 1}")
-        result = analyze_topology(states, **self.analysis_params)
-        details = {key: value for key, value in result.items() if key not in ("importance", "params")}
+        if "metric" in self.analysis_params:
+            from ..topology.per_depth import per_depth_importance
+
+            result = per_depth_importance(states, **self.analysis_params)
+            result["layer_consistency"] = [1.0 - value for value in result["importance"]]
+        else:
+            result = analyze_topology(states, **self.analysis_params)
+        details = {key: value for key, value in result.items() if key != "importance"}
         return LayerScores(result["importance"], details)
 
     @classmethod
     def report_plots(cls, scores: LayerScores, removed: list[int]) -> dict[str, bytes]:
-        """Barcode over depth, EPI heatmap, per-layer consistency with the removed layers marked."""
-        from ..topology.plots import barcode_png, consistency_png, epi_png
+        """Zigzag scores: barcode over depth, EPI heatmap, per-layer consistency with the removed layers marked,
+        and the diagnostics; per-depth scores: the diagram distance across each layer."""
+        from ..topology import plots
 
         details = scores.details
-        return {"barcode": barcode_png(details), "epi": epi_png(details), "consistency": consistency_png(details, removed)}
+        if "layer_distance" in details:
+            return {"distances": plots.layer_distance_png(details, removed)}
+        figures = {"barcode": plots.barcode_png(details), "epi": plots.epi_png(details),
+                   "consistency": plots.consistency_png(details, removed)}
+        if "diagnostics" in details:
+            figures["diagnostics"] = plots.diagnostics_png(details)
+        return figures
 
     def select(self, scores: LayerScores, n_remove: int, candidates: list[int]) -> list[int]:
         """topn: the base rule (lowest importance = highest consistency); epsilon: :func:`select_epsilon`."""

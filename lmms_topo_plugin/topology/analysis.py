@@ -2,39 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 from loguru import logger
 
-from ..errors import NonFiniteError
+from .clouds import check_states, effective_k
 from .complexes import knn_flag_complex
 from .consistency import consistency, persistence_image, topological_activity
-from .zigzag import zigzag_barcode
-
-MIN_POINTS = 3
-
-
-def check_states(states: torch.Tensor) -> None:
-    """Refuse clouds ``[N, L+1, d]`` that are too small or hold NaN/inf (naming the depth and layer)."""
-    if states.dim() != 3 or states.shape[1] < 2:
-        raise ValueError(f"expected point clouds [N, L+1, d] with L >= 1, got shape {tuple(states.shape)}")
-    if states.shape[0] < MIN_POINTS:
-        raise ValueError(f"topology needs at least {MIN_POINTS} calibration samples, got {states.shape[0]}")
-    for depth in range(states.shape[1]):
-        if torch.isfinite(states[:, depth]).all():
-            continue
-        where = "the embedded prompt h_0, input of decoder layer 0" if depth == 0 else (
-            f"h_{depth}, output of decoder layer {depth - 1}")
-        raise NonFiniteError(f"topology: non-finite hidden states (NaN or inf) at depth {depth} ({where})")
-
-
-def effective_k(k: int, num_points: int) -> int:
-    """``k`` clamped to ``N - 1`` (with a warning): a point has only ``N - 1`` neighbours."""
-    if k < num_points:
-        return k
-    logger.warning(f"topology: topo_k={k} >= {num_points} samples; using k={num_points - 1} (complete graphs)")
-    return num_points - 1
-
+from .diagnostics import depth_health, diagnostics
+from .multiscale import DEFAULT_SCALES, multiscale_bars
+from .zigzag import bars_to_depths, build_zigzag, raw_barcode
 
 def _json(values: np.ndarray) -> list:
     """Nested lists of floats (or ints) with NaN as ``None``."""
@@ -43,31 +22,57 @@ def _json(values: np.ndarray) -> list:
     return np.where(np.isnan(values), None, values.astype(object)).tolist()
 
 
+SCORES = ("depth_bars", "multiscale")
+
+
 def analyze_topology(
-    states: torch.Tensor, *, k: int = 15, alpha: float = 1.0, sigma: float = 0.5, engine: str = "fast"
+    states: torch.Tensor, *, k: int = 15, alpha: float = 1.0, sigma: float = 0.5, engine: str = "fast",
+    score: str = "depth_bars", scales: Sequence[float] = DEFAULT_SCALES, weighting: str = "none",
 ) -> dict:
     """Scores of every decoder layer from the clouds ``states[:, l]`` of depths ``l = 0..L``.
 
+    ``score``: ``depth_bars`` (one kNN complex per depth, bars mapped to depths, one-depth bars dropped: the
+    first implementation) or ``multiscale`` (:mod:`.multiscale`: complexes at ``scales``, reduced H0, every class
+    of every complex kept, degenerate depths left out). ``weighting``: ``lifetime`` weights each bar by its
+    lifetime in the survival fractions.
+
     Returns JSON-ready lists: ``importance`` (``1 - layer_consistency``, per layer), ``layer_consistency``,
-    ``layer_survival`` (per layer), ``depth_consistency`` (+ ``_h0``/``_h1``, ``None`` where undefined),
-    ``topological_activity`` (per depth), ``bars_h0``/``bars_h1`` (``[birth, death, last]`` depths), ``epi_h0``/
-    ``epi_h1`` (``[birth depth][lifetime]``), and ``params`` (with the k actually used).
+    ``layer_survival`` (per layer), ``depth_consistency`` (+ one per bar group, ``None`` where undefined),
+    ``topological_activity`` (per depth), ``bars_h0``/``bars_h1`` (``[birth, death, last]`` depths, all scales),
+    ``epi_h0``/``epi_h1`` (``[birth depth][lifetime]``), ``diagnostics`` and ``params`` (with the k used).
     """
     check_states(states)
+    if score not in SCORES:
+        raise ValueError(f"unknown topology score {score!r}; expected one of {', '.join(SCORES)}")
     num_points, num_depths = states.shape[0], states.shape[1]
     k = effective_k(k, num_points)
-    complexes = [knn_flag_complex(states[:, depth], k) for depth in range(num_depths)]
-    bars = zigzag_barcode(complexes, engine)
-    scores = consistency(bars, num_depths, alpha)
+    health = depth_health(states)
+    if score == "multiscale":
+        groups, raw_counts = multiscale_bars(states, k, scales, engine)
+        excluded = tuple(depth for depth, bad in enumerate(health["degenerate"]) if bad)
+    else:
+        complexes = [knn_flag_complex(states[:, depth], k) for depth in range(num_depths)]
+        raw = raw_barcode(build_zigzag(complexes), engine)
+        raw_counts = {dim: len(dim_raw) for dim, dim_raw in raw.items()}
+        groups = {f"h{dim}": bars_to_depths(dim_raw, num_depths) for dim, dim_raw in raw.items()}
+        excluded = ()
+    scores = consistency(groups, num_depths, alpha, weighting=weighting, excluded_depths=excluded)
+    bars = {dim: np.concatenate([b for name, b in groups.items() if int(name[1]) == dim]) for dim in (0, 1)}
+    report = diagnostics(states, bars, raw_counts, scores, list(groups), health)
+    for warning in report["warnings"]:
+        logger.warning(f"topology: {warning}")
+    layer = np.nan_to_num(scores["layer_consistency"], nan=0.0)
     images = {dim: persistence_image(dim_bars, num_depths, sigma) for dim, dim_bars in bars.items()}
-    result = {
-        "params": {"k": k, "alpha": alpha, "sigma": sigma, "engine": engine},
-        "importance": _json(1.0 - scores["layer_consistency"]),
-    }
+    params = {"score": score, "num_points": num_points, "k": k, "alpha": alpha, "sigma": sigma, "engine": engine, "weighting": weighting}
+    if score == "multiscale":
+        params["scales"] = list(scales)
+    result = {"params": params, "importance": _json(1.0 - layer)}
     result.update({name: _json(values) for name, values in scores.items()})
+    result["layer_consistency"] = _json(layer)
     result["topological_activity"] = _json(topological_activity(list(images.values())))
     result.update({f"bars_h{dim}": _json(dim_bars) for dim, dim_bars in bars.items()})
     result.update({f"epi_h{dim}": _json(image) for dim, image in images.items()})
+    result["diagnostics"] = report
     return result
 
 

@@ -31,7 +31,12 @@ def squared_distances(points: torch.Tensor) -> torch.Tensor:
 
 def knn_indices(points: torch.Tensor, k: int) -> np.ndarray:
     """The ``k`` nearest other points of every point, ``[N, k]`` in index order; ties go to lower indices."""
-    distances = squared_distances(points)
+    return nearest_neighbours(squared_distances(points), k)
+
+
+def nearest_neighbours(distances: torch.Tensor, k: int) -> np.ndarray:
+    """:func:`knn_indices` from the squared distances ``[N, N]`` (not modified)."""
+    distances = distances.clone()
     distances.fill_diagonal_(float("inf"))
     kth = torch.topk(distances, k, dim=1, largest=False).values[:, -1:]
     closer = distances < kth

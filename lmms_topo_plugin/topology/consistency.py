@@ -3,17 +3,21 @@
 Bars are rows ``[birth, death, last]`` (see :mod:`.zigzag`): alive at depth ``l`` when ``birth <= l <= last``;
 their lifetime is ``death - birth``.
 
-* ``survival[l, l']`` (one homology dimension): of the bars alive at ``l``, the fraction alive across the
-  whole span between ``l`` and ``l'`` (bars are intervals, so: alive at ``l'`` too). Undefined (NaN) when
-  no bar is alive at ``l``.
-* Depth consistency ``C_p(l)``: the mean of ``survival[l, l']`` over ``l' != l`` weighted by
-  ``|l - l'|^alpha``; ``C(l)`` is the mean over p ∈ {0, 1} of the dimensions with a bar alive at ``l`` (a
-  dimension with nothing alive there has nothing to keep and is left out). H0 always has the bar of the
-  whole vertex set, alive at every depth, so ``C(l)`` is always defined.
-* Layer survival ``s(l)`` of decoder layer ``l`` (``h_l → h_{l+1}``): per dimension, the mean of
-  ``survival[l, l+1]`` and ``survival[l+1, l]`` (the defined ones), then the mean over dimensions.
-* Layer consistency ``S(l) = s(l) · (C(l) + C(l+1)) / 2``: topology that both crosses this layer and
-  persists over depth at its two ends. ``S`` is in [0, 1]; high = prune candidate, importance ``1 - S``.
+Scores are computed per *group* of bars: one per homology dimension (``h0``, ``h1``), and per dimension and
+scale for the multi-scale score (``h0@0.25``; see :mod:`.multiscale`).
+
+* ``survival[l, l']`` (one group): of the bars alive at ``l``, the fraction (optionally weighted by lifetime)
+  alive across the whole span between ``l`` and ``l'`` (bars are intervals, so: alive at ``l'`` too).
+  Undefined (NaN) when no bar is alive at ``l``, and at excluded (degenerate) depths.
+* Depth consistency ``C_g(l)``: the mean of the defined ``survival[l, l']`` over ``l' != l`` weighted by
+  ``|l - l'|^alpha``; ``C(l)`` is the mean over the groups where it is defined (a group with nothing alive
+  at ``l`` has nothing to keep and is left out). In the ``depth_bars`` score H0 always has the bar of the
+  whole vertex set, alive at every depth, so ``C(l)`` is always defined there.
+* Layer survival ``s(l)`` of decoder layer ``l`` (``h_l → h_{l+1}``): per group, the mean of the defined
+  ``survival[l, l+1]`` and ``survival[l+1, l]``, then the mean over groups.
+* Layer consistency ``S(l) = s(l) · (C(l) + C(l+1)) / 2`` (the defined ends): topology that both crosses this
+  layer and persists over depth at its two ends. ``S`` is in [0, 1]; high = prune candidate. NaN when no
+  group says anything about the layer; the analysis turns that into a warning.
 """
 
 from __future__ import annotations
@@ -23,17 +27,27 @@ import warnings
 import numpy as np
 
 
-def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
+def nanmean(values: np.ndarray, axis: int) -> np.ndarray:
     """Mean over ``axis`` ignoring NaN; NaN where every entry is NaN (without a warning)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(values, axis=axis)
 
 
-def survival_matrix(bars: np.ndarray, num_depths: int) -> np.ndarray:
-    """``[D, D]``: fraction of the bars alive at row depth that are alive through column depth."""
+def bar_weights(bars: np.ndarray, weighting: str) -> np.ndarray:
+    """Each bar's weight in the survival fractions: 1 (``none``) or its lifetime in depths (``lifetime``, the
+    weight the effective persistence image gives it; a bar alive in one complex only weighs 1)."""
+    if weighting == "none":
+        return np.ones(len(bars))
+    if weighting == "lifetime":
+        return np.maximum(bars[:, 1] - bars[:, 0], 1).astype(float)
+    raise ValueError(f"unknown bar weighting {weighting!r}; expected none or lifetime")
+
+
+def survival_matrix(bars: np.ndarray, num_depths: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """``[D, D]``: (weighted) fraction of the bars alive at row depth that are alive through column depth."""
     counts = np.zeros((num_depths, num_depths))
-    np.add.at(counts, (bars[:, 0], bars[:, 2]), 1.0)
+    np.add.at(counts, (bars[:, 0], bars[:, 2]), 1.0 if weights is None else weights)
     # spanning[i, j] = number of bars with birth <= i and last >= j
     spanning = np.cumsum(np.cumsum(counts, axis=0)[:, ::-1], axis=1)[:, ::-1]
     low = np.minimum.outer(np.arange(num_depths), np.arange(num_depths))
@@ -44,32 +58,41 @@ def survival_matrix(bars: np.ndarray, num_depths: int) -> np.ndarray:
 
 
 def depth_consistency(survival: np.ndarray, alpha: float) -> np.ndarray:
-    """``C_p(l)``: survival from ``l`` to the other depths, weighted by ``|l - l'|^alpha`` (NaN if undefined)."""
+    """``C_p(l)``: survival from ``l`` to the other depths, weighted by ``|l - l'|^alpha``; NaN entries (excluded
+    depths) are left out, and ``C_p(l)`` is NaN when nothing is left."""
     depths = np.arange(len(survival))
     distance = np.abs(depths[:, None] - depths[None, :]).astype(float)
-    weights = np.where(distance > 0, distance**alpha, 0.0)
-    return (survival * weights).sum(axis=1) / weights.sum(axis=1)
+    weights = np.where((distance > 0) & np.isfinite(survival), distance**alpha, 0.0)
+    total = weights.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (np.nan_to_num(survival) * weights).sum(axis=1) / total, np.nan)
 
 
 def layer_survival(survival: np.ndarray) -> np.ndarray:
     """Per layer ``l``: mean of the defined ``survival[l, l+1]`` and ``survival[l+1, l]``."""
     forward = np.diagonal(survival, offset=1)
     backward = np.diagonal(survival, offset=-1)
-    return _nanmean(np.stack([forward, backward]), axis=0)
+    return nanmean(np.stack([forward, backward]), axis=0)
 
 
-def consistency(bars: dict[int, np.ndarray], num_depths: int, alpha: float) -> dict[str, np.ndarray]:
-    """Depth and layer consistency from the depth bars of each dimension (see the module docstring)."""
+def consistency(groups: dict[str, np.ndarray], num_depths: int, alpha: float, *, weighting: str = "none",
+                excluded_depths: tuple[int, ...] = ()) -> dict[str, np.ndarray]:
+    """Depth and layer consistency from groups of depth bars (one group per homology dimension, and per scale
+    for the multi-scale score; see the module docstring). Depths in ``excluded_depths`` (degenerate clouds) are
+    left out of every survival fraction, so the layers next to them have no survival (NaN)."""
     per_depth, per_layer = {}, {}
-    for dim, dim_bars in bars.items():
-        survival = survival_matrix(dim_bars, num_depths)
-        per_depth[dim] = depth_consistency(survival, alpha)
-        per_layer[dim] = layer_survival(survival)
-    depth = _nanmean(np.stack(list(per_depth.values())), axis=0)
-    survival = _nanmean(np.stack(list(per_layer.values())), axis=0)
-    layer = survival * (depth[:-1] + depth[1:]) / 2
+    for name, group in groups.items():
+        survival = survival_matrix(group, num_depths, bar_weights(group, weighting))
+        survival[list(excluded_depths), :] = np.nan
+        survival[:, list(excluded_depths)] = np.nan
+        per_depth[name] = depth_consistency(survival, alpha)
+        per_layer[name] = layer_survival(survival)
+    depth = nanmean(np.stack(list(per_depth.values())), axis=0)
+    survival = nanmean(np.stack(list(per_layer.values())), axis=0)
+    layer = survival * nanmean(np.stack([depth[:-1], depth[1:]]), axis=0)
     result = {"depth_consistency": depth, "layer_survival": survival, "layer_consistency": layer}
-    result.update({f"depth_consistency_h{dim}": values for dim, values in per_depth.items()})
+    result.update({f"depth_consistency_{name}": values for name, values in per_depth.items()})
+    result.update({f"layer_survival_{name}": values for name, values in per_layer.items()})
     return result
 
 
