@@ -25,11 +25,12 @@ def sweep_evidence(record: dict[str, Any], sweep_dir: Path, selected_as: str) ->
     from ..report_files import score_figures
     from ..scorers import LayerScores
     from ..search.sweep import scores_path
+    from ..search.variants import label_of
 
     files = {SWEEP_RECORD: (json.dumps({**record, "selected_as": selected_as}, indent=2) + "\n").encode()}
     files.update({name: (sweep_dir / name).read_bytes() for name in SWEEP_FILES if (sweep_dir / name).is_file()})
     winner = record["winner"]
-    path = scores_path(sweep_dir / "scores", winner["method"], winner.get("calib_limit"))
+    path = scores_path(sweep_dir / "scores", label_of(winner), winner.get("calib_limit"))
     saved = json.loads(path.read_text()) if path.is_file() else None
     if saved is None or saved["method_params"] != winner.get("method_params") or saved["calibration"] != winner.get("calibration"):
         logger.warning(f"topo-prune export: no scores of this configuration in {path.parent} (sweeps before "

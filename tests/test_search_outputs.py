@@ -57,12 +57,12 @@ def sweep_rows():
 def test_results_table_values():
     table = results_table([PRUNED, DENSE], EM, RULE)
     assert table == [
-        {"key": "dense", "method": "none", "budget": 0.0, "calib_limit": None, "n_remove": 0, "num_layers": 12,
+        {"key": "dense", "method": "none", "variant": "none", "budget": 0.0, "calib_limit": None, "n_remove": 0, "num_layers": 12,
          "removed_fraction": 0.0, "removed_layers": [], ANLS: 0.75, ANLS + " stderr": None, EM: 0.5,
          EM + " stderr": 0.046875, "retained": 1.0, "prefill_s": 0.5, "decode_s_per_token": 0.03125,
          "prefill_speedup": 1.0, "decode_speedup": 1.0, "ideal_speedup": 1.0, "memory_mb": 2.0, "memory_ratio": 1.0,
          "memory_kind": "rss", "parameters": 12_000_000, "passes": None},
-        {"key": "topology-0.25-64", "method": "topology", "budget": 0.25, "calib_limit": 64, "n_remove": 3,
+        {"key": "topology-0.25-64", "method": "topology", "variant": "topology", "budget": 0.25, "calib_limit": 64, "n_remove": 3,
          "num_layers": 12, "removed_fraction": 0.25, "removed_layers": [2, 5, 9], ANLS: 0.5, ANLS + " stderr": None,
          EM: 0.375, EM + " stderr": 0.0546875, "retained": 0.75, "prefill_s": 0.375, "decode_s_per_token": 0.0234375,
          "prefill_speedup": 0.5 / 0.375, "decode_speedup": 4 / 3, "ideal_speedup": 12 / 9, "memory_mb": 1.5,
@@ -165,7 +165,7 @@ def test_winner_record(tmp_path):
         "schema": "lmms_topo_plugin.sweep_winner", "version": 1,
         "winner": {name: PRUNED[name] for name in ("key", "method", "budget", "calib_limit", "n_remove", "num_layers",
                                                     "removed_layers", "method_params", "calibration", "metrics",
-                                                    "stderr", "cost", "eval_s")},
+                                                    "stderr", "cost", "eval_s")} | {"variant": "topology"},
         "dense": {"metrics": DENSE["metrics"], "stderr": DENSE["stderr"], "cost": DENSE["cost"]},
         "rule": "keep>=0.75", "objective": "layers", "metric": EM, **context,
     }

@@ -1,6 +1,7 @@
 """The sweep: one scoring per method, plans equal to single runs, virtual = physical pruning, resume, rules."""
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -8,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from lmms_topo_plugin.api import load_pruned
@@ -19,6 +21,9 @@ from lmms_topo_plugin.loading import load_config, load_model
 from lmms_topo_plugin.prompting import Prompt, encode
 from lmms_topo_plugin.calibration import move_inputs
 from lmms_topo_plugin.search import SweepSpec, run_sweep
+from lmms_topo_plugin.search.rules import SweepArgsError
+from lmms_topo_plugin.search.sweep import configurations
+from lmms_topo_plugin.search.variants import parse_variant, split_methods
 from lmms_topo_plugin.surgery import layers_removed, remove_layers
 from lmms_topo_plugin.testing.tiny_models import example_image
 
@@ -40,22 +45,26 @@ def logits(loaded, prompt):
 
 def test_plans_from_one_scoring_equal_separate_runs(tiny_checkpoints, tmp_path):
     checkpoint = str(tiny_checkpoints("llava", 8))
-    methods, budgets = ["block_influence", "angular", "random", "spacing"], [0.25, 0.5]
+    methods, budgets = ["block_influence", "angular", "random", "random[seed=3]", "spacing"], [0.25, 0.5]
     result = run_sweep(SweepSpec(model_args={"pretrained": checkpoint, "device": "cpu"}, methods=methods, budgets=budgets, calib_limits=[8], tasks=["topo_synth_count"],
                                  out=tmp_path / "sweep", rule="metric>=0", limit=2, cost_repeats=1))
-    swept = {(row["method"], row["budget"]): row["removed_layers"] for row in result["rows"] if row["method"] != "none"}
+    swept = {(row["variant"], row["budget"]): row["removed_layers"] for row in result["rows"] if row["method"] != "none"}
     separate, unreachable = {}, []
-    for method in methods:
+    for entry in methods:
+        method, params = parse_variant(entry)
         for budget in budgets:
             try:
-                _, report = load_pruned({"pretrained": checkpoint, "device": "cpu", "method": method,
+                _, report = load_pruned({"pretrained": checkpoint, "device": "cpu", **params, "method": method,
                                          "sparsity": budget, "calib_limit": 8})
             except ModelArgsError:
-                unreachable.append((method, budget))
+                unreachable.append((entry, budget))
                 continue
-            separate[(method, budget)] = report.plan["removed_layers"]
+            separate[(entry, budget)] = report.plan["removed_layers"]
     assert swept == separate
-    assert [(item["method"], item["budget"]) for item in result["skipped"]] == unreachable == [("spacing", 0.5)]
+    assert swept[("random", 0.5)] != swept[("random[seed=3]", 0.5)]  # the variant's own seed
+    assert [(item["variant"], item["budget"]) for item in result["skipped"]] == unreachable == [("spacing", 0.5)]
+    results_md = (tmp_path / "sweep" / "results.md").read_text()
+    assert "| random[seed=3] | 0.25 |" in results_md and "| random | 0.25 |" in results_md
     assert [row["method"] for row in result["rows"]].count("none") == 1
 
 
@@ -158,3 +167,30 @@ def test_two_processes_score_once_and_split_the_evaluation(tmp_path):
         return sorted((row["method"], row["removed_layers"], row["metrics"]) for row in rows)
 
     assert outcome(tmp_path / "two") == outcome(tmp_path / "one")
+
+
+def test_method_variants_parse_and_refuse_bad_entries():
+    assert split_methods("topology,topology[topo_k=5,topo_alpha=2], random") == [
+        "topology", "topology[topo_k=5,topo_alpha=2]", "random"]
+    assert parse_variant("topology[topo_k=5,topo_alpha=2]") == ("topology", {"topo_k": "5", "topo_alpha": "2"})
+    assert parse_variant("angular") == ("angular", {})
+    for text, message in [("topology[topo_k=5", "unbalanced"), ("a]b", "unbalanced"), ("t[[x=1]]", "unbalanced")]:
+        with pytest.raises(SweepArgsError, match=message):
+            split_methods(text)
+    for entry, message in [("topology[]", "empty brackets"), ("topology[topo_k]", "'topo_k' is not key=value"),
+                           ("topology[topo_k=1,topo_k=2]", "sets topo_k twice"), ("top ology!", "not a method name")]:
+        with pytest.raises(SweepArgsError, match=re.escape(message)):
+            parse_variant(entry)
+
+
+def test_variants_are_checked_before_any_weights_load(tmp_path):
+    spec = SweepSpec(model_args={}, methods=["topology[topo_k=0]"], budgets=[0.25], tasks=["topo_synth_count"],
+                     out=tmp_path)
+    with pytest.raises(ModelArgsError, match="topo_k='0' is out of range"):
+        configurations(spec)
+    for methods, message in [(["random[sparsity=0.5]"], "sparsity= cannot be set per method"),
+                             (["random[token_method=fastv]"], "token_method= cannot be set per method"),
+                             (["random", "random"], "lists an entry twice"),
+                             (["random[topo_k=5]"], "topo_k")]:
+        with pytest.raises(ModelArgsError, match=re.escape(message)):
+            configurations(SweepSpec(model_args={}, methods=methods, budgets=[0.25], tasks=["t"], out=tmp_path))

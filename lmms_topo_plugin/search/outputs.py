@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..cache import atomic_write_bytes
 from .rules import DENSE, Rule, dense_row, pareto_front, passing, removed_fraction, x_value
+from .variants import label_of
 
 WINNER_SCHEMA = "lmms_topo_plugin.sweep_winner"
 WINNER_VERSION = 1
@@ -23,7 +24,7 @@ STDERR = " stderr"  # suffix of a metric's stderr column
 def _order(row: dict) -> tuple:
     """Dense first, then method, budget and calibration size (the default, None, first)."""
     limit = row["calib_limit"]
-    return row["method"] != DENSE, row["method"], row["budget"], limit is not None, limit or 0
+    return row["method"] != DENSE, label_of(row), row["budget"], limit is not None, limit or 0
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -33,7 +34,8 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 def _entry(row: dict, dense: dict, metric_names: list[str], metric: str, passes: bool | None) -> dict:
     """One flat table row: configuration, every metric and stderr, costs next to dense, the verdict."""
     cost, dense_cost = row["cost"], dense["cost"]
-    entry = {"key": row["key"], "method": row["method"], "budget": row["budget"], "calib_limit": row["calib_limit"],
+    entry = {"key": row["key"], "method": row["method"], "variant": label_of(row), "budget": row["budget"],
+             "calib_limit": row["calib_limit"],
              "n_remove": row["n_remove"], "num_layers": row["num_layers"], "removed_fraction": removed_fraction(row),
              "removed_layers": list(row["removed_layers"])}
     for name in metric_names:
@@ -109,7 +111,7 @@ def _config(entry: dict) -> list[str]:
     if entry["method"] == DENSE:
         return ["dense", "—", "—"]
     limit = entry["calib_limit"]
-    return [entry["method"], f"{entry['budget']:g}", "default" if limit is None else str(limit)]
+    return [entry["variant"], f"{entry['budget']:g}", "default" if limit is None else str(limit)]
 
 
 def _markdown_row(entry: dict, metric_names: list[str], winner_key: str | None) -> list[str]:
@@ -155,7 +157,7 @@ def render_skipped(skipped: list[dict]) -> str:
     """A section listing the configurations the sweep could not run (a budget beyond a method's reach)."""
     if not skipped:
         return ""
-    lines = [f"- {item['method']} @ {item['budget']:g}: {item['reason']}" for item in skipped]
+    lines = [f"- {label_of(item)} @ {item['budget']:g}: {item['reason']}" for item in skipped]
     return "\nNot evaluated:\n\n" + "\n".join(lines) + "\n"
 
 
@@ -169,10 +171,10 @@ def _series(rows: list[dict]) -> dict[str, list[dict]]:
     pruned = [row for row in rows if row["method"] != DENSE]
     limits = {}
     for row in pruned:
-        limits.setdefault(row["method"], set()).add(row["calib_limit"])
+        limits.setdefault(label_of(row), set()).add(row["calib_limit"])
     series = {}
     for row in sorted(pruned, key=_order):
-        label = row["method"]
+        label = label_of(row)
         if len(limits[label]) > 1:
             label += f" (calibration {'default' if row['calib_limit'] is None else row['calib_limit']})"
         series.setdefault(label, []).append(row)
@@ -227,9 +229,9 @@ def winner_record(winner: dict, rows: list[dict], rule: Rule, objective: str, me
     dense = dense_row(rows)
     record = {
         "schema": WINNER_SCHEMA, "version": WINNER_VERSION,
-        "winner": {name: winner.get(name) for name in ("key", "method", "budget", "calib_limit", "n_remove",
-                                                        "num_layers", "removed_layers", "method_params", "calibration",
-                                                        "metrics", "stderr", "cost", "eval_s")},
+        "winner": {name: label_of(winner) if name == "variant" else winner.get(name) for name in (
+            "key", "method", "variant", "budget", "calib_limit", "n_remove", "num_layers", "removed_layers",
+            "method_params", "calibration", "metrics", "stderr", "cost", "eval_s")},
         "dense": {name: dense[name] for name in ("metrics", "stderr", "cost")},
         "rule": rule.describe(), "objective": objective, "metric": metric,
     }

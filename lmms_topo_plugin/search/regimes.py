@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import ModelArgsError
 from ..registry import DENSE_METHOD
+from .variants import label_of
 
 REGIMES = ("ranking-sensitive", "converging", "continuity-dominated")
 COLOURS = {"ranking-sensitive": "#f4cccc", "converging": "#d9ead3", "continuity-dominated": "#cfe2f3"}
@@ -65,7 +66,8 @@ def budget_table(rows: list[dict], metric: str, rule: RegimeRule) -> list[dict[s
     by_budget: dict[float, dict[str, dict]] = {}
     for row in rows:
         if row["method"] != DENSE_METHOD:
-            label = row["method"] if row["calib_limit"] is None else f"{row['method']} (calibration {row['calib_limit']})"
+            label = label_of(row) if row["calib_limit"] is None else (
+                f"{label_of(row)} (calibration {row['calib_limit']})")
             by_budget.setdefault(row["budget"], {})[label] = row
     table = []
     for budget, members in sorted(by_budget.items()):

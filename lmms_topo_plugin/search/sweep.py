@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..cache import DiskCache, atomic_write_json, cache_key
 from ..calib_data import prompts_fingerprint
-from ..config import PruneConfig
+from ..config import TOKEN_KEYS, PruneConfig
 from ..distributed import compute_on_rank0, join_launched_processes, rank
 from ..errors import ModelArgsError
 from ..loading import LoadedModel, load_model
@@ -36,6 +36,7 @@ from .outputs import (
     write_markdown, write_winner,
 )
 from .rules import Rule, check_metric, pareto_front, parse_objective, parse_rule, pick_winner
+from .variants import file_stem, parse_variant
 
 SWEEP_KEYS = ("method", "sparsity", "n_remove", "calib_limit")  # set by the sweep, not by --model-args
 PARETO_SCHEMA = "lmms_topo_plugin.sweep_pareto"
@@ -66,6 +67,7 @@ class Configuration:
     config: PruneConfig
     budget: float
     calib_limit: int | None
+    variant: str = DENSE_METHOD  # the --methods entry as written (see :mod:`.variants`)
     key: str = ""
 
     @property
@@ -75,15 +77,15 @@ class Configuration:
     @property
     def label(self) -> str:
         calib = f", calib_limit={self.calib_limit}" if self.calib_limit else ""
-        return "dense" if self.method == DENSE_METHOD else f"{self.method} at {self.budget:g}{calib}"
+        return "dense" if self.method == DENSE_METHOD else f"{self.variant} at {self.budget:g}{calib}"
 
     @property
     def path_stem(self) -> str:
-        return f"{self.method}-{self.budget:g}-{self.calib_limit or 'default'}-{self.key[:10]}"
+        return f"{file_stem(self.variant)}-{self.budget:g}-{self.calib_limit or 'default'}-{self.key[:10]}"
 
 
 def configurations(spec: SweepSpec) -> list[Configuration]:
-    """Dense first, then every method × calibration size × budget, each parsed like ``--model_args``."""
+    """Dense first, then every method (or variant) × calibration size × budget, each parsed like ``--model_args``."""
     if "token_method" in spec.model_args:
         raise ModelArgsError("--model-args: token_method= is not a sweep dimension yet; evaluate token pruning with "
                              "lmms-eval --model topo_pruned --model_args ...,token_method=")
@@ -91,15 +93,21 @@ def configurations(spec: SweepSpec) -> list[Configuration]:
     if clash:
         raise ModelArgsError(f"--model-args: {clash[0]}= is set by the sweep (--methods, --budgets, --calib-limits); "
                              "remove it")
+    if len(set(spec.methods)) != len(spec.methods):
+        raise ModelArgsError(f"--methods: {spec.methods} lists an entry twice")
     dense = Configuration(PruneConfig.from_model_args(spec.model_args), 0.0, None)
     points = [dense]
-    for method in spec.methods:
+    for entry in spec.methods:
+        method, params = parse_variant(entry)
+        clash = sorted(set(params) & {*SWEEP_KEYS, "token_method", *TOKEN_KEYS})
+        if clash:
+            raise ModelArgsError(f"--methods: {entry}: {clash[0]}= cannot be set per method")
         for calib_limit in spec.calib_limits:
             for budget in spec.budgets:
-                args = {**spec.model_args, "method": method, "sparsity": budget}
+                args = {**spec.model_args, **params, "method": method, "sparsity": budget}
                 if calib_limit is not None:
                     args["calib_limit"] = calib_limit
-                points.append(Configuration(PruneConfig.from_model_args(args), budget, calib_limit))
+                points.append(Configuration(PruneConfig.from_model_args(args), budget, calib_limit, entry))
     return points
 
 
@@ -177,7 +185,8 @@ def split_feasible(points: list[Configuration], num_layers: int) -> tuple[list[C
         try:
             point.config.layers_to_remove(num_layers)
         except ModelArgsError as error:
-            skipped.append({"method": point.method, "budget": point.budget, "calib_limit": point.calib_limit,
+            skipped.append({"method": point.method, "variant": point.variant, "budget": point.budget,
+                            "calib_limit": point.calib_limit,
                             "reason": str(error).removeprefix("model_args: ")})
             continue
         feasible.append(point)
@@ -185,10 +194,10 @@ def split_feasible(points: list[Configuration], num_layers: int) -> tuple[list[C
 
 
 def prepare_groups(points: list[Configuration]) -> dict[tuple, Prepared]:
-    """One prepared scorer and calibration set per (method, calibration size): every check before weights load."""
+    """One prepared scorer and calibration set per (variant, calibration size): every check before weights load."""
     groups: dict[tuple, Prepared] = {}
     for point in points:
-        group = (point.method, point.calib_limit)
+        group = (point.variant, point.calib_limit)
         if point.method != DENSE_METHOD and group not in groups:
             groups[group] = prepare(point.config)
     return groups
@@ -226,7 +235,7 @@ def evaluate_missing(spec: SweepSpec, points: list[Configuration], done: dict, g
                 lm = TopoPrunedChat.around(loaded, point.config, show_progress=False)
                 raw = evaluate(lm, spec.tasks, manager, spec.limit)
                 cost = measure_cost(loaded, prompt, repeats=spec.cost_repeats) if rank() == 0 else None
-            row = {"key": point.key, "method": point.method, "budget": point.budget,
+            row = {"key": point.key, "method": point.method, "variant": point.variant, "budget": point.budget,
                    "calib_limit": point.calib_limit, **plan, "cost": cost, "eval_s": time.perf_counter() - start}
             if rank() == 0:
                 row["metrics"], row["stderr"] = flatten_results(raw)
@@ -244,7 +253,7 @@ def plan_for(point: Configuration, groups: dict[tuple, Prepared], loaded: Loaded
     if point.method == DENSE_METHOD:
         return {"n_remove": 0, "num_layers": num_layers, "removed_layers": [], "calibration": None,
                 "method_params": {}, "score_s": 0.0}
-    prepared = groups[(point.method, point.calib_limit)]
+    prepared = groups[(point.variant, point.calib_limit)]
     score_s = 0.0
     if id(prepared) not in scored:
         start = time.perf_counter()
@@ -257,16 +266,16 @@ def plan_for(point: Configuration, groups: dict[tuple, Prepared], loaded: Loaded
                        "samples": len(prepared.calibration_prompts),
                        "fingerprint": prompts_fingerprint(prepared.calibration_prompts)}
     if score_s and rank() == 0:
-        atomic_write_json(scores_path(scores_dir, point.method, point.calib_limit), {
-            "method": point.method, "calib_limit": point.calib_limit, "calibration": calibration,
+        atomic_write_json(scores_path(scores_dir, point.variant, point.calib_limit), {
+            "method": point.method, "variant": point.variant, "calib_limit": point.calib_limit, "calibration": calibration,
             "method_params": point.config.method_params, "scores": scored[id(prepared)].to_json()})
     return {"n_remove": plan.n_remove, "num_layers": num_layers, "removed_layers": plan.removed_layers,
             "calibration": calibration, "method_params": point.config.method_params, "score_s": score_s}
 
 
-def scores_path(scores_dir: Path, method: str, calib_limit: int | None) -> Path:
-    """``<out>/scores/<method>-<calibration size or default>.json``: one method's per-layer scores in a sweep."""
-    return Path(scores_dir) / f"{method}-{calib_limit or 'default'}.json"
+def scores_path(scores_dir: Path, variant: str, calib_limit: int | None) -> Path:
+    """``<out>/scores/<variant>-<calibration size or default>.json``: one method's per-layer scores in a sweep."""
+    return Path(scores_dir) / f"{file_stem(variant)}-{calib_limit or 'default'}.json"
 
 
 def write_outputs(spec: SweepSpec, rows: list[dict], skipped: list[dict], rule: Rule, objective: str, metric: str,
