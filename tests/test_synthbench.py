@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import re
 import socket
 from collections import Counter
@@ -28,11 +29,18 @@ from lmms_topo_plugin.synthbench import (
     vocabulary,
 )
 from lmms_topo_plugin.synthbench.__main__ import main as build_main
+from lmms_topo_plugin.synthbench.seen import bundled_training_keys, mixture_docs, training_log, training_stages
+from lmms_topo_plugin.synthbench.splits import doc_key
 
 TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
 DATA_DIR = TASKS_DIR / "topo_synth" / "data"
-SIZES = {"calib": 64, "test": 100}
+SIZES = {"calib": 64, "test": 100, "dev": 100}
 TASK_NAMES = [f"topo_synth_{kind}" for kind in KINDS]
+DEV_TASK_NAMES = [f"topo_synth_dev_{kind}" for kind in KINDS]
+# sha256 of the sorted `key_lines` of every item the bundled model's training run drew, computed with the training
+# code that made the model (`training.data.kind_mixture` at the bundled model's commit): the stream must not change.
+TRAINING_ITEMS = 217_123
+TRAINING_KEYS_SHA256 = "667d5774a2d08af8df61dbeac85e0ecbacd4ea3f7db5d0a9ed8b504c82e97367"
 RGB = {
     "red": (255, 0, 0),
     "green": (0, 255, 0),
@@ -63,6 +71,7 @@ def test_build_is_byte_identical_and_equals_the_shipped_files(tmp_path):
     fresh = {path.name: sha256(path.read_bytes()) for path in tmp_path.glob("*.jsonl")}
     assert fresh == {name: sha256(text.encode()) for name, text in first.items()}
     assert shipped == fresh, "shipped data differ from a fresh build: run `python -m lmms_topo_plugin.synthbench build`"
+    assert set(shipped) == {f"{split}_{kind}.jsonl" for split in SPLITS for kind in KINDS}
     assert sum(path.stat().st_size for path in DATA_DIR.glob("*.jsonl")) < 3_000_000
 
 
@@ -107,6 +116,40 @@ def test_splits_are_disjoint(splits):
     assert len(set(calib)) == len(calib) and len(set(test)) == len(test)
     assert not set(calib) & set(test)
     assert not set(calib + test) & set(keys(itertools.islice(iter_examples(0), 2000)))
+
+
+def key_lines(keys) -> list[str]:
+    """Each scene+question as one canonical JSON line, sorted."""
+    return sorted(json.dumps([scene.background, [list(item) for item in scene.items], question])
+                  for scene, question in keys)
+
+
+def test_training_items_are_those_of_the_bundled_run():
+    stages = training_stages(training_log())
+    assert [n for *_, n in stages] == [400 * 64, 3000 * 64]  # stage 1 and stage 2 docs drawn: 217,600 in all
+    keys = bundled_training_keys()
+    assert len(keys) == TRAINING_ITEMS  # a few items recur within the run
+    assert sha256("\n".join(key_lines(keys)).encode()) == TRAINING_KEYS_SHA256
+
+
+def test_replay_matches_the_training_mixture():
+    from lmms_topo_plugin.training import data
+
+    def fields(docs):
+        return [(d["id"], d["kind"], d["question"], d["answer"], d["background"], d["scene"]) for d in docs]
+
+    vision, qa = training_stages(training_log())
+    for real, (seed, weights, _) in [(data.kind_mixture(vision[0]), vision), (data.kind_mixture(qa[0], qa[1]), qa)]:
+        assert fields(itertools.islice(real, 150)) == fields(itertools.islice(mixture_docs(seed, weights), 150))
+
+
+def test_dev_avoids_calib_test_and_every_training_item(splits):
+    keys = {split: [doc_key(doc) for doc in docs] for split, docs in splits.items()}
+    dev = set(keys["dev"])
+    assert len(dev) == len(keys["dev"]) == len(KINDS) * SIZES["dev"]
+    assert not dev & set(keys["calib"]) and not dev & set(keys["test"])
+    assert not dev & bundled_training_keys()
+    assert {doc["id"] for doc in splits["dev"]} == {f"dev-{k}-{i:04d}" for k in KINDS for i in range(SIZES["dev"])}
 
 
 # --- answers recomputed from the scene, independently of the generator -------------------------------------
@@ -162,7 +205,7 @@ def solve(question, scene):
 
 def test_answers_and_images_agree_with_the_scene(splits):
     stream = list(itertools.islice(iter_examples(11), 500))
-    for doc in [*splits["calib"], *splits["test"], *stream]:
+    for doc in [*splits["calib"], *splits["test"], *splits["dev"], *stream]:
         assert solve(doc["question"], doc["scene"]) == doc["answer"], doc["id"]
         pixels = doc["image"].load()
         occupied = {(item["row"], item["col"]): item["color"] for item in doc["scene"]}
@@ -213,7 +256,7 @@ def test_normalize_answer(text, expected):
 
 
 def test_unknown_split_or_kind_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"split must be one of \('calib', 'test'\)"):
+    with pytest.raises(ValueError, match=r"split must be one of \('calib', 'test', 'dev'\)"):
         load_split("train")
     with pytest.raises(ValueError, match=r"kinds must be .*'presence', 'attribute', 'count', 'spatial', 'math'"):
         load_split("test", ["colour"])
@@ -239,9 +282,9 @@ def refuse_connection(*args):
     raise OSError("network is off in this test")
 
 
-@pytest.fixture(scope="module")
-def lmms_eval_tasks():
-    """The topo_synth group and the chat variant of one task, loaded offline with sockets disabled."""
+def offline_task_dicts(*requests: tuple[list[str], dict]) -> list[dict]:
+    """lmms-eval task dicts of the bundled tasks (`get_task_dict(names, manager, **kwargs)` per request), loaded
+    offline with sockets disabled."""
     import datasets
     from lmms_eval.tasks import TaskManager, get_task_dict
 
@@ -249,9 +292,15 @@ def lmms_eval_tasks():
         patch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
         patch.setattr(socket.socket, "connect", refuse_connection)
         manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
-        groups = get_task_dict(["topo_synth", "topo_synth_calib"], manager)
-        chat = get_task_dict(["topo_synth_presence"], manager, task_type="chat")["topo_synth_presence"]
-    return groups, chat
+        return [get_task_dict(names, manager, **kwargs) for names, kwargs in requests]
+
+
+@pytest.fixture(scope="module")
+def lmms_eval_tasks():
+    """The topo_synth group and the chat variant of one task."""
+    groups, chat = offline_task_dicts((["topo_synth", "topo_synth_calib"], {}),
+                                      (["topo_synth_presence"], {"task_type": "chat"}))
+    return groups, chat["topo_synth_presence"]
 
 
 def label(key) -> str:
@@ -280,6 +329,31 @@ def test_topo_synth_group_has_the_five_test_tasks(lmms_eval_tasks):
         data_file = Path(task.config.dataset_kwargs["data_files"]["test"])  # anchored at the YAML, not the cwd
         assert data_file.is_absolute() and data_file == DATA_DIR / f"test_{name.removeprefix('topo_synth_')}.jsonl"
     assert len(tasks["topo_synth_calib"].test_docs()) == len(KINDS) * SIZES["calib"]
+
+
+def test_topo_synth_dev_mirrors_the_test_group(lmms_eval_tasks):
+    from lmms_topo_plugin.search.evaluate import available_metrics
+
+    (dev,) = offline_task_dicts((["topo_synth_dev"], {}))
+    (group, subgroups), = dev.items()
+    assert label(group) == "topo_synth_dev"
+    assert {label(key): sorted(v) for key, v in subgroups.items()} == {
+        "topo_synth_dev_nonmath": sorted(DEV_TASK_NAMES[:4]), "topo_synth_dev_mathdomain": ["topo_synth_dev_math"]}
+    tests, tasks = leaves(lmms_eval_tasks[0]), leaves(dev)
+    for kind, name in zip(KINDS, DEV_TASK_NAMES):
+        task, test = tasks[name], tests[f"topo_synth_{kind}"]
+        assert [doc["id"] for doc in task.test_docs()] == [doc["id"] for doc in load_split("dev", kind)]
+        data_file = Path(task.config.dataset_kwargs["data_files"]["dev"])
+        assert data_file.is_absolute() and data_file == DATA_DIR / f"dev_{kind}.jsonl"
+        assert task.config.metric_list == test.config.metric_list
+        assert task.config.generation_kwargs == test.config.generation_kwargs
+        doc = task.test_docs()[0]
+        assert task.doc_to_text(doc) == prompt_for(doc) and task.doc_to_target(doc) == doc["answer"]
+    metrics = available_metrics(dev)
+    assert {"topo_synth_dev/exact_match", "topo_synth_dev_nonmath/exact_match",
+            "topo_synth_dev_mathdomain/exact_match", "topo_synth_dev_presence/f1"} <= metrics
+    assert {name.replace("topo_synth_dev", "topo_synth", 1) for name in metrics} == available_metrics(
+        lmms_eval_tasks[0]) - {"topo_synth_calib/exact_match"}
 
 
 def test_task_hooks_and_scores(lmms_eval_tasks):

@@ -1,7 +1,8 @@
 """A seeded synthetic multimodal benchmark: coloured shapes on a patch-aligned grid, five kinds of questions.
 
-Stored splits (`calib`, `test`) ship as JSONL under `tasks/topo_synth/data/` and are served to lmms-eval by the
-`topo_synth*` tasks; `iter_examples` is an endless training stream that never repeats a stored item.
+Stored splits (`calib`, `test`, `dev`) ship as JSONL under `tasks/topo_synth/data/` and are served to lmms-eval by
+the `topo_synth*` tasks (`topo_synth_dev*` for dev); `iter_examples` is an endless training stream that never
+repeats a `calib` or `test` item, and `dev` avoids every item the bundled model trained on.
 Rebuild the stored files with `python -m lmms_topo_plugin.synthbench build [--out DIR]`.
 """
 
@@ -20,7 +21,8 @@ from .scene import (
     render_image,
 )
 from .scoring import exact_match, pope_f1, pope_pair, pope_precision, pope_recall
-from .splits import SPLITS, build_files, iter_examples, load_split, write_files
+from .build import build_files, write_files
+from .splits import SPLITS, iter_examples, load_split
 from .storage import data_dir, scene_of
 from .text import INSTRUCTION, normalize_answer, prompt_for, tokenize, vocabulary
 

@@ -6,14 +6,14 @@ import argparse
 import hashlib
 from pathlib import Path
 
-from .splits import write_files
+from .build import write_files
 from .storage import data_dir
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lmms_topo_plugin.synthbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    build = commands.add_parser("build", help="write the calib and test JSONL files")
+    build = commands.add_parser("build", help="write the calib, test and dev JSONL files")
     build.add_argument("--out", type=Path, default=None, help="output folder (default: the shipped data folder)")
     args = parser.parse_args(argv)
     out = args.out if args.out is not None else Path(str(data_dir()))

@@ -1,26 +1,28 @@
-"""The stored `calib` and `test` splits and the infinite training stream.
+"""The stored `calib`, `test` and `dev` splits and the infinite training stream.
 
 Each split draws from its own seed space: `random.Random("<split>/<kind>")` for the stored splits,
 `random.Random("train/<seed>")` for the stream (string seeds hash with SHA-512, so they are stable across runs and
 platforms). On top of that, `test` skips any scene+question already in `calib`, and the stream skips every
-scene+question of the shipped splits, so the three never share an item.
+scene+question of `calib` and `test` (`STREAM_HELDOUT`), so those three never share an item. `dev` (for choosing
+method defaults) came later: the stream that trained the bundled model does not skip it, so `dev` skips `calib`,
+`test` and every item of that run instead (`build`, `seen`). A future retraining stream should skip `dev` too
+(add it to `STREAM_HELDOUT`; the bundled model's stream must keep skipping only `calib` and `test`).
 """
 
 from __future__ import annotations
 
-import os
 import random
 from functools import lru_cache
 from itertools import count
-from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
 
 from .questions import KINDS, YES_NO, ask, domain_of
 from .scene import Scene, random_scene, render_image
-from .storage import decode_image, encode_line, file_name, read_records, scene_of
+from .storage import decode_image, read_records, scene_of
 
-SPLIT_SIZES = {"calib": 64, "test": 100}  # docs per kind; calib is built first, test must avoid it
+SPLIT_SIZES = {"calib": 64, "test": 100, "dev": 100}  # docs per kind, built in this order; each avoids the earlier
 SPLITS = tuple(SPLIT_SIZES)
+STREAM_HELDOUT = ("calib", "test")  # what the training stream skips; changing it changes every stream
 
 Key = tuple[Scene, str]
 
@@ -78,34 +80,8 @@ def build_docs(split: str, kind: str, exclude: frozenset[Key] = frozenset()) -> 
     return docs
 
 
-def build_files() -> dict[str, str]:
-    """Every stored file's name and exact content."""
-    contents = {}
-    taken: set[Key] = set()
-    for split in SPLITS:  # calib first: test avoids what calib holds
-        built = {kind: build_docs(split, kind, frozenset(taken)) for kind in KINDS}
-        for kind, docs in built.items():
-            taken.update(doc_key(doc) for doc in docs)
-            contents[file_name(split, kind)] = "".join(encode_line(doc) for doc in docs)
-    return contents
-
-
-def write_files(out_dir: Union[str, Path]) -> dict[Path, int]:
-    """Build the stored files into `out_dir` (each written atomically); returns their paths and sizes."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for name, text in build_files().items():
-        data = text.encode("utf-8")
-        tmp = out / f".{name}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, out / name)
-        written[out / name] = len(data)
-    return written
-
-
 def load_split(split: str, kinds: Optional[Sequence[str]] = None) -> list[dict]:
-    """Docs of a shipped split (`calib` or `test`), in kind order, each with `image` a PIL RGB image."""
+    """Docs of a shipped split (`calib`, `test` or `dev`), in kind order, each with `image` a PIL RGB image."""
     split, kinds = check_split(split), check_kinds(kinds)
     records = [record for kind in kinds for record in read_records(split, kind)]
     return [{**record, "image": decode_image(record["image"])} for record in records]
@@ -113,22 +89,24 @@ def load_split(split: str, kinds: Optional[Sequence[str]] = None) -> list[dict]:
 
 @lru_cache(maxsize=1)
 def heldout_keys() -> frozenset[Key]:
-    """The scene+question of every doc in the shipped splits."""
-    return frozenset(doc_key(record) for split in SPLITS for kind in KINDS for record in read_records(split, kind))
+    """The scene+question of every doc in the splits the stream skips (`STREAM_HELDOUT`)."""
+    return frozenset(doc_key(record) for split in STREAM_HELDOUT for kind in KINDS
+                     for record in read_records(split, kind))
 
 
 def iter_examples(seed: Union[int, str], kinds: Optional[Sequence[str]] = None) -> Iterator[dict]:
     """An endless stream of training docs (kinds in turn, random yes/no polarity), with PIL images, never
-    repeating an item of the shipped splits."""
-    return _stream(seed, check_kinds(kinds), heldout_keys())
+    repeating an item of `calib` or `test`."""
+    return ({**doc, "image": render_image(scene_of(doc))} for doc in stream_docs(seed, check_kinds(kinds)))
 
 
-def _stream(seed: Union[int, str], kinds: tuple[str, ...], heldout: frozenset[Key]) -> Iterator[dict]:
-    rng = random.Random(f"train/{seed}")
+def stream_docs(seed: Union[int, str], kinds: tuple[str, ...]) -> Iterator[dict]:
+    """The image-less docs of `iter_examples(seed, kinds)`, in the same order."""
+    rng, heldout = random.Random(f"train/{seed}"), heldout_keys()
     for index in count():
         kind = kinds[index % len(kinds)]
         while True:
             doc = draw_doc(f"train-{seed}-{index}", kind, rng, rng.choice(YES_NO))
             if doc_key(doc) not in heldout:
                 break
-        yield {**doc, "image": render_image(scene_of(doc))}
+        yield doc
