@@ -198,6 +198,23 @@ def analyze_entropy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_install_topology(args: argparse.Namespace) -> int:
+    from .install_topology import install_topology
+
+    return install_topology(args.requirement, args.pip_options, dry_run=args.dry_run)
+
+
+def add_install_topology_parser(commands) -> None:
+    topology = commands.add_parser("install-topology", help="make method=topology work: build dionysus from source "
+                                   "(and, as root on Debian/Ubuntu, apt-get its compiler and Boost headers), or "
+                                   "print the steps this platform needs")
+    topology.add_argument("--requirement", help="what pip installs (default dionysus==2.2.3)")
+    topology.add_argument("--dry-run", "--dry_run", action="store_true",
+                          help="only print what is found and what would run")
+    topology.add_argument("pip_options", nargs="*", metavar="-- PIP_OPTION",
+                          help="extra `pip install` options, after -- (e.g. -- --no-deps)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="topo-prune", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -248,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--allow-cpu-fallback", action="store_true",
                           help="accept a session that ONNX Runtime put on the CPU instead of the requested provider")
     add_push_parser(commands)
+    add_install_topology_parser(commands)
     regimes = commands.add_parser("regimes", help="mark each budget of a finished sweep as ranking-sensitive, "
                                   "converging or continuity-dominated; write regimes.{json,md,png}")
     regimes.add_argument("sweep", help="a directory written by topo-prune sweep")
@@ -286,7 +304,8 @@ def add_sweep_parser(commands) -> None:
     sweep.add_argument("--model-args", "--model_args", default="", help="base model_args (pretrained=, device=, "
                        "dtype=, ...; default: the bundled model); method/sparsity come from --methods/--budgets")
     sweep.add_argument("--methods", default="topology,block_influence,angular,random,spacing",
-                       help="comma-separated layer methods (topo-prune methods lists them)")
+                       help="comma-separated layer methods (topo-prune methods lists them); a variant sets "
+                       "parameters for one entry: topology[topo_k=5,topo_alpha=2] is its own line in the results")
     sweep.add_argument("--budgets", default="0.125,0.25,0.375,0.5", help="comma-separated sparsities in (0, 1)")
     sweep.add_argument("--calib-limits", "--calib_limits", default="",
                        help="comma-separated calibration sizes to sweep too (default: each method's own)")
@@ -308,6 +327,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .distributed import rank
     from .search import SweepSpec, run_sweep
     from .search.rules import SweepArgsError
+    from .search.variants import split_methods
 
     def listed(text: str, convert, flag: str) -> list:
         try:
@@ -317,7 +337,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     limit = args.limit if args.limit is None or args.limit < 1 else int(args.limit)
     spec = SweepSpec(
-        model_args=_parse_model_args(args.model_args), methods=listed(args.methods, str, "--methods"),
+        model_args=_parse_model_args(args.model_args), methods=split_methods(args.methods),
         budgets=listed(args.budgets, float, "--budgets"), tasks=listed(args.tasks, str, "--tasks"),
         out=Path(args.out), rule=args.rule, metric=args.metric, objective=args.objective,
         calib_limits=listed(args.calib_limits, int, "--calib-limits") or [None], include_path=args.include_path,
@@ -338,7 +358,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 COMMANDS = {"tasks-dir": cmd_tasks_dir, "methods": cmd_methods, "build-demo-model": cmd_build_demo_model,
             "prune": cmd_prune, "analyze": cmd_analyze, "sweep": cmd_sweep,
-            "export": cmd_export, "onnx-generate": cmd_onnx_generate, "push": cmd_push, "regimes": cmd_regimes}
+            "export": cmd_export, "onnx-generate": cmd_onnx_generate, "push": cmd_push, "regimes": cmd_regimes,
+            "install-topology": cmd_install_topology}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ PYTHON = VENV / "bin" / "python"
 STAMP = VENV / ".topo-setup-stamp"
 LOCK = ROOT / "requirements-cpu.lock"
 TORCH = "torch==2.13.0"
-BUILT_SEPARATELY = {"dionysus"}  # built from source by scripts/install_dionysus.py (no Linux wheel)
+BUILT_SEPARATELY = {"dionysus"}  # built from source by `topo-prune install-topology` (no Linux wheel)
 NOT_LOCKED = {"pip", "lmms-topo-plugin"}  # the installer itself and the project (installed editable)
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 PIP = ("-m", "pip", "install", "--disable-pip-version-check", "-q")
@@ -75,9 +75,15 @@ def torch_index() -> list[str]:
 
 def setup_fingerprint() -> str:
     digest = hashlib.sha256()
-    for name in ("pyproject.toml", "requirements-cpu.lock", "scripts/dev.py", "scripts/install_dionysus.py"):
+    for name in ("pyproject.toml", "requirements-cpu.lock", "scripts/dev.py", "lmms_topo_plugin/install_topology.py"):
         digest.update((ROOT / name).read_bytes())
     return digest.hexdigest()
+
+
+def install_topology(python: Path, *args: str) -> None:
+    """``topo-prune install-topology`` of the venv of ``python`` (its console script, so the installed project
+    runs, not the checkout in the working directory): builds dionysus."""
+    run(python.parent / "topo-prune", "install-topology", *args)
 
 
 def new_venv(path: Path) -> Path:
@@ -99,7 +105,7 @@ def setup(force: bool = False) -> None:
                             if name != "torch" and name not in BUILT_SEPARATELY))
     run(python, *PIP, "--no-deps", "-r", rest)
     run(python, *PIP, "--no-deps", "--no-build-isolation", "-e", ROOT)
-    run(python, ROOT / "scripts" / "install_dionysus.py", f"dionysus=={pins['dionysus']}", "--no-deps")
+    install_topology(python, "--requirement", f"dionysus=={pins['dionysus']}", "--", "--no-deps")
     check_requirements(python)
     run(python, "-c", "import torch, transformers, lmms_eval, lmms_topo_plugin, dionysus, onnxruntime")
     STAMP.write_text(setup_fingerprint())
@@ -136,7 +142,7 @@ def lock() -> None:
     run(python, *PIP, TORCH, *torch_index())
     run(python, *PIP, "-c", constraints, f"{ROOT}[eval,test,onnx]")
     run(python, *PIP, "--no-deps", harness_requirement())
-    run(python, ROOT / "scripts" / "install_dionysus.py")
+    install_topology(python)
     pins = {name: version for name, version in installed_versions(python).items() if name not in NOT_LOCKED}
     if "torchvision" in pins:
         sys.exit("the resolved environment contains torchvision; refusing to lock it (see the module docstring)")

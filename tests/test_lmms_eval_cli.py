@@ -58,7 +58,7 @@ def test_cli_prunes_inline_and_writes_results_and_plan(family, tiny_checkpoints,
     assert report["parameters_after"] < report["parameters_before"]
     assert report["calibration"]["samples"] == 8
     figures = {path.name.rsplit("_", 1)[1] for path in results[0].parent.glob("*_topo_pruned_*.png")}
-    expected = {"scores.png", "barcode.png", "epi.png", "consistency.png"} if METHOD_FOR[family] == "topology" else {"scores.png"}
+    expected = {"scores.png", "barcode.png", "epi.png", "consistency.png", "diagnostics.png"} if METHOD_FOR[family] == "topology" else {"scores.png"}
     assert figures == expected
 
 

@@ -25,6 +25,11 @@ def test_wheel_contains_tasks_data_and_entry_point(wheel):
     for shipped in ("lmms_topo_plugin/tasks/topo_synth/topo_synth.yaml", "lmms_topo_plugin/tasks/topo_synth/utils.py",
                     "lmms_topo_plugin/tasks/topo_synth/_default_template.yaml",
                     "lmms_topo_plugin/tasks/topo_synth/data/test_math.jsonl", "lmms_topo_plugin/exporters/__init__.py",
+                    "lmms_topo_plugin/tasks/topo_synth/topo_synth_dev.yaml",
+                    "lmms_topo_plugin/tasks/topo_synth/topo_synth_dev_presence.yaml",
+                    "lmms_topo_plugin/tasks/topo_synth/data/dev_math.jsonl",
+                    "lmms_topo_plugin/default_model/training_log.json",  # synthbench.seen replays it to build dev
+                    "lmms_topo_plugin/install_topology.py",  # topo-prune install-topology
                     "lmms_topo_plugin/model_cards/__init__.py", "lmms_topo_plugin/lmms_model.py"):
         assert shipped in names, shipped
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
@@ -58,6 +63,8 @@ def test_installed_wheel_serves_its_own_tasks(wheel, tmp_path):
         manager = TaskManager(include_path=bundled_tasks_dir(), include_defaults=False)
         task = get_task_dict(["topo_synth_count"], manager)["topo_synth_count"]
         assert len(task.eval_docs) == 100
+        dev = get_task_dict(["topo_synth_dev_math"], manager)["topo_synth_dev_math"]
+        assert len(dev.eval_docs) == 100 and dev.eval_docs[0]["id"] == "dev-math-0000"
         print("ok")
     """)
     result = subprocess.run([sys.executable, "-c", probe, str(target)], cwd=tmp_path, capture_output=True, text=True,

@@ -29,7 +29,7 @@ from lmms_topo_plugin.topology.zigzag import bars_to_depths, build_zigzag, posit
 # CI (and scripts/dev.py) always install dionysus: there a missing dionysus fails instead of skipping.
 needs_dionysus = pytest.mark.skipif(
     __import__("importlib").util.find_spec("dionysus") is None and not __import__("os").environ.get("CI"),
-    reason="dionysus is not installed (python3 scripts/install_dionysus.py)",
+    reason="dionysus is not installed (topo-prune install-topology)",
 )
 
 
@@ -273,7 +273,7 @@ def test_scorer_parameters_are_validated(topology_method):
 
 def test_scorer_without_dionysus_says_how_to_install(topology_method, monkeypatch):
     monkeypatch.setitem(sys.modules, "dionysus", None)
-    with pytest.raises(ImportError, match="scripts/install_dionysus.py"):
+    with pytest.raises(ImportError, match="topo-prune install-topology"):
         topology_method.create({"seed": 0})
 
 

@@ -30,8 +30,8 @@ from .complexes import FlagComplex
 
 ENGINES = ("fast", "classic")
 INSTALL_HINT = ("method=topology needs dionysus (zigzag persistent homology), which does not import here; install it "
-                f"with `{sys.executable} scripts/install_dionysus.py` from a source checkout, or `pip install "
-                "dionysus==2.2.3` (builds from source; needs CMake and Boost >= 1.81 headers)")
+                f"with `topo-prune install-topology` (or `{sys.executable} -m lmms_topo_plugin.cli install-topology`): "
+                "it builds dionysus==2.2.3 from source, or prints the steps this platform needs first")
 
 
 @dataclass(frozen=True)
