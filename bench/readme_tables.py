@@ -484,42 +484,123 @@ def sweep_block(data: dict) -> str:
 # ---------------------------------------------------------------------------------------------- topology speed
 
 
-def _seconds(value: float) -> str:
-    return f"{value:.2f} s"
+def _secs(value: float) -> str:
+    return f"{value:.1f} s" if value >= 10 else f"{value:.2f} s" if value >= 1 else f"{value:.3f} s"
+
+
+def _engine_result(values: dict | None) -> str:
+    """An engine's total in one row: seconds, ``timed out (> T s)``, ``failed``, or ``–`` (not run)."""
+    status = (values or {}).get("status")
+    if status == "ok":
+        return _secs(values["total_s"])
+    if status == "timed out":
+        return f"timed out (> {values['timeout_s']:g} s)"
+    return "failed" if status == "failed" else "–"
+
+
+def _same_cell(row: dict, engines: list[str]) -> str:
+    compared = [engine for engine in engines[1:] if "same" in row["engines"].get(engine, {})]
+    differ = [engine for engine in compared if not row["engines"][engine]["same"]]
+    return "–" if not compared else "yes" if not differ else "NO: " + ", ".join(differ)
 
 
 def topology_speed_table(data: dict) -> str:
-    """One row per measured N: simplices, fast and classic totals, speedups, peak RSS."""
-    target = data.get("target") or {}
-    lines = ["| N | simplices | fast total | classic total | speedup (total / zigzag only) | peak RSS |",
-             "|---|---|---|---|---|---|"]
+    """One row per (kind, N): size, simplices, bars, per engine total and zigzag, the split, peak RSS, same."""
+    engines = data["engines"]
+    header = ["kind", "N", "depths", "d", "simplices", "bars H0 / H1 (kept)"]
+    header += [f"{engine} {part}" for engine in engines for part in ("total", "zigzag")]
+    header += ["distances / complexes / scores", "peak RSS", "same"]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for row in data["rows"]:
-        fast = _seconds(row["total_fast"])
-        if row["n"] == target.get("n"):
-            fast += f" (target ≤ {target['seconds']:g} s)"
-        if "total_classic" in row:
-            classic = _seconds(row["total_classic"])
-            speedup = (f"{row['total_classic'] / row['total_fast']:.1f}× / "
-                       f"{row['zigzag_classic'] / row['zigzag_fast']:.1f}×")
-        else:
-            classic = speedup = "–"
-        lines.append(f"| {row['n']} | {row['simplices']:,} | {fast} | {classic} | {speedup} | "
-                     f"{row['peak_mb']:.0f} MB |")
+        cells = [row["kind"], str(row["n"]), str(row.get("depths", "–")), str(row.get("dim", "–")),
+                 f"{row['simplices']:,}" if "simplices" in row else "–",
+                 f"{row['raw_bars_h0']:,} / {row['raw_bars_h1']:,} ({row['bars_h0']:,} / {row['bars_h1']:,})"
+                 if "bars_h0" in row else "–"]
+        for engine in engines:
+            values = row["engines"].get(engine)
+            ok = (values or {}).get("status") == "ok"
+            cells += [_engine_result(values), _secs(values["zigzag_s"]) if ok else "–"]
+        cells.append(" / ".join(_secs(row[key]).removesuffix(" s") for key in ("distances_s", "complexes_s",
+                                                                                 "scores_s")) + " s"
+                     if "scores_s" in row else "–")
+        cells.append(f"{row['peak_mb']:.0f} MB" if row.get("peak_mb") else "–")
+        cells.append(_same_cell(row, engines))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def _find_row(data: dict, kind: str, n: int) -> dict | None:
+    return next((row for row in data["rows"] if row["kind"] == kind and row["n"] == n), None)
+
+
+def topology_goals(data: dict) -> list[str]:
+    """Per target: each engine's measured total over the target (``timed out`` / ``not measured`` else)."""
+    lines = []
+    for target in data.get("targets", []):
+        head = f"{target['kind']} N = {target['n']} total ≤ {target['seconds']:g} s"
+        row = _find_row(data, target["kind"], target["n"])
+        cells = []
+        for engine, values in (row or {}).get("engines", {}).items():
+            if values["status"] == "ok":
+                ratio = values["total_s"] / target["seconds"]
+                verdict = "meets" if ratio <= 1 else "misses"
+                cells.append(f"{engine} {_secs(values['total_s'])} = {ratio:.2f}× ({verdict})")
+            elif values["status"] in ("timed out", "failed"):
+                cells.append(f"{engine} {_engine_result(values)}")
+        lines.append(f"{head}: " + (", ".join(cells) if cells else "not measured"))
+    return lines
+
+
+def topology_worst(data: dict) -> list[str]:
+    """Per kind and engine, the slowest row (a timeout counts as slower than any finished row)."""
+    lines = []
+    for kind in dict.fromkeys(row["kind"] for row in data["rows"]):
+        rows = [row for row in data["rows"] if row["kind"] == kind]
+        cells = []
+        for engine in data["engines"]:
+            results = {row["n"]: row["engines"].get(engine, {}) for row in rows}
+            done = [n for n, values in results.items() if values.get("status") == "ok"]
+            lost = [f"{_engine_result(values)} at N = {n}" for n, values in results.items()
+                    if values.get("status") in ("timed out", "failed")]
+            skipped = [str(n) for n, values in results.items() if values.get("status") == "skipped"]
+            words = lost
+            if done:
+                slowest = max(done, key=lambda n: results[n]["total_s"])
+                words = [*lost, ("slowest finished " if lost else "") + f"{_secs(results[slowest]['total_s'])} at "
+                         f"N = {slowest}" + (f" (not run at N = {', '.join(skipped)})" if skipped else "")]
+            if words:
+                cells.append(f"{engine} " + ", ".join(words))
+        lines.append(f"{kind}: " + ("; ".join(cells) if cells else "nothing finished"))
+    return lines
+
+
 def topology_speed_block(data: dict) -> str:
-    args, machine = data["args"], data["machine"]
+    if not data.get("rows") or "kind" not in data["rows"][0]:
+        return ("`bench/results/topology.json` is not from the current `bench/bench_topology.py`; run it, then "
+                "`python bench/readme_tables.py --write`.")
+    args, machine, engines = data["args"], data["machine"], data["engines"]
     cores = machine["cpus_available"]
-    intro = _wrap(f"Speed (`{data['command']}`, {cores} CPU core{'' if cores == 1 else 's'}, {args['depths']} "
-                  f"depths, d = {args['dim']}, k = {args['k']}, point clouds → scores, calibration not included):")
-    parts = [intro, topology_speed_table(data)]
-    compared = [row for row in data["rows"] if "same" in row]
-    if compared:
-        sizes = _join([str(row["n"]) for row in compared])
-        differ = [str(row["n"]) for row in compared if not row["same"]]
-        parts.append(f"The classic engine gave identical scores at N = {sizes}." if not differ else
-                     f"The classic engine gave DIFFERENT scores at N = {_join(differ)}.")
+    threads = {row["torch_threads"] for row in data["rows"] if "torch_threads" in row}
+    runs = "one run" if args.get("repeats", 1) == 1 else f"medians of {args['repeats']} runs"
+    intro = _wrap(
+        f"Measured with `{display_command(data['command'])}` ({cores} CPU core{'' if cores == 1 else 's'}"
+        + (f", {_join(sorted(map(str, threads)))} torch threads" if threads else "")
+        + f", k = {args['k']}; point clouds → scores, the calibration pass not included; each kind and N in a fresh "
+        f"process, {runs} of every stage after a warm-up):")
+    classic = [engine for engine in engines if engine == "classic"]
+    note = _wrap(
+        "bars = the engine's, kept = those that span two depths or more; distances = the k-NN of every depth from squared distances, complexes = the symmetrised graphs and their "
+        "triangles, scores = bars → depths, consistency and persistence images (of the first engine's bars); an "
+        "engine's zigzag = building the zigzag and the engine's barcode, its total = `analyze_topology` timed on its "
+        "own; peak RSS = the process's, the clouds included; same = the engine's depth bars equal "
+        f"{engines[0]}'s exactly; – = not run"
+        + (f" (the quadratic {classic[0]} engine only up to N = {data['classic_max']})" if classic else "") + ".")
+    parts = [intro, topology_speed_table(data), note]
+    goals = topology_goals(data)
+    if goals:
+        parts.append("Goals (measured ÷ target):\n\n" + "\n".join(f"- {line}" for line in goals))
+    parts.append("Worst case (the slowest row per kind and engine):\n\n"
+                 + "\n".join(f"- {line}" for line in topology_worst(data)))
     return "\n\n".join(parts)
 
 
@@ -736,6 +817,127 @@ def tokens_block(data: dict) -> str:
         f"{life['ssr_mode']}):"), "\n".join(accuracy)])
 
 
+# --- topology ablations (bench/bench_topology_ablations.py) -----------------------------------------------------
+
+ABLATIONS_FILE = "topology_ablations.json"
+RANDOM_SEEDS = re.compile(r"random\[seed=\d+\]")
+
+
+def _budget_cells(entry: dict, budgets: list[str]) -> list[str]:
+    """One cell per budget (n/a where the method cannot reach it) and the mean over the budgets it reached."""
+    reached = [b for b in budgets if b in entry["budgets"]]
+    mean = f"{entry['mean']:.3f}" + ("" if len(reached) == len(budgets) else f" ({len(reached)} of {len(budgets)})")
+    return [f"{entry['budgets'][b]:.3f}" if b in entry["budgets"] else "n/a" for b in budgets] + [mean]
+
+
+def _short(variant: str) -> str:
+    """``topology[topo_score=multiscale,topo_k=5]`` → ``multiscale, k=5`` (the README's row label)."""
+    inside = variant[variant.index("[") + 1:-1] if "[" in variant else ""
+    items = dict(item.split("=", 1) for item in inside.split(",") if item)
+    score = items.pop("topo_score", "depth_bars")
+    extra = ", ".join(f"{key.removeprefix('topo_')}={value}" for key, value in items.items())
+    return score + (f", {extra}" if extra else "")
+
+
+def _ablation_table(data: dict, score: str, budgets: list[str]) -> str:
+    """One row per value of each factor (one factor changed from the defaults); ★ = the factor's dev pick."""
+    header = ["factor", "value", *[f"{float(b):g}" for b in budgets], "mean"]
+    lines = [header, ["---", "---", *["---:"] * (len(budgets) + 1)]]
+    for factor, options in data["ablations"][score].items():
+        pick = data["picks"][score]["factors"][factor]
+        for value, variant in options.items():
+            default = " (baseline)" if data["defaults"][factor] == value else ""
+            star = " ★" if value == pick else ""
+            lines.append([factor.removeprefix("topo_"), f"{value}{default}{star}",
+                          *_budget_cells(data["dev"][variant], budgets)])
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def _random_entry(table: dict) -> dict | None:
+    """The random seeds of ``table`` as one entry: the mean per budget, with ``spread`` = (min, max)."""
+    seeds = [entry for label, entry in table.items() if RANDOM_SEEDS.fullmatch(label)]
+    if not seeds:
+        return None
+    budgets = sorted(set.intersection(*(set(entry["budgets"]) for entry in seeds)), key=float)
+    values = {b: [entry["budgets"][b] for entry in seeds] for b in budgets}
+    means = {b: statistics.mean(v) for b, v in values.items()}
+    return {"budgets": means, "spread": {b: (min(v), max(v)) for b, v in values.items()},
+            "mean": statistics.mean(means.values()), "seeds": len(seeds)}
+
+
+def _comparison_table(table: dict, rows: list[tuple[str, str]], budgets: list[str]) -> str:
+    """``rows`` = (label, key in ``table``); random (mean, min..max of its seeds) last."""
+    lines = [["method", *[f"{float(b):g}" for b in budgets], "mean"], ["---", *["---:"] * (len(budgets) + 1)]]
+    shown = dict.fromkeys(key for _, key in rows if key in table)  # each configuration once, first label wins
+    labels = {key: label for label, key in reversed(rows)}
+    lines += [[labels[key], *_budget_cells(table[key], budgets)] for key in shown]
+    random = _random_entry(table)
+    if random is not None:
+        cells = [f"{random['budgets'][b]:.3f} ({random['spread'][b][0]:.3f}–{random['spread'][b][1]:.3f})"
+                 for b in budgets]
+        lines.append([f"random (mean of {random['seeds']} seeds, min–max)", *cells, f"{random['mean']:.3f}"])
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def _versus_baselines(data: dict, budgets: list[str]) -> str:
+    """Per budget, the chosen topology configuration against the best baseline on test, in words."""
+    test, chosen = data["test"], data["chosen"]
+    others = {label: entry for label, entry in test.items()
+              if label not in (chosen, data["first"], DENSE) and not RANDOM_SEEDS.fullmatch(label)}
+    random = _random_entry(test)
+    if random is not None:
+        others["random (mean)"] = random
+    verdicts = []
+    for budget in budgets:
+        mine = test[chosen]["budgets"][budget]
+        best = max((entry["budgets"][budget], label) for label, entry in others.items() if budget in entry["budgets"])
+        gap = mine - best[0]
+        verb = "beats" if gap > TIE else ("ties" if abs(gap) <= TIE else "trails")
+        verdicts.append(f"at {float(budget):g} it {verb} the best baseline ({best[1]}, {best[0]:.3f}) by "
+                        f"{abs(gap):.3f}" if verb != "ties" else f"at {float(budget):g} it ties {best[1]} ({mine:.3f})")
+    return _wrap("On test, " + "; ".join(verdicts) + ".")
+
+
+def topology_ablations_block(data: dict) -> str:
+    """Dev ablations per zigzag score, zigzag against per-depth persistence, calibration size, the choice, and the
+    test split once against every baseline."""
+    budgets = [f"{b:g}" for b in data["budgets"]]
+    dev, dense_dev, dense_test = data["dev"], data["dev"][DENSE]["mean"], data["test"][DENSE]["mean"]
+    parts = [_wrap(
+        f"Measured with `{display_command(data['command'])}`: every row is an lmms-eval evaluation of the bundled "
+        f"model on the dev split (`{data['dev_metric']}`, dense {dense_dev:.3f}) at 1/8 … 1/2 of the decoder "
+        "layers removed; one factor changes at a time from the baseline, the defaults when the ablation ran ("
+        + ", ".join(f"{key.removeprefix('topo_')} = {value}" for key, value in data["defaults"].items())
+        + "); ★ marks the value with the best mean (ties keep the baseline).")]
+    for score in data["ablations"]:
+        parts.append(f"**{score}** (dev):\n\n" + _ablation_table(data, score, budgets))
+    homology = [(f"zigzag, {_short(data['chosen'])} (chosen)", data["chosen"])]
+    homology += [(f"zigzag, {_short(data['baseline'][score])} (baseline)", data["baseline"][score])
+                 for score in data["ablations"]]
+    homology += [(f"zigzag, {_short(data['picks'][score]['combined'])} (each factor's ★ combined)",
+                  data["picks"][score]["combined"]) for score in data["ablations"]]
+    homology += [(f"per-depth persistence, {_short(v).removeprefix('per_depth, ')}", v) for v in data["per_depth"]]
+    parts.append("Zigzag against per-depth persistence (dev):\n\n" + _comparison_table(dev, homology, budgets))
+    calibration = data["dev_calibration"]
+    calib_rows = sorted(((label, entry) for label, entry in calibration.items() if label != DENSE),
+                        key=lambda item: (item[0].split(" (")[0], int(re.search(r"calibration (\d+)", item[0]).group(1))))
+    lines = [["configuration", "calibration prompts", *[f"{float(b):g}" for b in budgets], "mean"],
+             ["---", "---:", *["---:"] * (len(budgets) + 1)]]
+    for label, entry in calib_rows:
+        variant, size = label.split(" (calibration ")
+        lines.append([_short(variant), size.rstrip(")"), *_budget_cells(entry, budgets)])
+    parts.append("Calibration size (dev; 320 is the whole bundled calib split):\n\n"
+                 + "\n".join("| " + " | ".join(cells) + " |" for cells in lines))
+    parts.append(_wrap(f"Chosen on dev: `{data['chosen']}` (mean dev accuracy {dev[data['chosen']]['mean']:.3f}). "
+                       f"Test split (`{data['test_metric']}`, dense {dense_test:.3f}), run once:"))
+    test_rows = [(f"topology, {_short(data['chosen'])} (chosen on dev)", data["chosen"]),
+                 (f"topology, {_short(data['first'])} (the first implementation's defaults)", data["first"])]
+    test_rows += [(label, label) for label in data["baselines"] if not RANDOM_SEEDS.fullmatch(label)]
+    parts.append(_comparison_table(data["test"], test_rows, budgets))
+    parts.append(_versus_baselines(data, budgets))
+    return "\n\n".join(parts)
+
+
 def _load(name: str, results_dir: Path) -> dict:
     return json.loads((results_dir / name).read_text(encoding="utf-8"))
 
@@ -749,6 +951,7 @@ BLOCKS: dict[str, tuple[str, Callable[[Path], dict], Callable[[dict], str]]] = {
     "topology-speed": ("topology.json", lambda folder: _load("topology.json", folder), topology_speed_block),
     "onnx-speed": ("onnx.json", lambda folder: _load("onnx.json", folder), onnx_speed_block),
     "token-pruning": ("tokens.json", lambda folder: _load("tokens.json", folder), tokens_block),
+    "topology-ablations": (ABLATIONS_FILE, lambda folder: _load(ABLATIONS_FILE, folder), topology_ablations_block),
 }
 
 

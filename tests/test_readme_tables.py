@@ -328,40 +328,92 @@ def test_display_command_drops_the_checkout_path():
 
 # ---------------------------------------------------------------------------------------------- topology speed
 
+def _engine(total: float, zigzag: float, same: bool | None = None) -> dict:
+    values = {"status": "ok", "total_s": total, "zigzag_s": zigzag}
+    return values if same is None else {**values, "same": same}
+
+
+def _topology_row(kind: str, n: int, depths: int, dim: int, engines: dict, **measured) -> dict:
+    return {"kind": kind, "n": n, "depths": depths, "dim": dim, "torch_threads": 2, "engines": engines, **measured}
+
+
+SKIPPED = {"status": "skipped"}
 TOPOLOGY_SPEED = {
-    "command": ".venv/bin/python bench/bench_topology.py --sizes 512 --classic-sizes 128",
-    "argv": ["--sizes", "512", "--classic-sizes", "128"],
-    "args": {"sizes": [512], "classic_sizes": [128], "depths": 9, "dim": 64, "k": 15, "seed": 0},
+    "command": "/x/.venv/bin/python bench/bench_topology.py --sizes 512,2048 --real-sizes 256,320",
+    "argv": ["--sizes", "512,2048", "--real-sizes", "256,320"],
+    "args": {"kinds": ["real", "gaussian", "synthetic"], "sizes": [512, 2048], "real_sizes": [256, 320],
+             "depths": 33, "dim": 4096, "k": 15, "repeats": 1, "timeout": 600.0},
     "machine": {"cpu_count": 8, "cpus_available": 2, "platform": "Linux-x86_64"},
-    "target": {"n": 512, "seconds": 3.0},
+    "engines": ["fast", "classic"],
+    "classic_max": 256,
+    "targets": [{"kind": "gaussian", "n": 512, "seconds": 5.0}, {"kind": "real", "n": 320, "seconds": 1.0}],
     "rows": [
-        {"n": 128, "total_fast": 0.1234, "peak_mb": 300.4, "input_mb": 0.3, "bars": 40, "simplices": 1234,
-         "zigzag_fast": 0.02, "total_classic": 1.5, "zigzag_classic": 1.0, "same": True},
-        {"n": 512, "total_fast": 1.004, "peak_mb": 612.6, "input_mb": 1.1, "bars": 90, "simplices": 47264,
-         "zigzag_fast": 0.1},
+        _topology_row("real", 256, 13, 160, {"fast": _engine(1.5, 1.2, True), "classic": _engine(60.0, 58.0, True)},
+                      simplices=40_000, raw_bars_h0=900, raw_bars_h1=2100, bars_h0=300, bars_h1=700,
+                      distances_s=0.05, complexes_s=0.3, scores_s=0.01, peak_mb=410.2),
+        _topology_row("real", 320, 13, 160, {"fast": _engine(2.0, 1.6), "classic": SKIPPED}, simplices=50_000,
+                      raw_bars_h0=1100, raw_bars_h1=2600, bars_h0=350, bars_h1=800, distances_s=0.06,
+                      complexes_s=0.4, scores_s=0.012, peak_mb=430.0),
+        _topology_row("gaussian", 512, 33, 4096, {"fast": _engine(4.0, 3.0), "classic": SKIPPED},
+                      simplices=360_000, raw_bars_h0=7500, raw_bars_h1=18_000, bars_h0=7000, bars_h1=1000,
+                      distances_s=0.5, complexes_s=0.25, scores_s=0.125, peak_mb=900.0),
+        _topology_row("gaussian", 2048, 33, 4096, {"fast": {"status": "timed out", "timeout_s": 600.0},
+                                                   "classic": SKIPPED},
+                      simplices=1_500_000, distances_s=12.0, complexes_s=2.5, peak_mb=5000.0),
+        _topology_row("synthetic", 512, 33, 4096, {"fast": _engine(1.32, 0.456), "classic": SKIPPED},
+                      simplices=47_264, raw_bars_h0=14, raw_bars_h1=8, bars_h0=5, bars_h1=2,
+                      distances_s=0.4, complexes_s=0.02, scores_s=0.005, peak_mb=566.4),
     ],
 }
 
 TOPOLOGY_SPEED_MARKDOWN = """\
-Speed (`.venv/bin/python bench/bench_topology.py --sizes 512 --classic-sizes 128`, 2 CPU cores, 9 depths, d = 64,
-k = 15, point clouds → scores, calibration not included):
+Measured with `.venv/bin/python bench/bench_topology.py --sizes 512,2048 --real-sizes 256,320` (2 CPU cores, 2
+torch threads, k = 15; point clouds → scores, the calibration pass not included; each kind and N in a fresh
+process, one run of every stage after a warm-up):
 
-| N | simplices | fast total | classic total | speedup (total / zigzag only) | peak RSS |
-|---|---|---|---|---|---|
-| 128 | 1,234 | 0.12 s | 1.50 s | 12.2× / 50.0× | 300 MB |
-| 512 | 47,264 | 1.00 s (target ≤ 3 s) | – | – | 613 MB |
+| kind | N | depths | d | simplices | bars H0 / H1 (kept) | fast total | fast zigzag | classic total | classic zigzag | distances / complexes / scores | peak RSS | same |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| real | 256 | 13 | 160 | 40,000 | 900 / 2,100 (300 / 700) | 1.50 s | 1.20 s | 60.0 s | 58.0 s | 0.050 / 0.300 / 0.010 s | 410 MB | yes |
+| real | 320 | 13 | 160 | 50,000 | 1,100 / 2,600 (350 / 800) | 2.00 s | 1.60 s | – | – | 0.060 / 0.400 / 0.012 s | 430 MB | – |
+| gaussian | 512 | 33 | 4096 | 360,000 | 7,500 / 18,000 (7,000 / 1,000) | 4.00 s | 3.00 s | – | – | 0.500 / 0.250 / 0.125 s | 900 MB | – |
+| gaussian | 2048 | 33 | 4096 | 1,500,000 | – | timed out (> 600 s) | – | – | – | – | 5000 MB | – |
+| synthetic | 512 | 33 | 4096 | 47,264 | 14 / 8 (5 / 2) | 1.32 s | 0.456 s | – | – | 0.400 / 0.020 / 0.005 s | 566 MB | – |
 
-The classic engine gave identical scores at N = 128."""
+bars = the engine's, kept = those that span two depths or more; distances = the k-NN of every depth from squared
+distances, complexes = the symmetrised graphs and their triangles, scores = bars → depths, consistency and
+persistence images (of the first engine's bars); an engine's zigzag = building the zigzag and the engine's barcode,
+its total = `analyze_topology` timed on its own; peak RSS = the process's, the clouds included; same = the engine's
+depth bars equal fast's exactly; – = not run (the quadratic classic engine only up to N = 256).
+
+Goals (measured ÷ target):
+
+- gaussian N = 512 total ≤ 5 s: fast 4.00 s = 0.80× (meets)
+- real N = 320 total ≤ 1 s: fast 2.00 s = 2.00× (misses)
+
+Worst case (the slowest row per kind and engine):
+
+- real: fast 2.00 s at N = 320; classic 60.0 s at N = 256 (not run at N = 320)
+- gaussian: fast timed out (> 600 s) at N = 2048, slowest finished 4.00 s at N = 512
+- synthetic: fast 1.32 s at N = 512"""
 
 
 def test_topology_speed_block_renders_known_input_exactly():
+    """Every kind, a skipped classic engine (N > classic_max), a timed-out row, the goals and the worst cases."""
     assert readme_tables.topology_speed_block(TOPOLOGY_SPEED) == TOPOLOGY_SPEED_MARKDOWN
 
 
-def test_topology_speed_block_flags_a_classic_mismatch():
+def test_topology_speed_block_flags_an_engine_mismatch_and_a_missing_goal_row():
     data = json.loads(json.dumps(TOPOLOGY_SPEED))
-    data["rows"][0]["same"] = False
-    assert readme_tables.topology_speed_block(data).endswith("The classic engine gave DIFFERENT scores at N = 128.")
+    data["rows"][0]["engines"]["classic"]["same"] = False
+    del data["rows"][1]
+    block = readme_tables.topology_speed_block(data)
+    assert "| 410 MB | NO: classic |" in block
+    assert "- real N = 320 total ≤ 1 s: not measured" in block
+
+
+def test_topology_speed_block_asks_to_rerun_an_old_results_file():
+    old = {"command": "python bench/bench_topology.py", "rows": [{"n": 512, "total_fast": 1.0}]}
+    assert readme_tables.topology_speed_block(old).startswith("`bench/results/topology.json` is not from the current")
 
 
 # ---------------------------------------------------------------------------------------------- README
@@ -432,6 +484,7 @@ def write_results(folder: Path) -> None:
     (folder / "topology.json").write_text(json.dumps(TOPOLOGY_SPEED))
     (folder / "onnx.json").write_text(json.dumps(ONNX_SPEED))
     (folder / "tokens.json").write_text(json.dumps(TOKENS))
+    (folder / "topology_ablations.json").write_text(json.dumps(ABLATIONS))
 
 
 DOMAINS_MARKDOWN = """\
@@ -520,6 +573,7 @@ def test_write_and_check_touch_only_the_blocks(tmp_path):
     for markdown in (QUALITY_MARKDOWN, SWEEP_MARKDOWN, DOMAINS_MARKDOWN, LAYER_SPEED_MARKDOWN,
                      TOPOLOGY_SPEED_MARKDOWN, TOKENS_MARKDOWN):
         assert markdown in text
+    assert readme_tables.topology_ablations_block(ABLATIONS) in text
     assert all(f"prose {name}" in text for name in readme_tables.BLOCKS)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "results"]  # no temporary file left
 
@@ -565,6 +619,48 @@ def test_bench_topology_writes_its_json_atomically(tmp_path):
     assert machine["cpus_available"] >= 1 and machine["platform"]
 
 
+def _engine_message(name: str, digest: str, peak: float) -> tuple:
+    return "engine", {"engine": name, "status": "ok", "total_s": 1.0, "zigzag_s": 0.5, "scores_s": 0.1,
+                      "bars_h0": 3, "bars_h1": 2, "raw_bars_h0": 5, "raw_bars_h1": 4, "bars_sha256": digest,
+                      "peak_mb": peak}
+
+
+def test_bench_topology_row_keeps_what_finished_when_an_engine_times_out(monkeypatch):
+    """A timed-out engine is recorded as such, the next engine runs in a fresh process, same is against the first."""
+    bench_topology = _load("bench_topology")
+    common = {"k": 15, "distances_s": 0.25, "complexes_s": 0.125, "build_s": 0.1, "simplices": 99, "operations": 150}
+    scripts = [
+        [("cloud", {"depths": 5, "dim": 8, "input_mb": 0.1, "torch_threads": 2}),
+         ("common", {**common, "peak_mb": 300.0}),
+         ("start", "fast"), _engine_message("fast", "aaa", 350.0), ("start", "x"), ("timed out", 700.0)],
+        [("cloud", {"depths": 5, "dim": 8, "input_mb": 0.1, "torch_threads": 2}),
+         ("common", {**common, "distances_s": 9.0, "peak_mb": 310.0}), ("start", "y"),
+         _engine_message("y", "bbb", 320.0), ("done", {"peak_mb": 320.0}), ("result", None)],
+    ]
+    pending = []
+
+    def fake_messages(target, args, timeout):
+        pending.append(args[0]["engines"])
+        yield from scripts[len(pending) - 1]
+
+    monkeypatch.setattr(bench_topology, "_messages", fake_messages)
+    spec = {"kind": "gaussian", "n": 64, "depths": 5, "dim": 8}
+    row = bench_topology.run_row(spec, ["fast", "x", "y"], ["classic"], timeout=5.0)
+    assert pending == [["fast", "x", "y"], ["y"]]
+    assert list(row["engines"]) == ["fast", "x", "y", "classic"]
+    assert row["engines"]["x"] == {"status": "timed out", "timeout_s": 5.0, "peak_mb": 700.0}
+    assert row["engines"]["classic"] == {"status": "skipped"}
+    assert (row["engines"]["fast"]["same"], row["engines"]["y"]["same"]) == (True, False)
+    assert (row["distances_s"], row["simplices"], row["peak_mb"], row["bars_h1"]) == (0.25, 99, 700.0, 2)
+    assert bench_topology._progress(row).startswith("gaussian N=64: 5+4 bars, fast 1.00 s (zigzag 0.50 s); x timed out")
+
+
+def test_bench_topology_cli_reads_comma_lists():
+    args = _load("bench_topology").parse_args(["--kinds", "real,gaussian", "--sizes", "128, 256", "--engines", "fast"])
+    assert (args.kinds, args.sizes, args.real_sizes, args.engines) == (["real", "gaussian"], [128, 256], [256, 320],
+                                                                        ["fast"])
+
+
 def _onnx_row(layers, torch_costs, ort_costs, size):
     return {"model": "m", "config": "dense" if layers == 4 else "half removed", "layers": layers,
             "pytorch": dict(zip(("prefill_s", "decode_s_per_token"), torch_costs)),
@@ -586,3 +682,46 @@ def test_onnx_speed_block_renders_known_input_exactly():
         "| m | 2 | 125.0 ms | 62.5 ms | 2.00× faster | 8.0 ms | 4.0 ms | 2.00× faster | 2.00× prefill, 1.25× decode / "
         "2.00× prefill, 1.25× decode / 2.00× | 5.0 MB |",
     ]
+
+
+def _entry(*values):
+    budgets = dict(zip(("0.125", "0.25"), values))
+    return {"budgets": budgets, "removed": {}, "mean": sum(values) / len(values)}
+
+
+ABLATIONS = {
+    "command": "/x/.venv/bin/python bench/bench_topology_ablations.py", "budgets": [0.125, 0.25],
+    "dev_metric": "topo_synth_dev/exact_match", "test_metric": "topo_synth/exact_match",
+    "defaults": {"topo_k": "15"}, "baseline": {"depth_bars": "topology[topo_score=depth_bars,topo_k=15]"},
+    "ablations": {"depth_bars": {"topo_k": {"5": "topology[topo_score=depth_bars,topo_k=5]",
+                                            "15": "topology[topo_score=depth_bars,topo_k=15]"}}},
+    "picks": {"depth_bars": {"factors": {"topo_k": "5"}, "combined": "topology[topo_score=depth_bars,topo_k=5]"}},
+    "per_depth": ["topology[topo_score=per_depth,topo_distance=bottleneck,topo_k=15]"],
+    "baselines": ["angular", "random[seed=0]", "random[seed=1]"],
+    "chosen": "topology[topo_score=depth_bars,topo_k=5]", "first": "topology[topo_score=depth_bars,topo_k=15]",
+    "dev": {"none": _entry(1.0, 1.0), "topology[topo_score=depth_bars,topo_k=5]": _entry(0.75, 0.625),
+            "topology[topo_score=depth_bars,topo_k=15]": _entry(0.5, 0.5),
+            "topology[topo_score=per_depth,topo_distance=bottleneck,topo_k=15]": _entry(0.5, 0.25),
+            "random[seed=0]": _entry(0.5, 0.25), "random[seed=1]": _entry(0.75, 0.5), "angular": _entry(0.5, 0.5)},
+    "dev_calibration": {"none": _entry(1.0, 1.0),
+                        "topology[topo_score=depth_bars,topo_k=5] (calibration 128)": _entry(0.5, 0.5),
+                        "topology[topo_score=depth_bars,topo_k=5] (calibration 64)": _entry(0.25, 0.5)},
+    "test": {"none": _entry(1.0, 1.0), "topology[topo_score=depth_bars,topo_k=5]": _entry(0.75, 0.5),
+             "topology[topo_score=depth_bars,topo_k=15]": _entry(0.875, 0.25), "angular": _entry(0.5, 0.5),
+             "random[seed=0]": _entry(0.875, 0.25), "random[seed=1]": _entry(0.625, 0.25)},
+}
+
+
+def test_topology_ablations_block_renders_known_input_exactly():
+    block = readme_tables.topology_ablations_block(ABLATIONS)
+    assert block.startswith("Measured with `.venv/bin/python bench/bench_topology_ablations.py`: every row")
+    assert "| k | 5 ★ | 0.750 | 0.625 | 0.688 |\n| k | 15 (baseline) | 0.500 | 0.500 | 0.500 |" in block
+    # each configuration once: the chosen one is also the combined pick
+    assert ("| zigzag, depth_bars, k=5 (chosen) | 0.750 | 0.625 | 0.688 |\n"
+            "| zigzag, depth_bars, k=15 (baseline) | 0.500 | 0.500 | 0.500 |\n"
+            "| per-depth persistence, distance=bottleneck, k=15 | 0.500 | 0.250 | 0.375 |\n"
+            "| random (mean of 2 seeds, min–max) | 0.625 (0.500–0.750) | 0.375 (0.250–0.500) | 0.500 |") in block
+    assert ("| depth_bars, k=5 | 64 | 0.250 | 0.500 | 0.375 |\n| depth_bars, k=5 | 128 | 0.500 | 0.500 | 0.500 |"
+            in block)  # sorted by size
+    assert "| random (mean of 2 seeds, min–max) | 0.750 (0.625–0.875) | 0.250 (0.250–0.250) | 0.500 |" in block
+    assert block.endswith("On test, at 0.125 it ties random (mean) (0.750); at 0.25 it ties angular (0.500).")

@@ -258,7 +258,7 @@ def test_scorer_parameters_are_validated(topology_method):
     assert not set(topology_method.params) & set(GENERAL_PARAMS)
     defaults = topology_method.parse({})
     assert defaults == {"topo_score": "depth_bars", "topo_distance": "bottleneck", "topo_scales": "0.1:0.25:0.5:1",
-                        "topo_weighting": "none", "topo_k": 15, "topo_alpha": 1.0, "topo_sigma": 0.5,
+                        "topo_weighting": "none", "topo_k": 5, "topo_alpha": 1.0, "topo_sigma": 0.5,
                         "topo_select": "topn", "topo_epsilon": 0.9, "topo_points": "last_token", "topo_engine": "fast"}
     assert topology_method.parse({"topo_k": "5", "topo_select": "epsilon", "topo_epsilon": "1"})["topo_k"] == 5
     for key, bad in [("topo_k", "0"), ("topo_alpha", "4.5"), ("topo_sigma", "0"), ("topo_epsilon", "0"),

@@ -12,7 +12,7 @@ import torch
 from ..params import Param
 from ..registry import register_layer_method
 from ..topology.analysis import SCORES, analyze_topology, select_epsilon
-from ..topology.clouds import MIN_POINTS
+from ..topology.clouds import DEFAULT_K, MIN_POINTS
 from ..topology.multiscale import DEFAULT_SCALES
 from ..topology.per_depth import METRICS
 from ..topology.zigzag import ENGINES, require_dionysus
@@ -49,7 +49,7 @@ PARAMS = {
                          "complex)", check=check_scales),
     "topo_weighting": Param(str, "none", "weight of a bar in the survival fractions: none, or lifetime (the weight "
                             "of the effective persistence image)", choices=("none", "lifetime")),
-    "topo_k": Param(int, 15, "neighbours per point in the symmetrised kNN graph (clamped to N-1)", low=1),
+    "topo_k": Param(int, DEFAULT_K, "neighbours per point in the symmetrised kNN graph (clamped to N-1)", low=1),
     "topo_alpha": Param(float, 1.0, "weight |l - l'|^alpha of depth pairs in the consistency score", low=0.0, high=4.0),
     "topo_sigma": Param(float, 0.5, "width, in layers, of each bar's Gaussian in the persistence image",
                         check=lambda v: None if v > 0 else "expected a float > 0"),
@@ -77,7 +77,7 @@ class TopologyScorer(LayerScorer):
     version = 2  # scores carry diagnostics
     default_samples = 256  # the paper uses 512; 256 fits the bundled calib split (320) and costs ~1 s to score
 
-    def __init__(self, *, topo_k: int = 15, topo_alpha: float = 1.0, topo_sigma: float = 0.5,
+    def __init__(self, *, topo_k: int = DEFAULT_K, topo_alpha: float = 1.0, topo_sigma: float = 0.5,
                  topo_select: str = "topn", topo_epsilon: float = 0.9, topo_points: str = "last_token",
                  topo_engine: str = "fast", topo_score: str = "depth_bars", topo_scales: str = DEFAULT_SCALES_TEXT,
                  topo_weighting: str = "none", topo_distance: str = "bottleneck", seed: int = 0) -> None:

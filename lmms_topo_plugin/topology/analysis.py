@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from loguru import logger
 
-from .clouds import check_states, effective_k
+from .clouds import DEFAULT_K, check_states, effective_k
 from .complexes import knn_flag_complex
 from .consistency import consistency, persistence_image, topological_activity
 from .diagnostics import depth_health, diagnostics
@@ -26,7 +26,7 @@ SCORES = ("depth_bars", "multiscale")
 
 
 def analyze_topology(
-    states: torch.Tensor, *, k: int = 15, alpha: float = 1.0, sigma: float = 0.5, engine: str = "fast",
+    states: torch.Tensor, *, k: int = DEFAULT_K, alpha: float = 1.0, sigma: float = 0.5, engine: str = "fast",
     score: str = "depth_bars", scales: Sequence[float] = DEFAULT_SCALES, weighting: str = "none",
 ) -> dict:
     """Scores of every decoder layer from the clouds ``states[:, l]`` of depths ``l = 0..L``.

@@ -8,6 +8,9 @@ from loguru import logger
 from ..errors import NonFiniteError
 
 MIN_POINTS = 3
+# neighbours per point: chosen on the bundled benchmark's dev split among 5 / 15 / 25 (15 is the paper's best;
+# bench/bench_topology_ablations.py, README "Topology ablations")
+DEFAULT_K = 5
 
 
 def check_states(states: torch.Tensor) -> None:

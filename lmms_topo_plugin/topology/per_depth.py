@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 
-from .clouds import check_states, effective_k
+from .clouds import DEFAULT_K, check_states, effective_k
 from .complexes import knn_indices, squared_distances, symmetrised_edges
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ def depth_diagrams(
     states: torch.Tensor,
     *,
     complex: str = "knn",
-    k: int = 15,
+    k: int = DEFAULT_K,
     max_edge_quantile: float = MAX_EDGE_QUANTILE,
     scale: str = "median",
     dims: Sequence[int] = (0, 1),
@@ -236,7 +236,7 @@ def _json(values) -> list:
 def per_depth_importance(
     states: torch.Tensor,
     *,
-    k: int = 15,
+    k: int = DEFAULT_K,
     metric: str = "bottleneck",
     complex: str = "knn",
     max_edge_quantile: float = MAX_EDGE_QUANTILE,
