@@ -75,11 +75,12 @@ def export_pareto(sweep_dir: str | Path, out: str | Path, dtype_choice: str = "b
 
 
 def rebuild_winner(record: dict[str, Any], dtype_choice: str = "base") -> LoadedModel:
-    """The base model, loaded in the dtype it will be saved in, with the winner's layers removed, after checking
-    the base is the one the sweep measured."""
+    """The base model, loaded in the dtype it will be saved in, with the winner's layers removed (and its
+    visual-token pruning in the pruning record), after checking the base is the one the sweep measured."""
     winner = record["winner"]
-    prepared = prepare(PruneConfig.from_model_args(record["model_args"]))
-    config = PruneConfig.from_model_args({**record["model_args"], "dtype": saveddtype_name(prepared, dtype_choice)})
+    model_args = {**record["model_args"], **PruneConfig.token_model_args(winner.get("token_pruning"))}
+    prepared = prepare(PruneConfig.from_model_args(model_args))
+    config = PruneConfig.from_model_args({**model_args, "dtype": saveddtype_name(prepared, dtype_choice)})
     fingerprint = model_fingerprint(prepared.pretrained, prepared.hf_config, config.revision)
     if fingerprint != record["model"]:
         raise ModelArgsError(f"--winner: the base model changed since the sweep (it measured {record['model']}, "

@@ -144,6 +144,14 @@ class PruneConfig:
         record = {"method": self.token_method, "keep": self.token_keep, "layer": self.token_layer, "seed": self.seed}
         return record | ({"anchor": self.token_anchor} if self.token_method == "halfv" else {})
 
+    @staticmethod
+    def token_model_args(record: dict[str, Any] | None) -> dict[str, Any]:
+        """The ``model_args`` that give back a :attr:`token_pruning` record (``{}`` for none)."""
+        if not record:
+            return {}
+        args = {"token_method": record["method"], "token_keep": record["keep"], "token_layer": record["layer"]}
+        return args | ({"token_anchor": record["anchor"]} if "anchor" in record else {})
+
     def _check_backend(self) -> None:
         if self.backend == "onnxruntime" and self.token_method is not None:
             raise ModelArgsError("model_args: token_method= cannot run with backend=onnxruntime: the ONNX graphs do not "

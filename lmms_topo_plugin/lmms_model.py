@@ -34,11 +34,13 @@ MAX_ROUNDS = 64
 CLI_OVERRIDABLE = ("batch_size", "device")  # lmms-eval's own flags that map onto model_args
 
 
-def recorded_token_pruner(loaded: LoadedModel):
-    """The visual-token pruner the model's pruning record states (asked for now, or saved with the checkpoint)."""
+def recorded_token_pruner(loaded: LoadedModel, config: PruneConfig | None = None):
+    """The visual-token pruner ``config`` asks for (a sweep's configuration around the dense model) or else the
+    one the model's pruning record states (asked for at load, or saved with the checkpoint)."""
     from .tokens import token_pruner
 
-    record = (getattr(loaded.model.config, "topo_pruning", None) or {}).get("token_pruning")
+    record = config.token_pruning if config is not None and config.token_method else (
+        getattr(loaded.model.config, "topo_pruning", None) or {}).get("token_pruning")
     if record:
         logger.info(f"topo_pruned: visual-token pruning {record['method']}: keep {record['keep']:g} of the visual "
                     f"tokens from decoder layer {record['layer']} on (prefill)")
@@ -69,14 +71,15 @@ class _TopoPrunedBase(lmms):
     def around(cls, loaded: LoadedModel, config: PruneConfig, *, show_progress: bool = True) -> "_TopoPrunedBase":
         """The lmms-eval model over an already loaded (possibly pruned) model, for in-process ``simple_evaluate``.
 
-        Nothing is loaded or pruned: the sweep builds one around each configuration of the model it holds.
+        Nothing is loaded or pruned: the sweep builds one around each configuration of the model it holds; a
+        ``token_method`` in ``config`` is attached to every request, as a loaded pruned model's record would be.
         Under ``torchrun``/``accelerate launch`` it takes this process's rank, so evaluation is data-parallel.
         """
         model = cls.__new__(cls)
         lmms.__init__(model)
         install_loglikelihood_fix()
         model.config, model.loaded, model.report = config, loaded, None
-        model.backend = TorchBackend(loaded, config.use_cache, recorded_token_pruner(loaded))
+        model.backend = TorchBackend(loaded, config.use_cache, recorded_token_pruner(loaded, config))
         model.show_progress = show_progress
         model._take_rank()
         return model

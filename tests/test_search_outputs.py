@@ -165,7 +165,7 @@ def test_winner_record(tmp_path):
         "schema": "lmms_topo_plugin.sweep_winner", "version": 1,
         "winner": {name: PRUNED[name] for name in ("key", "method", "budget", "calib_limit", "n_remove", "num_layers",
                                                     "removed_layers", "method_params", "calibration", "metrics",
-                                                    "stderr", "cost", "eval_s")} | {"variant": "topology"},
+                                                    "stderr", "cost", "eval_s")} | {"variant": "topology", "token_pruning": None},
         "dense": {"metrics": DENSE["metrics"], "stderr": DENSE["stderr"], "cost": DENSE["cost"]},
         "rule": "keep>=0.75", "objective": "layers", "metric": EM, **context,
     }

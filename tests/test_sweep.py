@@ -189,8 +189,45 @@ def test_variants_are_checked_before_any_weights_load(tmp_path):
     with pytest.raises(ModelArgsError, match="topo_k='0' is out of range"):
         configurations(spec)
     for methods, message in [(["random[sparsity=0.5]"], "sparsity= cannot be set per method"),
-                             (["random[token_method=fastv]"], "token_method= cannot be set per method"),
+                             (["none[topo_k=5]"], "none[...] is for token pruning alone"),
                              (["random", "random"], "lists an entry twice"),
                              (["random[topo_k=5]"], "topo_k")]:
         with pytest.raises(ModelArgsError, match=re.escape(message)):
             configurations(SweepSpec(model_args={}, methods=methods, budgets=[0.25], tasks=["t"], out=tmp_path))
+
+
+def test_token_pruning_is_a_sweep_dimension_and_the_winner_exports_it(tiny_checkpoints, tmp_path, monkeypatch):
+    from lmms_topo_plugin.exporters.export import export_winner
+    from lmms_topo_plugin.tokens import FastV
+
+    attached = []
+    original = FastV.attach
+
+    def spy(self, adapter):
+        attached.append((self.layer, self.keep))
+        return original(self, adapter)
+
+    monkeypatch.setattr(FastV, "attach", spy)
+    checkpoint = str(tiny_checkpoints("llava", 8))
+    with pytest.raises(ModelArgsError, match="would prune the dense reference too"):
+        configurations(SweepSpec(model_args={"token_method": "fastv"}, methods=["random"], budgets=[0.25],
+                                 tasks=["t"], out=tmp_path))
+    methods = ["none[token_method=fastv,token_keep=0.25,token_layer=1]", "random",
+               "random[token_method=fastv,token_keep=0.5]"]
+    result = run_sweep(SweepSpec(model_args={"pretrained": checkpoint, "device": "cpu"}, methods=methods,
+                                 budgets=[0.25], tasks=["topo_synth_count"], out=tmp_path / "sweep",
+                                 rule="metric>=0", objective="layers", limit=2, cost_repeats=1))
+    rows = {row["variant"]: row for row in result["rows"]}
+    assert rows[methods[0]]["removed_layers"] == [] and rows[methods[0]]["budget"] == 0.0
+    assert rows[methods[0]]["token_pruning"] == {"method": "fastv", "keep": 0.25, "layer": 1, "seed": 0}
+    assert rows["random"]["token_pruning"] is None and rows["none"]["token_pruning"] is None
+    assert rows["random"]["removed_layers"] == rows[methods[2]]["removed_layers"]  # same seed, same layers
+    assert rows["random"]["key"] != rows[methods[2]]["key"]
+    # the pruners were attached while their configurations were evaluated and measured, never otherwise
+    assert set(attached) == {(1, 0.25), (2, 0.5)}
+    winner = json.loads((tmp_path / "sweep" / "winner.json").read_text())["winner"]
+    assert winner["variant"] in ("random", methods[2])  # most layers removed; the tie is broken by latency
+    out = export_winner(tmp_path / "sweep" / "winner.json", tmp_path / "build")
+    saved = json.loads((out / "config.json").read_text())["topo_pruning"]
+    assert saved.get("token_pruning") == rows[winner["variant"]]["token_pruning"]
+    assert saved["removed_layers"] == winner["removed_layers"]

@@ -21,7 +21,7 @@ import random
 import statistics
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -80,8 +80,9 @@ def greedy_tokens(model: Any, inputs: dict[str, Any], new_tokens: int) -> torch.
 
 
 def measure_cost(loaded: LoadedModel, prompt: Prompt, *, repeats: int = 5, warmup: int = 1,
-                 decode_tokens: int = 16) -> dict[str, Any]:
-    """Prefill and per-token decode latency (medians), peak memory and size of ``loaded`` on ``prompt``.
+                 decode_tokens: int = 16, token_pruner: Any = None) -> dict[str, Any]:
+    """Prefill and per-token decode latency (medians), peak memory and size of ``loaded`` on ``prompt``; with
+    ``token_pruner`` (a :class:`~lmms_topo_plugin.tokens.TokenPruner`) attached, as generation attaches it.
 
     Returns a JSON-ready dict with the keys of :data:`COST_KEYS`.
     """
@@ -94,7 +95,8 @@ def measure_cost(loaded: LoadedModel, prompt: Prompt, *, repeats: int = 5, warmu
     _check_single_unpadded(inputs)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     prefill_times, decode_times = [], []
-    with torch.inference_mode():
+    attached = token_pruner.attach(loaded.adapter) if token_pruner is not None else nullcontext()
+    with torch.inference_mode(), attached:
         for index in range(warmup + repeats):
             prefill_s, prefilled = _timed(lambda: prefill(model, inputs), sync)
             decode_s, _ = _timed(lambda: decode(model, prefilled, decode_tokens), sync)

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from ..cache import atomic_write_bytes
-from .rules import DENSE, Rule, dense_row, pareto_front, passing, removed_fraction, x_value
+from .rules import DENSE, Rule, dense_row, is_dense, pareto_front, passing, removed_fraction, x_value
 from .variants import label_of
 
 WINNER_SCHEMA = "lmms_topo_plugin.sweep_winner"
@@ -24,7 +24,7 @@ STDERR = " stderr"  # suffix of a metric's stderr column
 def _order(row: dict) -> tuple:
     """Dense first, then method, budget and calibration size (the default, None, first)."""
     limit = row["calib_limit"]
-    return row["method"] != DENSE, label_of(row), row["budget"], limit is not None, limit or 0
+    return not is_dense(row), label_of(row), row["budget"], limit is not None, limit or 0
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -62,7 +62,7 @@ def results_table(rows: list[dict], metric: str, rule: Rule) -> list[dict]:
     dense = dense_row(rows)
     metric_names = sorted({name for row in rows for name in row["metrics"]})
     passed = {row["key"] for row in passing(rows, rule, metric)}
-    return [_entry(row, dense, metric_names, metric, None if row["method"] == DENSE else row["key"] in passed)
+    return [_entry(row, dense, metric_names, metric, None if is_dense(row) else row["key"] in passed)
             for row in sorted(rows, key=_order)]
 
 
@@ -108,7 +108,7 @@ def _times(value: float | None) -> str:
 
 def _config(entry: dict) -> list[str]:
     """The method, budget and calibration cells (the dense row has neither budget nor calibration)."""
-    if entry["method"] == DENSE:
+    if entry["variant"] == DENSE:
         return ["dense", "—", "—"]
     limit = entry["calib_limit"]
     return [entry["variant"], f"{entry['budget']:g}", "default" if limit is None else str(limit)]
@@ -168,7 +168,7 @@ def write_markdown(markdown: str, path: str | Path) -> bool:
 
 def _series(rows: list[dict]) -> dict[str, list[dict]]:
     """The pruned rows grouped into one plotted line per method (per method and calibration size if it varies)."""
-    pruned = [row for row in rows if row["method"] != DENSE]
+    pruned = [row for row in rows if not is_dense(row)]
     limits = {}
     for row in pruned:
         limits.setdefault(label_of(row), set()).add(row["calib_limit"])
@@ -231,7 +231,7 @@ def winner_record(winner: dict, rows: list[dict], rule: Rule, objective: str, me
         "schema": WINNER_SCHEMA, "version": WINNER_VERSION,
         "winner": {name: label_of(winner) if name == "variant" else winner.get(name) for name in (
             "key", "method", "variant", "budget", "calib_limit", "n_remove", "num_layers", "removed_layers",
-            "method_params", "calibration", "metrics", "stderr", "cost", "eval_s")},
+            "method_params", "token_pruning", "calibration", "metrics", "stderr", "cost", "eval_s")},
         "dense": {name: dense[name] for name in ("metrics", "stderr", "cost")},
         "rule": rule.describe(), "objective": objective, "metric": metric,
     }

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelArgsError
-from ..registry import DENSE_METHOD
+from .rules import is_dense
 from .variants import label_of
 
 REGIMES = ("ranking-sensitive", "converging", "continuity-dominated")
@@ -65,7 +65,7 @@ def budget_table(rows: list[dict], metric: str, rule: RegimeRule) -> list[dict[s
     """One entry per budget with at least two methods: values, spread, overlap, best method(s) and regime."""
     by_budget: dict[float, dict[str, dict]] = {}
     for row in rows:
-        if row["method"] != DENSE_METHOD:
+        if not is_dense(row):
             label = label_of(row) if row["calib_limit"] is None else (
                 f"{label_of(row)} (calibration {row['calib_limit']})")
             by_budget.setdefault(row["budget"], {})[label] = row
@@ -136,7 +136,7 @@ def write_regimes(folder: Path, metric: str | None = None, rule: RegimeRule = Re
     rows = read_sweep_rows(folder)
     if metric is None:
         metric = json.loads((folder / "pareto.json").read_text())["metric"]
-    dense = next((row for row in rows if row["method"] == DENSE_METHOD), None)
+    dense = next((row for row in rows if is_dense(row)), None)
     if dense is None or metric not in dense["metrics"]:
         known = ", ".join(sorted(dense["metrics"])) if dense else "none"
         raise ModelArgsError(f"regimes: --metric {metric!r} is not in the sweep's results; it has {known}")

@@ -14,6 +14,11 @@ from typing import Literal
 from ..errors import PluginError
 
 DENSE = "none"
+
+
+def is_dense(row: dict) -> bool:
+    """The dense reference: method ``none`` without token pruning (``none[token_method=...]`` is a candidate)."""
+    return row["method"] == DENSE and not row.get("token_pruning")
 OBJECTIVES = ("layers", "latency", "params")
 PARETO_AXES = ("latency", "removed")
 
@@ -79,7 +84,7 @@ def check_metric(metric: str, available: set[str]) -> None:
 
 def dense_row(rows: list[dict]) -> dict:
     """The one dense reference row (``method == "none"``)."""
-    dense = [row for row in rows if row["method"] == DENSE]
+    dense = [row for row in rows if is_dense(row)]
     if len(dense) != 1:
         raise ValueError(f"a sweep has exactly one dense row (method={DENSE!r}); found {len(dense)}")
     return dense[0]
@@ -101,7 +106,7 @@ def passing(rows: list[dict], rule: Rule, metric: str) -> list[dict]:
     """The pruned (non-dense) rows whose ``metric`` passes ``rule`` against the dense row, in input order."""
     dense_value = dense_row(rows)["metrics"][metric]
     return [row for row in rows
-            if row["method"] != DENSE and rule.passes(row["metrics"][metric], dense_value)]
+            if not is_dense(row) and rule.passes(row["metrics"][metric], dense_value)]
 
 
 _RANKINGS = {  # smallest key wins; the row key makes the choice independent of row order

@@ -22,20 +22,21 @@ from tqdm.auto import tqdm
 
 from ..cache import DiskCache, atomic_write_json, cache_key
 from ..calib_data import prompts_fingerprint
-from ..config import TOKEN_KEYS, PruneConfig
+from ..config import PruneConfig
 from ..distributed import compute_on_rank0, join_launched_processes, rank
 from ..errors import ModelArgsError
 from ..loading import LoadedModel, load_model
 from ..pipeline import Prepared, compute_scores, model_fingerprint, plan_from_scores, prepare
 from ..registry import DENSE_METHOD
 from ..surgery import layers_removed
+from ..tokens import token_pruner
 from .evaluate import available_metrics, evaluate, flatten_results, load_tasks, task_manager
 from .measure import default_cost_prompt, measure_cost
 from .outputs import (
     pareto_png, render_markdown, render_skipped, results_table, winner_record, write_csv, write_if_changed,
     write_markdown, write_winner,
 )
-from .rules import Rule, check_metric, pareto_front, parse_objective, parse_rule, pick_winner
+from .rules import Rule, check_metric, is_dense, pareto_front, parse_objective, parse_rule, pick_winner
 from .variants import file_stem, parse_variant
 
 SWEEP_KEYS = ("method", "sparsity", "n_remove", "calib_limit")  # set by the sweep, not by --model-args
@@ -77,7 +78,9 @@ class Configuration:
     @property
     def label(self) -> str:
         calib = f", calib_limit={self.calib_limit}" if self.calib_limit else ""
-        return "dense" if self.method == DENSE_METHOD else f"{self.variant} at {self.budget:g}{calib}"
+        if self.variant == DENSE_METHOD:
+            return "dense"
+        return self.variant if self.method == DENSE_METHOD else f"{self.variant} at {self.budget:g}{calib}"
 
     @property
     def path_stem(self) -> str:
@@ -87,8 +90,8 @@ class Configuration:
 def configurations(spec: SweepSpec) -> list[Configuration]:
     """Dense first, then every method (or variant) × calibration size × budget, each parsed like ``--model_args``."""
     if "token_method" in spec.model_args:
-        raise ModelArgsError("--model-args: token_method= is not a sweep dimension yet; evaluate token pruning with "
-                             "lmms-eval --model topo_pruned --model_args ...,token_method=")
+        raise ModelArgsError("--model-args: token_method= would prune the dense reference too; set it per entry: "
+                             "--methods 'none[token_method=halfv,token_layer=4],block_influence[token_method=fastv]'")
     clash = sorted(set(spec.model_args) & set(SWEEP_KEYS))
     if clash:
         raise ModelArgsError(f"--model-args: {clash[0]}= is set by the sweep (--methods, --budgets, --calib-limits); "
@@ -99,9 +102,15 @@ def configurations(spec: SweepSpec) -> list[Configuration]:
     points = [dense]
     for entry in spec.methods:
         method, params = parse_variant(entry)
-        clash = sorted(set(params) & {*SWEEP_KEYS, "token_method", *TOKEN_KEYS})
+        clash = sorted(set(params) & set(SWEEP_KEYS))
         if clash:
             raise ModelArgsError(f"--methods: {entry}: {clash[0]}= cannot be set per method")
+        if method == DENSE_METHOD:  # token pruning alone: no layer budget, evaluated once
+            if "token_method" not in params:
+                raise ModelArgsError(f"--methods: {entry}: the dense model is always evaluated; none[...] is for "
+                                     "token pruning alone (token_method=...)")
+            points.append(Configuration(PruneConfig.from_model_args({**spec.model_args, **params}), 0.0, None, entry))
+            continue
         for calib_limit in spec.calib_limits:
             for budget in spec.budgets:
                 args = {**spec.model_args, **params, "method": method, "sparsity": budget}
@@ -132,8 +141,9 @@ def run_sweep(spec: SweepSpec) -> dict[str, Any]:
     feasible, skipped = split_feasible(points, dense.num_layers)
     groups = prepare_groups(feasible)
     for point in points:
+        tokens = [point.config.token_pruning] if point.config.token_method else []  # absent: keys of older sweeps
         point.key = cache_key("sweep-config", identity, point.method, point.budget, point.calib_limit,
-                              point.config.method_params, point.config.seed)
+                              point.config.method_params, point.config.seed, *tokens)
     rows = reusable_results(feasible, spec.out)
     missing = len([point for point in feasible if point.key not in rows])
     if missing:
@@ -234,9 +244,11 @@ def evaluate_missing(spec: SweepSpec, points: list[Configuration], done: dict, g
             with layers_removed(loaded.adapter, plan["removed_layers"]):
                 lm = TopoPrunedChat.around(loaded, point.config, show_progress=False)
                 raw = evaluate(lm, spec.tasks, manager, spec.limit)
-                cost = measure_cost(loaded, prompt, repeats=spec.cost_repeats) if rank() == 0 else None
+                cost = measure_cost(loaded, prompt, repeats=spec.cost_repeats,
+                                    token_pruner=token_pruner(point.config.token_pruning)) if rank() == 0 else None
             row = {"key": point.key, "method": point.method, "variant": point.variant, "budget": point.budget,
-                   "calib_limit": point.calib_limit, **plan, "cost": cost, "eval_s": time.perf_counter() - start}
+                   "calib_limit": point.calib_limit, **plan, "token_pruning": point.config.token_pruning,
+                   "cost": cost, "eval_s": time.perf_counter() - start}
             if rank() == 0:
                 row["metrics"], row["stderr"] = flatten_results(raw)
                 atomic_write_json(spec.out / "configs" / f"{point.path_stem}.json", row)
@@ -290,7 +302,7 @@ def write_outputs(spec: SweepSpec, rows: list[dict], skipped: list[dict], rule: 
     write_if_changed(out / "pareto.png", pareto_png(rows, metric, winner))
     if winner is not None:
         write_winner(winner_record(winner, rows, rule, objective, metric, identity), out / "winner.json")
-    front = [row for row in pareto_front(rows, metric, x="removed") if row["method"] != DENSE_METHOD]
+    front = [row for row in pareto_front(rows, metric, x="removed") if not is_dense(row)]
     write_winner({"schema": PARETO_SCHEMA, "version": 1, "axis": "removed", "metric": metric,
                   "records": [winner_record(row, rows, rule, objective, metric, identity) for row in front]},
                  out / "pareto.json")
