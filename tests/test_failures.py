@@ -4,6 +4,7 @@ lmms-eval catches ``Exception``, logs it and exits 0; these tests run the comman
 the exit code (lmms_topo_plugin.errors), the exact line, and that no results were written.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -43,10 +44,18 @@ def assert_failed(result: subprocess.CompletedProcess, code: int, line: str, out
 
 
 def test_missing_dionysus_says_how_to_install_before_loading(tiny_checkpoints, tmp_path):
-    args = f"pretrained={tiny_checkpoints('llava', 8)},method=topology,sparsity=0.25,device=cpu"
+    args = f"pretrained={tiny_checkpoints('llava', 8)},method=topology,sparsity=0.25,device=cpu,topo_engine=fast"
     result = lmms_eval(args, tmp_path / "out", pythonpath=FIXTURES / "no_dionysus")
     assert_failed(result, 3, f"topo_pruned: {INSTALL_HINT}", tmp_path / "out")
     assert "Loading weights" not in result.stderr
+
+
+def test_topology_runs_without_dionysus_with_the_default_engine(tiny_checkpoints, tmp_path):
+    args = f"pretrained={tiny_checkpoints('llava', 8)},method=topology,sparsity=0.25,device=cpu,calib_limit=16"
+    result = lmms_eval(args, tmp_path / "out", pythonpath=FIXTURES / "no_dionysus")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (results,) = (tmp_path / "out").rglob("*_results.json")
+    assert "topo_synth_count" in json.loads(results.read_text())["results"]
 
 
 def test_nan_weights_in_one_layer_name_that_layer(tiny_checkpoints, tmp_path):

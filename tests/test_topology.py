@@ -26,11 +26,7 @@ from lmms_topo_plugin.topology.synthetic import drifting_clouds
 from lmms_topo_plugin.topology.per_depth import per_depth_importance
 from lmms_topo_plugin.topology.zigzag import bars_to_depths, build_zigzag, position_to_depth, raw_barcode
 
-# CI (and scripts/dev.py) always install dionysus: there a missing dionysus fails instead of skipping.
-needs_dionysus = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("dionysus") is None and not __import__("os").environ.get("CI"),
-    reason="dionysus is not installed (topo-prune install-topology)",
-)
+from topology_helpers import needs_dionysus, random_complexes
 
 
 def bars(*rows):
@@ -135,18 +131,6 @@ def test_select_epsilon_rule():
 # --- engines ------------------------------------------------------------------------------------------------------
 
 
-def random_complexes(generator, n, num_depths):
-    """A walk of random graphs on ``n`` vertices (each depth flips some edges of the last) as flag complexes."""
-    pairs = list(itertools.combinations(range(n), 2))
-    present = generator.random(len(pairs)) < 0.5
-    complexes = []
-    for _ in range(num_depths):
-        edges = np.array([p for p, keep in zip(pairs, present) if keep], dtype=np.int64).reshape(-1, 2)
-        complexes.append(FlagComplex(n, edges, triangles(edges, n)))
-        present ^= generator.random(len(pairs)) < 0.25
-    return complexes
-
-
 def sorted_rows(array):
     return array[np.lexsort(array.T[::-1])]
 
@@ -215,7 +199,7 @@ def test_degenerate_clouds():
     assert [tuple(edge) for edge in coincident.edges.tolist()] == expected_edges
     result = analyze_topology(states, k=4)
     classic = analyze_topology(states, k=4, engine="classic")  # the quadratic algorithm, on the same ties
-    assert result.pop("params")["engine"] == "fast" and classic.pop("params")["engine"] == "classic"
+    assert result.pop("params")["engine"] == "quiver" and classic.pop("params")["engine"] == "classic"
     assert result == classic
     assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in result["layer_consistency"])
     small = analyze_topology(drifting_clouds(4, 5, 8, seed=6), k=15)  # N <= k: k clamped to N - 1
@@ -259,7 +243,7 @@ def test_scorer_parameters_are_validated(topology_method):
     defaults = topology_method.parse({})
     assert defaults == {"topo_score": "depth_bars", "topo_distance": "bottleneck", "topo_scales": "0.1:0.25:0.5:1",
                         "topo_weighting": "none", "topo_k": 5, "topo_alpha": 1.0, "topo_sigma": 0.5,
-                        "topo_select": "topn", "topo_epsilon": 0.9, "topo_points": "last_token", "topo_engine": "fast"}
+                        "topo_select": "topn", "topo_epsilon": 0.9, "topo_points": "last_token", "topo_engine": "quiver"}
     assert topology_method.parse({"topo_k": "5", "topo_select": "epsilon", "topo_epsilon": "1"})["topo_k"] == 5
     for key, bad in [("topo_k", "0"), ("topo_alpha", "4.5"), ("topo_sigma", "0"), ("topo_epsilon", "0"),
                      ("topo_epsilon", "1.2"), ("topo_select", "all"), ("topo_engine", "gudhi"),
@@ -274,7 +258,10 @@ def test_scorer_parameters_are_validated(topology_method):
 def test_scorer_without_dionysus_says_how_to_install(topology_method, monkeypatch):
     monkeypatch.setitem(sys.modules, "dionysus", None)
     with pytest.raises(ImportError, match="topo-prune install-topology"):
-        topology_method.create({"seed": 0})
+        topology_method.create({**topology_method.parse({"topo_engine": "fast"}), "seed": 0})
+    scorer = topology_method.create({"seed": 0})  # the default engine needs no dionysus
+    states = drifting_clouds(6, 40, 16, transition=3, seed=2)
+    assert scorer.score({"last_token": states}, 5).importance == analyze_topology(states)["importance"]
 
 
 @needs_dionysus

@@ -6,10 +6,10 @@ import torch
 
 from lmms_topo_plugin.topology import analyze_topology
 from lmms_topo_plugin.topology.consistency import consistency
-from lmms_topo_plugin.topology.diagnostics import depth_health
+from lmms_topo_plugin.topology.diagnostics import RANK_CAP, capped_rank, depth_health
 from lmms_topo_plugin.topology.multiscale import complex_bars, reduced_h0, scaled_complexes
 
-from test_topology import needs_dionysus
+from topology_helpers import needs_dionysus
 
 N, DIM, K = 96, 12, 5
 
@@ -119,7 +119,7 @@ def test_diagnostics_name_what_the_score_rests_on(clouds):
     states = torch.stack([torch.ones_like(base), base, base, clouds["independent"]], dim=1)
     first = analyze_topology(states, k=K, score="depth_bars")["diagnostics"]
     assert first["depths"]["degenerate"] == [True, False, False, False]
-    assert first["depths"]["distinct_points"][0] == 1 and first["depths"]["rank"][1] == DIM
+    assert first["depths"]["distinct_points"][0] == 1 and first["depths"]["rank"][1] == min(DIM, RANK_CAP)
     assert "depth 0 (h_0, input of decoder layer 0) is degenerate: all 96 points coincide" in first["warnings"]
     assert "H0 carries no signal: its layer survival is 1.000 at every layer" in first["warnings"]
     assert first["dims"]["h0"]["constant"] and first["dims"]["h0"]["kept_bars"] == 1
@@ -142,3 +142,8 @@ def test_depth_health_reads_rank_and_duplicates():
     states[3, 2] = states[0, 2]
     health = depth_health(states)
     assert health == {"distinct_points": [1, 6, 5], "rank": [0, 1, 4], "degenerate": [True, True, False]}
+    generator = torch.Generator().manual_seed(1)
+    for true_rank in (1, 3, RANK_CAP, 20):  # the random projection keeps the rank up to the cap
+        cloud = (torch.randn(40, true_rank, dtype=torch.float64) @ torch.randn(true_rank, 50, dtype=torch.float64))
+        exact = int(torch.linalg.matrix_rank(cloud - cloud.mean(dim=0)))
+        assert capped_rank(cloud, generator) == min(exact, RANK_CAP)

@@ -15,7 +15,7 @@ from ..topology.analysis import SCORES, analyze_topology, select_epsilon
 from ..topology.clouds import DEFAULT_K, MIN_POINTS
 from ..topology.multiscale import DEFAULT_SCALES
 from ..topology.per_depth import METRICS
-from ..topology.zigzag import ENGINES, require_dionysus
+from ..topology.zigzag import DEFAULT_ENGINE, DIONYSUS_ENGINES, ENGINES, require_dionysus
 from .base import LayerScorer, LayerScores
 
 DEFAULT_SCALES_TEXT = ":".join(f"{s:g}" for s in DEFAULT_SCALES)
@@ -60,8 +60,8 @@ PARAMS = {
     "topo_points": Param(str, "last_token", "point per calibration sample: the last prompt token's state, the mean "
                          "of its visual tokens' states (every calibration prompt needs an image), or the mean of all "
                          "its prompt tokens' states", choices=("last_token", "visual_mean", "prompt_mean")),
-    "topo_engine": Param(str, "fast", "dionysus zigzag algorithm: fast (cone) or classic (quadratic; small N)",
-                         choices=ENGINES),
+    "topo_engine": Param(str, DEFAULT_ENGINE, "zigzag barcode engine: quiver (numpy, no dionysus), or dionysus' fast "
+                         "(cone) or classic (quadratic; small N): all give the same bars", choices=ENGINES),
 }
 
 
@@ -79,14 +79,15 @@ class TopologyScorer(LayerScorer):
 
     def __init__(self, *, topo_k: int = DEFAULT_K, topo_alpha: float = 1.0, topo_sigma: float = 0.5,
                  topo_select: str = "topn", topo_epsilon: float = 0.9, topo_points: str = "last_token",
-                 topo_engine: str = "fast", topo_score: str = "depth_bars", topo_scales: str = DEFAULT_SCALES_TEXT,
+                 topo_engine: str = DEFAULT_ENGINE, topo_score: str = "depth_bars", topo_scales: str = DEFAULT_SCALES_TEXT,
                  topo_weighting: str = "none", topo_distance: str = "bottleneck", seed: int = 0) -> None:
         super().__init__(seed=seed)
         self.needs = (topo_points,)
         if topo_score == "per_depth":
             self.analysis_params = {"k": topo_k, "metric": topo_distance}
         else:
-            require_dionysus()
+            if topo_engine in DIONYSUS_ENGINES:
+                require_dionysus()
             self.analysis_params = {"k": topo_k, "alpha": topo_alpha, "sigma": topo_sigma, "engine": topo_engine,
                                     "score": topo_score, "scales": parse_scales(topo_scales),
                                     "weighting": topo_weighting}

@@ -13,7 +13,7 @@ from .complexes import knn_flag_complex
 from .consistency import consistency, persistence_image, topological_activity
 from .diagnostics import depth_health, diagnostics
 from .multiscale import DEFAULT_SCALES, multiscale_bars
-from .zigzag import bars_to_depths, build_zigzag, raw_barcode
+from .zigzag import DEFAULT_ENGINE, bars_to_depths, build_zigzag, raw_barcode
 
 def _json(values: np.ndarray) -> list:
     """Nested lists of floats (or ints) with NaN as ``None``."""
@@ -26,7 +26,7 @@ SCORES = ("depth_bars", "multiscale")
 
 
 def analyze_topology(
-    states: torch.Tensor, *, k: int = DEFAULT_K, alpha: float = 1.0, sigma: float = 0.5, engine: str = "fast",
+    states: torch.Tensor, *, k: int = DEFAULT_K, alpha: float = 1.0, sigma: float = 0.5, engine: str = DEFAULT_ENGINE,
     score: str = "depth_bars", scales: Sequence[float] = DEFAULT_SCALES, weighting: str = "none",
 ) -> dict:
     """Scores of every decoder layer from the clouds ``states[:, l]`` of depths ``l = 0..L``.
@@ -63,7 +63,8 @@ def analyze_topology(
         logger.warning(f"topology: {warning}")
     layer = np.nan_to_num(scores["layer_consistency"], nan=0.0)
     images = {dim: persistence_image(dim_bars, num_depths, sigma) for dim, dim_bars in bars.items()}
-    params = {"score": score, "num_points": num_points, "k": k, "alpha": alpha, "sigma": sigma, "engine": engine, "weighting": weighting}
+    params = {"score": score, "num_points": num_points, "k": k, "alpha": alpha, "sigma": sigma, "engine": engine,
+              "weighting": weighting}
     if score == "multiscale":
         params["scales"] = list(scales)
     result = {"params": params, "importance": _json(1.0 - layer)}

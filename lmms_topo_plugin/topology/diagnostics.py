@@ -14,16 +14,26 @@ import torch
 from .consistency import nanmean
 
 MIN_RANK = 2
+RANK_CAP = 8  # ranks are measured up to this: enough to tell a degenerate cloud, at O(N·d) per depth
+
+
+def capped_rank(cloud: torch.Tensor, generator: torch.Generator) -> int:
+    """``min(rank, RANK_CAP)`` of the centred cloud ``[N, d]`` (float64): the rank of its projection on
+    ``RANK_CAP`` random Gaussian directions, equal to the capped rank with probability 1."""
+    centred = cloud - cloud.mean(dim=0)
+    directions = torch.randn(cloud.shape[1], RANK_CAP, generator=generator, dtype=torch.float64)
+    return int(torch.linalg.matrix_rank(centred @ directions))
 
 
 def depth_health(states: torch.Tensor) -> dict[str, list]:
-    """Per depth: distinct points, rank of the centred cloud, and ``degenerate`` (fewer than 3 distinct points
-    or rank < 2: a cloud whose kNN complex is decided by ties, not by shape)."""
+    """Per depth: distinct points, rank of the centred cloud (capped at ``RANK_CAP``), and ``degenerate`` (fewer
+    than 3 distinct points or rank < 2: a cloud whose kNN complex is decided by ties, not by shape)."""
     distinct, ranks = [], []
+    generator = torch.Generator().manual_seed(0)
     for depth in range(states.shape[1]):
         cloud = states[:, depth].double()
         distinct.append(int(torch.unique(cloud, dim=0).shape[0]))
-        ranks.append(int(torch.linalg.matrix_rank(cloud - cloud.mean(dim=0))))
+        ranks.append(capped_rank(cloud, generator))
     degenerate = [count < 3 or rank < MIN_RANK for count, rank in zip(distinct, ranks)]
     return {"distinct_points": distinct, "rank": ranks, "degenerate": degenerate}
 

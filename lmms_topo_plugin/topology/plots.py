@@ -18,6 +18,7 @@ from matplotlib.patches import Patch
 
 from ..cache import atomic_write_bytes
 from ..plotting import figure_png, integer_ticks, subplots
+from .diagnostics import RANK_CAP
 
 DIMS = (0, 1)
 DIM_NAMES = {0: "connected components", 1: "loops"}
@@ -310,7 +311,7 @@ def diagnostics_figure(result: dict) -> Figure:
     rank = per_depth.get("rank") or []
     degenerate = per_depth.get("degenerate") or []
     depth_axis.plot(range(len(distinct)), distinct, marker="o", label="distinct points")
-    depth_axis.plot(range(len(rank)), rank, marker="s", linestyle="--", label="rank of the cloud")
+    depth_axis.plot(range(len(rank)), rank, marker="s", linestyle="--", label=f"rank of the cloud (up to {RANK_CAP})")
     marked = [depth for depth, flag in enumerate(degenerate) if flag]
     for i, depth in enumerate(marked):
         depth_axis.axvspan(depth - 0.4, depth + 0.4, color="red", alpha=0.2, linewidth=0,

@@ -1,4 +1,5 @@
-"""The intersection zigzag of per-depth complexes, its barcode (dionysus), and bars mapped to depths.
+"""The intersection zigzag of per-depth complexes, its barcode (dionysus, or the dionysus-free ``quiver`` engine of
+:mod:`.zigzag_quiver`), and bars mapped to depths.
 
 Positions. Depths ``0..L`` give the zigzag ``K_0 ⊇ K_0∩K_1 ⊆ K_1 ⊇ … ⊆ K_L`` on positions ``0..2L``:
 position ``2l`` is ``K_l``, position ``2l+1`` is ``K_l ∩ K_{l+1}``. Every change happens at a half-integer
@@ -28,8 +29,13 @@ import numpy as np
 from ..errors import MissingDependencyError
 from .complexes import FlagComplex
 
-ENGINES = ("fast", "classic")
-INSTALL_HINT = ("method=topology needs dionysus (zigzag persistent homology), which does not import here; install it "
+# "quiver" (zigzag_quiver.py, the default) needs no dionysus: numpy homology of every complex + the quiver
+# decomposition; "fast" (FastZigzag cone) and "classic" are dionysus' and cross-check it
+ENGINES = ("quiver", "fast", "classic")
+DEFAULT_ENGINE = "quiver"
+DIONYSUS_ENGINES = ("fast", "classic")
+INSTALL_HINT = ("topo_engine=fast|classic needs dionysus (zigzag persistent homology), which does not import here "
+                "(the default topo_engine=quiver does not); install it "
                 f"with `topo-prune install-topology` (or `{sys.executable} -m lmms_topo_plugin.cli install-topology`): "
                 "it builds dionysus==2.2.3 from source, or prints the steps this platform needs first")
 
@@ -109,10 +115,14 @@ def require_dionysus():
     return dionysus
 
 
-def raw_barcode(zigzag: ZigzagInput, engine: str = "fast") -> dict[int, np.ndarray]:
-    """Bars ``[B, 2]`` (birth time, death time; ``inf`` = never dies) of H0 and H1 from dionysus."""
+def raw_barcode(zigzag: ZigzagInput, engine: str = DEFAULT_ENGINE) -> dict[int, np.ndarray]:
+    """Bars ``[B, 2]`` (birth time, death time; ``inf`` = never dies) of H0 and H1; every engine gives the same."""
     if engine not in ENGINES:
         raise ValueError(f"unknown zigzag engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    if engine == "quiver":
+        from .zigzag_quiver import quiver_barcode
+
+        return quiver_barcode(zigzag)
     dionysus = require_dionysus()
     filtration = dionysus.Filtration(zigzag.simplex_lists())
     times = zigzag.time_lists()
@@ -147,7 +157,7 @@ def bars_to_depths(raw: np.ndarray, num_depths: int) -> np.ndarray:
     return bars[np.lexsort(bars.T[::-1])]
 
 
-def zigzag_barcode(complexes: Sequence[FlagComplex], engine: str = "fast") -> dict[int, np.ndarray]:
+def zigzag_barcode(complexes: Sequence[FlagComplex], engine: str = DEFAULT_ENGINE) -> dict[int, np.ndarray]:
     """Depth bars ``{0: [B0, 3], 1: [B1, 3]}`` (birth, death, last) of the intersection zigzag of ``complexes``."""
     zigzag = build_zigzag(complexes)
     return {dim: bars_to_depths(raw, zigzag.num_depths) for dim, raw in raw_barcode(zigzag, engine).items()}
