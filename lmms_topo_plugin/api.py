@@ -11,7 +11,8 @@ from .distributed import compute_on_rank0, is_distributed
 from .errors import ModelArgsError
 from .loading import LoadedModel, load_model
 from .pipeline import (
-    PruneReport, apply_plan, build_report, compute_plan, compute_scores, count_parameters, log_plan, prepare,
+    PruneReport, apply_plan, build_report, calibration_prompts, compute_plan, compute_scores, count_parameters,
+    log_plan, model_fingerprint, prepare,
 )
 from .scorers import LayerScores
 
@@ -39,7 +40,23 @@ def load_pruned(config: PruneConfig | dict[str, Any]) -> tuple[LoadedModel, Prun
     kept = apply_plan(plan, prepared, loaded)
     timings["surgery"] = time.perf_counter() - start
     log_plan(plan)
+    if config.token_method is not None and config.token_layer is None:
+        start = time.perf_counter()
+        detect_token_layer(config, prepared, loaded, plan.removed_layers, cache)
+        timings["token_layer"] = time.perf_counter() - start
     return loaded, build_report(prepared, loaded, plan, kept, params_before, cache_info, timings)
+
+
+def detect_token_layer(config: PruneConfig, prepared, loaded: LoadedModel, removed: list[int],
+                       cache: DiskCache) -> None:
+    """HalfV's IVR layer on the pruned model, written into ``config`` and the model's pruning record."""
+    from .tokens.auto_layer import LIFECYCLE_SAMPLES, detected_ivr_layer
+
+    prompts = calibration_prompts(config, config.calib_limit or LIFECYCLE_SAMPLES)
+    model_id = model_fingerprint(prepared.pretrained, prepared.hf_config, config.revision)
+    found = detected_ivr_layer(loaded, prompts, model_id, removed, cache, config.calib_batch_size)
+    config.token_layer = found["layer"]
+    loaded.model.config.topo_pruning["token_pruning"] = config.token_pruning | {"detected": found}
 
 
 def score_layers(config: PruneConfig | dict[str, Any]) -> tuple[LayerScores, dict[str, Any]]:

@@ -90,7 +90,7 @@ class PruneConfig:
     onnx_precision: str = "fp32"
     token_method: str | None = None
     token_keep: float = 0.5
-    token_layer: int = 2
+    token_layer: int | None = 2  # None: token_method=halfv's IVR layer, detected after loading
     token_anchor: float = 0.1
     method_params: dict[str, Any] = field(default_factory=dict)
 
@@ -129,8 +129,7 @@ class PruneConfig:
         if config.token_method is None and (stray := [key for key in TOKEN_KEYS if key in given]):
             raise ModelArgsError(f"model_args: {stray[0]}= needs token_method= (fastv, halfv or random)")
         if config.token_method == "halfv" and "token_layer" not in given:
-            raise ModelArgsError("model_args: token_method=halfv needs token_layer= (its IVR layer; "
-                                 "`topo-prune analyze --what entropy` detects it)")
+            config.token_layer = None  # its IVR layer, detected on the loaded model (tokens/auto_layer.py)
         if config.token_method not in (None, "halfv") and "token_anchor" in given:
             raise ModelArgsError(f"model_args: token_anchor= is a parameter of token_method=halfv, not of "
                                  f"token_method={config.token_method}")

@@ -134,11 +134,33 @@ def test_a_layer_beyond_the_decoder_is_refused(tiny_checkpoints):
 # ---------------------------------------------------------------------------------------------- model_args
 
 
+def test_halfv_without_token_layer_detects_the_ivr_layer_on_the_pruned_model(tiny_checkpoints, tmp_path):
+    from lmms_topo_plugin.config import PruneConfig
+    from lmms_topo_plugin.lmms_model import recorded_token_pruner
+    from lmms_topo_plugin.pipeline import calibration_prompts
+    from lmms_topo_plugin.tokens.lifecycle import analyze_lifecycle
+
+    args = {"pretrained": str(tiny_checkpoints("llava", 8)), "device": "cpu", "method": "random", "n_remove": "2",
+            "token_method": "halfv", "token_keep": "0.5", "calib_limit": "12", "cache_dir": str(tmp_path)}
+    loaded, report = load_pruned(args)
+    record = loaded.model.config.topo_pruning["token_pruning"]
+    # a second code path: the lifecycle analysis of `topo-prune analyze --what entropy`, on the same pruned model
+    prompts = calibration_prompts(PruneConfig.from_model_args(args), 12)
+    expected = analyze_lifecycle(loaded.adapter, loaded.processor, prompts, show_progress=False)["ivr_layer"]
+    assert loaded.adapter.num_layers == 6
+    assert record == {"method": "halfv", "keep": 0.5, "layer": expected, "seed": 0, "anchor": 0.1,
+                      "detected": {"layer": expected, "samples": 12, "cached": False}}
+    assert recorded_token_pruner(loaded) == HalfV(layer=expected, keep=0.5, anchor=0.1)
+    assert report.timings_s["token_layer"] > 0
+    again, _ = load_pruned(args)
+    assert again.model.config.topo_pruning["token_pruning"]["detected"] == {"layer": expected, "samples": 12,
+                                                                            "cached": True}
+
+
+
 @pytest.mark.parametrize("extra,message", [
     ({"token_keep": "0.3"}, "model_args: token_keep= needs token_method= (fastv, halfv or random)"),
     ({"token_method": "ours"}, "model_args: token_method='ours' is not valid; expected one of fastv, halfv, random"),
-    ({"token_method": "halfv"}, "model_args: token_method=halfv needs token_layer= (its IVR layer; `topo-prune "
-                                "analyze --what entropy` detects it)"),
     ({"token_method": "fastv", "token_anchor": "0.2"},
      "model_args: token_anchor= is a parameter of token_method=halfv, not of token_method=fastv"),
     ({"token_method": "fastv", "token_keep": "0"}, "model_args: token_keep='0' is not valid; expected a float in (0, 1]"),

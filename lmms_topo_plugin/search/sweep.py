@@ -105,6 +105,9 @@ def configurations(spec: SweepSpec) -> list[Configuration]:
         clash = sorted(set(params) & set(SWEEP_KEYS))
         if clash:
             raise ModelArgsError(f"--methods: {entry}: {clash[0]}= cannot be set per method")
+        if params.get("token_method") == "halfv" and "token_layer" not in params:
+            raise ModelArgsError(f"--methods: {entry}: token_method=halfv needs token_layer= in a sweep (its IVR "
+                                 "layer: `topo-prune analyze --what entropy` detects it)")
         if method == DENSE_METHOD:  # token pruning alone: no layer budget, evaluated once
             if "token_method" not in params:
                 raise ModelArgsError(f"--methods: {entry}: the dense model is always evaluated; none[...] is for "
