@@ -10,7 +10,7 @@ from loguru import logger
 
 from .clouds import DEFAULT_K, check_states, effective_k
 from .complexes import knn_flag_complex
-from .consistency import consistency, persistence_image, topological_activity
+from .consistency import consistency, group_dim, persistence_image, topological_activity
 from .diagnostics import depth_health, diagnostics
 from .multiscale import DEFAULT_SCALES, multiscale_bars
 from .zigzag import DEFAULT_ENGINE, bars_to_depths, build_zigzag, raw_barcode
@@ -57,7 +57,7 @@ def analyze_topology(
         groups = {f"h{dim}": bars_to_depths(dim_raw, num_depths) for dim, dim_raw in raw.items()}
         excluded = ()
     scores = consistency(groups, num_depths, alpha, weighting=weighting, excluded_depths=excluded)
-    bars = {dim: np.concatenate([b for name, b in groups.items() if int(name[1]) == dim]) for dim in (0, 1)}
+    bars = {dim: np.concatenate([b for name, b in groups.items() if group_dim(name) == dim]) for dim in (0, 1)}
     report = diagnostics(states, bars, raw_counts, scores, list(groups), health)
     for warning in report["warnings"]:
         logger.warning(f"topology: {warning}")

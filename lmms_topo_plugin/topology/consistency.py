@@ -34,6 +34,11 @@ def nanmean(values: np.ndarray, axis: int) -> np.ndarray:
         return np.nanmean(values, axis=axis)
 
 
+def group_dim(name: str) -> int:
+    """The homology dimension of a group of bars: ``h1`` and ``h1@0.25`` are dimension 1."""
+    return int(name[1:].split("@")[0])
+
+
 def bar_weights(bars: np.ndarray, weighting: str) -> np.ndarray:
     """Each bar's weight in the survival fractions: 1 (``none``) or its lifetime in depths (``lifetime``, the
     weight the effective persistence image gives it; a bar alive in one complex only weighs 1)."""

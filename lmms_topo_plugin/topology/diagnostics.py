@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .consistency import nanmean
+from .consistency import group_dim, nanmean
 
 MIN_RANK = 2
 RANK_CAP = 8  # ranks are measured up to this: enough to tell a degenerate cloud, at O(N·d) per depth
@@ -50,14 +50,15 @@ def score_shares(scores: dict[str, np.ndarray], groups: list[str]) -> dict[int, 
     the mean survival ``s(l)`` times the depth factor of ``S(l)``; ``None`` when the summed score is 0."""
     survival = np.stack([scores[f"layer_survival_{group}"] for group in groups])
     defined = np.isfinite(survival)
-    factor = np.nan_to_num(scores["layer_consistency"]) / np.where(
-        np.nan_to_num(scores["layer_survival"]) > 0, scores["layer_survival"], np.inf)
+    depth = scores["depth_consistency"]
+    factor = nanmean(np.stack([depth[:-1], depth[1:]]), axis=0)
     terms = np.nan_to_num(survival) / np.maximum(defined.sum(axis=0), 1) * np.nan_to_num(factor)
     total = terms.sum()
-    dims = sorted({int(group[1]) for group in groups})
+    dims = sorted({group_dim(group) for group in groups})
     if total <= 0:
         return {dim: None for dim in dims}
-    return {dim: float(sum(terms[i].sum() for i, g in enumerate(groups) if int(g[1]) == dim) / total) for dim in dims}
+    return {dim: float(sum(terms[i].sum() for i, g in enumerate(groups) if group_dim(g) == dim) / total)
+            for dim in dims}
 
 
 def dimension_summary(dim: int, raw_bars: int, bars: np.ndarray, scores: dict, groups: list[str],
@@ -65,7 +66,7 @@ def dimension_summary(dim: int, raw_bars: int, bars: np.ndarray, scores: dict, g
     """Bar counts, lifetime histogram (index ``i`` = lifetime ``i + 1`` depths) and whether the dimension's layer
     survival is constant (it then cannot rank layers)."""
     lifetimes = bars[:, 1] - bars[:, 0]
-    survival = np.stack([scores[f"layer_survival_{group}"] for group in groups if int(group[1]) == dim])
+    survival = np.stack([scores[f"layer_survival_{group}"] for group in groups if group_dim(group) == dim])
     per_layer = nanmean(survival, axis=0)
     finite = per_layer[np.isfinite(per_layer)]
     return {

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .complexes import FlagComplex, nearest_neighbours, squared_distances, symmetrised_edges, triangles
-from .zigzag import build_zigzag, position_to_depth, raw_barcode
+from .zigzag import build_zigzag, depth_rows, raw_barcode
 
 DEFAULT_SCALES = (0.1, 0.25, 0.5, 1.0)
 
@@ -50,11 +50,7 @@ def scaled_complexes(points: torch.Tensor, k: int, scales: Sequence[float]) -> l
 def complex_bars(raw: np.ndarray, num_depths: int) -> np.ndarray:
     """Raw bars (operation times, see :mod:`.zigzag`) → ``[birth, death, last]`` of every bar that is a class
     of at least one complex ``K_l``; a bar alive only on intersections ``K_l ∩ K_{l+1}`` is none, and goes."""
-    first = np.rint(raw[:, 0] + 0.5).astype(np.int64)  # first and last alive positions
-    last = np.full(len(raw), 2 * (num_depths - 1), dtype=np.int64)
-    dies = np.isfinite(raw[:, 1])
-    last[dies] = np.rint(raw[dies, 1] - 0.5)
-    bars = np.stack([position_to_depth(first), position_to_depth(last), last // 2], axis=1)
+    bars = depth_rows(raw, num_depths)
     bars = bars[bars[:, 0] <= bars[:, 2]]
     return bars[np.lexsort(bars.T[::-1])]
 

@@ -145,14 +145,19 @@ def position_to_depth(position: np.ndarray) -> np.ndarray:
     return position // 2 + position % 2
 
 
-def bars_to_depths(raw: np.ndarray, num_depths: int) -> np.ndarray:
-    """Raw bars (operation times) → depth bars ``[B, 3]`` (birth, death, last alive depth), sorted;
-    bars with one depth dropped."""
+def depth_rows(raw: np.ndarray, num_depths: int) -> np.ndarray:
+    """Raw bars (operation times) → rows ``[birth, death, last alive depth]`` of every bar, unfiltered, unsorted."""
     p = np.rint(raw[:, 0] + 0.5).astype(np.int64)  # first and last alive positions
     q = np.full(len(raw), 2 * (num_depths - 1), dtype=np.int64)
     dies = np.isfinite(raw[:, 1])
     q[dies] = np.rint(raw[dies, 1] - 0.5)
-    bars = np.stack([position_to_depth(p), position_to_depth(q), q // 2], axis=1)
+    return np.stack([position_to_depth(p), position_to_depth(q), q // 2], axis=1)
+
+
+def bars_to_depths(raw: np.ndarray, num_depths: int) -> np.ndarray:
+    """Raw bars (operation times) → depth bars ``[B, 3]`` (birth, death, last alive depth), sorted;
+    bars with one depth dropped."""
+    bars = depth_rows(raw, num_depths)
     bars = bars[bars[:, 0] < bars[:, 1]]
     return bars[np.lexsort(bars.T[::-1])]
 
