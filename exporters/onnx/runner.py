@@ -94,22 +94,14 @@ class OnnxVLM:
         return embeds, mask, positions
 
     def image_features(self, inputs) -> np.ndarray:
-        """``[image tokens, hidden]`` of a processor batch's images, in order; a per-image vision graph (Qwen)
-        runs once per image on its rows of ``pixel_values``."""
+        """``[image tokens, hidden]`` of a processor batch's images, in order, fed as the family's vision graph
+        takes them (:mod:`.families`: e.g. Qwen's runs once per image)."""
+        from .families import FAMILIES
+
         graph = self.manifest["graphs"]["vision_encoder"]
         feed = {name: inputs[name].float().numpy() if name == "pixel_values" else inputs[name].numpy()
                 for name in graph["inputs"]}
-        session = self.sessions["vision_encoder"]
-        if not self.manifest.get("vision_per_image", False):
-            features = [session.run(None, feed)[0]]
-        else:
-            grid, pixels = feed["image_grid_thw"], feed["pixel_values"]
-            sizes = grid.prod(axis=-1)  # patches per image
-            starts = np.cumsum(sizes) - sizes
-            features = [session.run(None, {"pixel_values": pixels[start:start + size],
-                                           "image_grid_thw": grid[image:image + 1]})[0]
-                        for image, (start, size) in enumerate(zip(starts, sizes))]
-        return np.concatenate([feature.reshape(-1, feature.shape[-1]) for feature in features])
+        return FAMILIES[self.manifest["model_type"]].run_vision(self.sessions["vision_encoder"], feed)
 
     def decoder_step(self, embeds: np.ndarray, mask: np.ndarray, past: list[np.ndarray],
                      positions: np.ndarray | None = None) -> tuple[np.ndarray, list]:
