@@ -123,6 +123,7 @@ def export_graphs(loaded: LoadedModel, vision_inputs: Mapping[str, torch.Tensor]
         "image_token_id": loaded.adapter.image_token_id, "num_layers": num_layers, "kv_heads": heads,
         "head_dim": head_dim, "hidden_size": hidden, "opset": OPSET,
         "vision_per_image": family.per_image, "position_ids": family.positions,
+        "vision_constants": family.constants(model),
         "spatial_merge_size": getattr(model.config.vision_config, "spatial_merge_size", None),
         "pruning": getattr(model.config, "topo_pruning", None),
     }

@@ -62,6 +62,10 @@ class OnnxVLM:
         self.provider = choose_provider(provider)
         self.processor = load_processor(build_dir)
         self.adapter_class = adapter_class_for(load_config(str(build_dir)))
+        generation = build_dir / "generation_config.json"
+        # model.generate never picks these (its SuppressTokensLogitsProcessor); neither does greedy decoding here
+        self.suppress_tokens = (json.loads(generation.read_text()).get("suppress_tokens") or []
+                                if generation.exists() else [])
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads  # e.g. 1, to compare with a one-thread PyTorch
@@ -98,10 +102,11 @@ class OnnxVLM:
         takes them (:mod:`.families`: e.g. Qwen's runs once per image)."""
         from .families import FAMILIES
 
-        graph = self.manifest["graphs"]["vision_encoder"]
+        family = FAMILIES[self.manifest["model_type"]]
         feed = {name: inputs[name].float().numpy() if name == "pixel_values" else inputs[name].numpy()
-                for name in graph["inputs"]}
-        return FAMILIES[self.manifest["model_type"]].run_vision(self.sessions["vision_encoder"], feed)
+                for name in (*self.manifest["graphs"]["vision_encoder"]["inputs"], *family.run_inputs)}
+        feed.update((name, np.asarray(value)) for name, value in self.manifest.get("vision_constants", {}).items())
+        return family.run_vision(self.sessions["vision_encoder"], feed)
 
     def decoder_step(self, embeds: np.ndarray, mask: np.ndarray, past: list[np.ndarray],
                      positions: np.ndarray | None = None) -> tuple[np.ndarray, list]:
@@ -142,7 +147,9 @@ class OnnxVLM:
         eos = self.processor.tokenizer.eos_token_id
         tokens, done = [], np.zeros(len(prompts), dtype=bool)
         for _ in range(max_new_tokens):
-            token = logits[:, -1].argmax(-1)
+            scores = logits[:, -1]
+            scores[:, self.suppress_tokens] = -np.inf
+            token = scores.argmax(-1)
             token = np.where(done, eos, token)
             tokens.append(token)
             done |= token == eos

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from .base import OnnxFamily
+from .idefics3 import IDEFICS3
 from .llava import LLAVA
+from .llava_next import LLAVA_NEXT
 from .qwen import QWEN
 
 FAMILIES: dict[str, OnnxFamily] = {
     "llava": LLAVA,
+    "llava_next": LLAVA_NEXT,
     "qwen2_vl": QWEN,
     "qwen2_5_vl": QWEN,
+    "idefics3": IDEFICS3,
 }
 SUPPORTED = tuple(FAMILIES)  # model_type values with an ONNX export today

@@ -15,7 +15,8 @@ class OnnxFamily:
     """A family's vision graph: how it is built and exported, and how the runner feeds it.
 
     ``example`` picks the export's example inputs from a processor batch (in ``vision_inputs`` order);
-    ``run_vision`` runs the ONNX Runtime session on a processor batch as numpy arrays and returns the image
+    ``run_vision`` runs the ONNX Runtime session on a processor batch as numpy arrays (its ``vision_inputs`` and
+    ``run_inputs``, and the build's ``constants`` from the manifest's ``vision_constants``) and returns the image
     features ``[image tokens, hidden]`` of all its images, in the order their image tokens appear."""
 
     vision: Callable[[Any], nn.Module]  # model → wrapper whose forward takes ``vision_inputs`` → image_features
@@ -25,6 +26,8 @@ class OnnxFamily:
     positions: str  # decoder position_ids: "text" ``[batch, seq]`` or "mrope" ``[3, batch, seq]`` (..positions)
     example: Callable[[Mapping[str, torch.Tensor]], tuple[torch.Tensor, ...]]
     run_vision: Callable[[Any, Mapping[str, np.ndarray]], np.ndarray]
+    run_inputs: tuple[str, ...] = ()  # further processor outputs that run_vision reads
+    constants: Callable[[Any], dict[str, Any]] = lambda model: {}  # model → JSON values that run_vision reads
 
 
 def batch_example(names: tuple[str, ...]) -> Callable[[Mapping[str, torch.Tensor]], tuple[torch.Tensor, ...]]:

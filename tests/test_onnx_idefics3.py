@@ -1,0 +1,105 @@
+"""The ONNX build of Idefics3 / SmolVLM: a vision graph over the batch's real images (tiles and global images,
+the processor's all-zero padding images dropped), text position ids, and generation like ``model.generate``."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from lmms_topo_plugin.api import load_pruned
+from lmms_topo_plugin.calibration import move_inputs
+from lmms_topo_plugin.cli import main
+from lmms_topo_plugin.exporters.onnx.runner import OnnxVLM
+from lmms_topo_plugin.prompting import Prompt, encode
+from lmms_topo_plugin.testing.tiny_models import example_image
+
+MODEL_ARGS = "method=block_influence,n_remove=2,device=cpu,calib_limit=4"
+TILE = 32  # the tiny processor's max_image_size: tiles and global images are 32 x 32 px
+
+
+def split_images(checkpoint) -> None:
+    """Make the checkpoint's processor split images as SmolVLM's does: resized to a longest edge of two tiles,
+    then cut into 32 px tiles plus a global image."""
+    path = checkpoint / "processor_config.json"
+    config = json.loads(path.read_text())
+    config["image_processor"].update(do_image_splitting=True, size={"longest_edge": 2 * TILE})
+    path.write_text(json.dumps(config))
+
+
+@pytest.fixture(scope="module")
+def idefics3_build(tiny_checkpoints, tmp_path_factory):
+    """``(PyTorch pruned model, build directory)``: the fp32 and fp16 export of a tiny Idefics3 that splits images."""
+    root = tmp_path_factory.mktemp("onnx-idefics3")
+    checkpoint = root / "checkpoint"
+    shutil.copytree(tiny_checkpoints("idefics3", 6), checkpoint)
+    split_images(checkpoint)
+    out = root / "build"
+    assert main(["export", "--model-args", f"pretrained={checkpoint},{MODEL_ARGS}", "--out", str(out), "--onnx",
+                 "--precision", "fp32,fp16"]) == 0
+    pruned, _ = load_pruned({**dict(item.split("=") for item in MODEL_ARGS.split(",")), "pretrained": str(checkpoint)})
+    return pruned, out
+
+
+def mixed_prompts() -> list[Prompt]:
+    """A left-padded batch: two images in one row (2 + 4 tiles, each with its global image), one image in
+    another (4 tiles + global), a text-only row; the shorter rows are padded with all-zero images."""
+    return [Prompt.from_text("Compare them.", [example_image(1, (64, 32)), example_image(2, (40, 40))]),
+            Prompt.from_text("How many shapes are in this picture? Answer with one word.", [example_image(3, (48, 32))]),
+            Prompt.from_text("Say something about nothing at all, please.")]
+
+
+def until_eos(row, eos: int) -> list[int]:
+    """A greedy row up to and including its first eos (what follows is padding, which differs between the two)."""
+    row = list(row)
+    return row[:row.index(eos) + 1] if eos in row else row
+
+
+def test_the_build_has_idefics3_vision_inputs_text_positions_and_its_validation(idefics3_build):
+    _, out = idefics3_build
+    manifest = json.loads((out / "onnx" / "manifest.json").read_text())
+    assert manifest["model_type"] == "idefics3" and manifest["position_ids"] == "text"
+    assert not manifest["vision_per_image"] and manifest["precisions"] == ["fp32", "fp16"]
+    assert manifest["graphs"]["vision_encoder"]["inputs"] == ["pixel_values", "pixel_attention_mask"]
+    validation = json.loads((out / "onnx" / "validation.json").read_text())
+    assert validation["greedy_tokens_identical"] is True and validation["onnx_tokens"] == validation["pytorch_tokens"]
+    assert max(validation["max_abs_logit_difference"], validation["max_abs_decode_logit_difference"]) <= 1e-4
+    assert set(validation["variants"]) == {"fp16"}
+
+
+def test_the_vision_graph_drops_padding_images_like_get_image_features(idefics3_build):
+    pruned, out = idefics3_build
+    runner = OnnxVLM(out, provider="cpu")
+    inputs = encode(pruned.processor, pruned.adapter, mixed_prompts())
+    pixels, pixel_mask = inputs["pixel_values"], inputs["pixel_attention_mask"]
+    real = pixels.flatten(2).ne(0).any(-1)
+    assert pixels.shape[:2] == (3, 8) and pixels.shape[-2:] == (TILE, TILE) and real.sum(1).tolist() == [8, 5, 0]
+    with torch.inference_mode():
+        expected = torch.cat(pruned.model.model.get_image_features(pixels, pixel_mask).pooler_output).numpy()
+    features = runner.image_features(inputs)
+    assert features.shape == (int((inputs["input_ids"] == pruned.adapter.image_token_id).sum()),
+                              runner.manifest["hidden_size"]) == expected.shape
+    assert float(np.abs(features - expected).max()) <= 1e-5
+    # a partly masked image: its patch mask comes from the pixel mask in the graph, as in transformers
+    pixel_mask[0, 0, :, TILE // 2 + 1:] = 0
+    with torch.inference_mode():
+        masked = torch.cat(pruned.model.model.get_image_features(pixels, pixel_mask).pooler_output).numpy()
+    assert float(np.abs(masked - expected).max()) > 1e-2
+    assert float(np.abs(runner.image_features({**inputs, "pixel_attention_mask": pixel_mask}) - masked).max()) <= 1e-5
+
+
+def test_the_runner_prefills_and_generates_like_pytorch(idefics3_build):
+    pruned, out = idefics3_build
+    runner = OnnxVLM(out, provider="cpu")
+    prompts = mixed_prompts()
+    embeds, mask, positions = runner.prefill_inputs(prompts)
+    logits, _ = runner.decoder_step(embeds, mask, runner.empty_past(len(prompts)), positions)
+    inputs = move_inputs(encode(pruned.processor, pruned.adapter, prompts), "cpu", pruned.model.dtype)
+    with torch.inference_mode():
+        reference = pruned.model(**inputs, use_cache=False).logits.numpy()
+        generated = pruned.model.generate(**inputs, max_new_tokens=6, do_sample=False)[:, inputs["input_ids"].shape[1]:]
+    assert (mask[:, 0] == 0).any() and float(np.abs(logits - reference)[mask.astype(bool)].max()) <= 1e-4
+    eos = runner.processor.tokenizer.eos_token_id
+    assert [until_eos(row, eos) for row in runner.generate_ids(prompts, 6).tolist()] == [
+        until_eos(row, eos) for row in generated.tolist()]

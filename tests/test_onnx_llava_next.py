@@ -1,0 +1,95 @@
+"""The ONNX build of LLaVA-NeXT: a vision graph over the real anyres patches, their packing (un-padding, newline
+rows) in numpy from the manifest's vision constants, and generation like ``model.generate``."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lmms_topo_plugin.api import load_pruned
+from lmms_topo_plugin.calibration import move_inputs
+from lmms_topo_plugin.cli import main
+from lmms_topo_plugin.exporters.onnx.families.llava_next import tile_grid
+from lmms_topo_plugin.exporters.onnx.runner import OnnxVLM
+from lmms_topo_plugin.prompting import Prompt, encode
+from lmms_topo_plugin.testing.tiny_models import example_image
+
+MODEL_ARGS = "method=block_influence,n_remove=2,device=cpu,calib_limit=4"
+
+
+@pytest.fixture(scope="module")
+def llava_next_build(tiny_checkpoints, tmp_path_factory):
+    """``(PyTorch pruned model, build directory)``: the fp32 and fp16 export."""
+    checkpoint = str(tiny_checkpoints("llava_next", 6))
+    out = tmp_path_factory.mktemp("onnx-llava-next") / "build"
+    assert main(["export", "--model-args", f"pretrained={checkpoint},{MODEL_ARGS}", "--out", str(out), "--onnx",
+                 "--precision", "fp32,fp16"]) == 0
+    pruned, _ = load_pruned({**dict(item.split("=") for item in MODEL_ARGS.split(",")), "pretrained": checkpoint})
+    return pruned, out
+
+
+def mixed_prompts() -> list[Prompt]:
+    """A left-padded batch of images the tiny pinpoints (32x32, 32x64, 64x32 px; 32 px tiles) treat differently
+    (width x height): 40x32 and 32x40 resized into a 1x2 / 2x1 tile grid and un-padded to the middle half of its
+    columns / rows, 64x64 into one tile, 48x32 into a 1x2 grid without un-padding; and a text-only row."""
+    return [Prompt.from_text("Compare them.", [example_image(1, (40, 32)), example_image(2, (32, 40))]),
+            Prompt.from_text("How many shapes are in this picture? Answer with one word.", [example_image(3, (64, 64))]),
+            Prompt.from_text("Describe it.", [example_image(4, (48, 32))]),
+            Prompt.from_text("Say something about nothing at all, please.")]
+
+
+def test_the_build_states_llava_next_its_constants_and_its_validation(llava_next_build):
+    pruned, out = llava_next_build
+    manifest = json.loads((out / "onnx" / "manifest.json").read_text())
+    assert manifest["model_type"] == "llava_next" and manifest["position_ids"] == "text"
+    assert not manifest["vision_per_image"] and manifest["precisions"] == ["fp32", "fp16"]
+    vision = manifest["graphs"]["vision_encoder"]
+    assert (vision["inputs"], vision["outputs"]) == (["pixel_values"], ["image_features"])
+    constants = manifest["vision_constants"]
+    assert constants["image_grid_pinpoints"] == pruned.model.config.image_grid_pinpoints
+    np.testing.assert_array_equal(np.float32(constants["image_newline"]), pruned.model.model.image_newline.detach())
+    validation = json.loads((out / "onnx" / "validation.json").read_text())
+    assert validation["greedy_tokens_identical"] is True and validation["onnx_tokens"] == validation["pytorch_tokens"]
+    assert max(validation["max_abs_logit_difference"], validation["max_abs_decode_logit_difference"]) <= 1e-4
+    assert set(validation["variants"]) == {"fp16"}
+
+
+def test_image_features_are_pytorch_s_packed_ones_for_images_of_other_sizes(llava_next_build):
+    pruned, out = llava_next_build
+    runner = OnnxVLM(out, provider="cpu")
+    inputs = encode(pruned.processor, pruned.adapter, mixed_prompts())
+    config = pruned.model.config
+    grids = [tile_grid(size, config.image_grid_pinpoints, inputs["pixel_values"].shape[-2:])
+             for size in inputs["image_sizes"].tolist()]
+    assert grids == [(1, 2), (2, 1), (1, 1), (1, 2)]
+    # the processor's patches: a base view and the grid's tiles, then all-zero padding up to the batch's most
+    real = inputs["pixel_values"].flatten(2).ne(0).any(-1)
+    assert real.sum(1).tolist() == [1 + rows * cols for rows, cols in grids] == [3, 3, 2, 3]
+    with torch.inference_mode():
+        expected = pruned.model.model.get_image_features(inputs["pixel_values"], inputs["image_sizes"]).pooler_output
+    side = config.vision_config.image_size // config.vision_config.patch_size  # features per tile side
+    uncut = [side * side + rows * side * (cols * side + 1) for rows, cols in grids]  # base view, rows + newlines
+    assert uncut == [14, 16, 10, 14] and [len(image) for image in expected] == [10, 10, 10, 14]  # half cut off
+    features = runner.image_features(inputs)
+    assert features.shape == (int((inputs["input_ids"] == pruned.adapter.image_token_id).sum()),
+                              runner.manifest["hidden_size"])
+    assert float(np.abs(features - torch.cat(expected).numpy()).max()) <= 1e-5
+
+
+def test_the_runner_prefills_and_generates_like_pytorch_on_a_left_padded_batch(llava_next_build):
+    pruned, out = llava_next_build
+    runner = OnnxVLM(out, provider="cpu")
+    prompts = mixed_prompts()
+    embeds, mask, positions = runner.prefill_inputs(prompts)
+    assert (mask[:, 0] == 0).any()
+    logits, _ = runner.decoder_step(embeds, mask, runner.empty_past(len(prompts)), positions)
+    inputs = move_inputs(encode(pruned.processor, pruned.adapter, prompts), "cpu", pruned.model.dtype)
+    with torch.inference_mode():
+        reference = pruned.model(**inputs, use_cache=False).logits.numpy()
+        generated = pruned.model.generate(**inputs, max_new_tokens=6, do_sample=False)[:, inputs["input_ids"].shape[1]:]
+    assert float(np.abs(logits - reference)[mask.astype(bool)].max()) <= 1e-4
+    eos = runner.processor.tokenizer.eos_token_id
+    for mine, theirs in zip(runner.generate_ids(prompts, 6).tolist(), generated.tolist()):
+        ended = theirs.index(eos) + 1 if eos in theirs else len(theirs)  # generate pads the rows that ended
+        assert mine[:ended] == theirs[:ended]
