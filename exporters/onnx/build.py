@@ -13,6 +13,7 @@ from ...calibration import move_inputs
 from ...errors import PluginError
 from ...loading import LoadedModel
 from ...prompting import Prompt, encode
+from .genai import MODEL_TYPES as GENAI_MODEL_TYPES, write_genai
 from .graphs import check_supported, export_graphs, write_manifest
 from .precision import write_variant
 from .runner import OnnxVLM
@@ -74,15 +75,15 @@ def onnx_tokens(runner: OnnxVLM, prompt: Prompt, length: int) -> list[int]:
 
 
 def build_onnx(loaded: LoadedModel, build_dir: Path, precisions: tuple[str, ...] = ("fp32",)) -> dict[str, Any]:
-    """Write ``build_dir/onnx`` (graphs, manifest, ``validation.json``); raise :class:`OnnxParityError` when fp32
-    logits (prefill, and every decoding step with the cache) differ from PyTorch by more than 1e-4 or a greedy
-    token differs. Each further precision (``fp16``,
+    """Write ``build_dir/onnx`` (graphs, manifest, ``validation.json``; for Qwen2.5-VL also onnxruntime-genai's
+    files, :mod:`.genai`); raise :class:`OnnxParityError` when fp32 logits (prefill, and every decoding step with
+    the cache) differ from PyTorch by more than 1e-4 or a greedy token differs. Each further precision (``fp16``,
     ``int4``) is written from the fp32 graphs and reported against fp32 (logit error, greedy-token agreement)."""
     check_supported(loaded)
     loaded.model.float()
     prompts = validation_prompts()
     vision_inputs = encode(loaded.processor, loaded.adapter, prompts)  # 2 images: no size-1 specialisation
-    export_graphs(loaded, vision_inputs, build_dir / "onnx")
+    manifest = export_graphs(loaded, vision_inputs, build_dir / "onnx")
     expected_logits, expected_tokens = torch_reference(loaded, prompts)
     runner = OnnxVLM(build_dir, provider="cpu")
     embeds, mask, positions = runner.prefill_inputs(prompts)
@@ -99,6 +100,9 @@ def build_onnx(loaded: LoadedModel, build_dir: Path, precisions: tuple[str, ...]
         raise OnnxParityError(f"the fp32 ONNX build does not match PyTorch (max logit difference {difference:.3g} "
                               f"in prefill, {decoding:.3g} in decoding; greedy tokens identical: "
                               f"{tokens == expected_tokens}); nothing was written")
+    if manifest["model_type"] in GENAI_MODEL_TYPES:  # onnxruntime-genai's og.Model runs the fp32 graphs too
+        manifest["genai"] = write_genai(loaded, manifest, build_dir / "onnx")
+        write_manifest(build_dir / "onnx", manifest)
     report["variants"] = {precision: add_variant(build_dir, precision, prompts, logits, tokens)
                           for precision in precisions if precision != "fp32"}
     (build_dir / "onnx" / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
