@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Visual-token pruning (FastV, random): decoder FLOPs, measured prefill and end-to-end latency, and accuracy.
+"""Visual-token pruning (FastV, HalfV, random): decoder FLOPs, measured prefill and end-to-end latency, accuracy.
 
     .venv/bin/python bench/bench_tokens.py                # what the README reports
     .venv/bin/python bench/bench_tokens.py --layers 4 --hidden 256 --repeats 1 --limit 10   # a quick look
@@ -7,16 +7,19 @@
 **Speed** on the random-weight LLaVA-1.5-shaped model of ``bench/bench_speed.py`` (``--layers`` x ``--hidden``
 decoder, 576 image tokens from a 336 px image, float32, CPU, one torch thread): for each pruner at keep 0.5,
 0.25 and 0.1 (from decoder layer 2) and dense, side by side in one run, at batch 1 and batch 8 (the cost prompt
-repeated): prefill latency (one forward with the KV cache, logits for the last position, as ``generate`` does)
+repeated; HalfV also with its step 2 from decoder layer 6, ``halfv+freeze`` and ``halfv+top5``, since random
+weights have no lifecycle to detect it from): prefill latency (one forward with the KV cache, logits for the last
+position, as ``generate`` does)
 and end-to-end latency (that prefill plus ``--decode-tokens`` greedy steps with the cache), medians of
-``--repeats`` after one warm-up; the decoder prefill FLOPs from the token count each layer saw
-(``lmms_topo_plugin.tokens.flops``), and the FLOPs-predicted speedup next to the measured one.
+``--repeats`` after one warm-up; the decoder prefill FLOPs from the tokens each layer computed (queries and keys,
+``lmms_topo_plugin.tokens.flops``), and the FLOPs-predicted speedup next to the measured one.
 
 **Accuracy** on the bundled model and benchmark (``topo_synth``, the whole test split, lmms-eval in process):
-dense, each pruner at each keep ratio (FastV and random from layer 2; HalfV step 1, anchor ratio 0.2, and FastV
-again from the IVR layer that ``lmms_topo_plugin.tokens.lifecycle`` detects on 100 calibration prompts), and
-FastV and HalfV combined with ``block_influence`` removing 2 of 12 layers. Speed rows prune every method from
-layer 2.
+dense, each pruner at each keep ratio (FastV and random from layer 2; HalfV, anchor ratio 0.2, and FastV again
+from the IVR layer that ``lmms_topo_plugin.tokens.lifecycle`` detects on 100 calibration prompts; HalfV with step 1
+alone and with step 2 from the detected SSR layer in either mode), and FastV and HalfV combined with
+``block_influence`` removing 2 of 12 layers (the dense model's IVR and SSR layers keep their indices there).
+Speed rows prune every method from layer 2.
 Writes ``--out`` (default ``bench/results/tokens.json``) atomically, with the command and the machine.
 """
 
@@ -36,21 +39,26 @@ import bench_speed  # noqa: E402  (the LLaVA-shaped model and the machine descri
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results" / "tokens.json"
 KEEPS = (0.5, 0.25, 0.1)
-PRUNERS = ("fastv", "halfv", "random")
+PRUNERS = ("fastv", "halfv", "halfv+freeze", "halfv+top5", "random")  # halfv: step 1 alone; +mode: step 2 too
 TOKEN_LAYER = 2
+SPEED_SSR_LAYER = 6  # the speed model's step 2 layer (half way; the bundled model's detected SSR layer)
 HALFV_ANCHOR = 0.2  # METHODS.md §2: R_S = 0.2 for LLaVA-1.5
 BATCHES = (1, 8)
 
 
-def pruner_for(name: str, keep: float, layer: int = TOKEN_LAYER):
+def pruner_for(name: str, keep: float, layer: int = TOKEN_LAYER, ssr_layer: int = SPEED_SSR_LAYER):
+    """``fastv``, ``random``, ``halfv`` (step 1 alone) or ``halfv+freeze`` / ``halfv+top5`` (step 2 from
+    ``ssr_layer`` too)."""
     from lmms_topo_plugin.tokens import token_pruner
 
-    return token_pruner({"method": name, "keep": keep, "layer": layer, "seed": 0, "anchor": HALFV_ANCHOR})
+    method, _, mode = name.partition("+")
+    return token_pruner({"method": method, "keep": keep, "layer": layer, "seed": 0, "anchor": HALFV_ANCHOR,
+                         "ssr_mode": mode or "off", "ssr_layer": ssr_layer if mode else None})
 
 
 def speed_row(loaded, inputs, pruner, repeats: int, decode_tokens: int) -> dict:
     """Prefill and end-to-end seconds of ``inputs`` with ``pruner`` attached (dense when None), and the tokens
-    every decoder layer saw."""
+    every decoder layer computed in the prefill: ``[queries, tokens]`` per layer."""
     from contextlib import nullcontext
 
     from lmms_topo_plugin.search.measure import decode, prefill
@@ -61,11 +69,11 @@ def speed_row(loaded, inputs, pruner, repeats: int, decode_tokens: int) -> dict:
         prefill_s = bench_speed.median_seconds(lambda: prefill(model, inputs), repeats)
         end_to_end_s = bench_speed.median_seconds(lambda: decode(model, prefill(model, inputs), decode_tokens), repeats)
     length = inputs["input_ids"].shape[1]
-    kept = state["prompt"].counts[-1][1] if pruner else length
-    layer = pruner.layer if pruner else layers
-    tokens = [length] * layer + [kept] * (layers - layer)
+    seen = state["prompt"].seen if pruner else {}
+    tokens = [list(seen.get(layer, (length, length))) for layer in range(layers)]
     return {"prefill_s": prefill_s, "end_to_end_s": end_to_end_s, "tokens_per_layer": tokens,
-            "decoder_prefill_flops": decoder_prefill_flops(loaded.adapter.text_config, tokens) * inputs["input_ids"].shape[0]}
+            "decoder_prefill_flops": decoder_prefill_flops(loaded.adapter.text_config, [tuple(entry) for entry in tokens])
+            * inputs["input_ids"].shape[0]}
 
 
 def measure_speed(args) -> list[dict]:
@@ -105,7 +113,8 @@ def measure_accuracy(args) -> tuple[list[dict], dict]:
     dense_model, dense_report = load_pruned({"device": "cpu", "batch_size": "16"})
     lifecycle = analyze_lifecycle(dense_model.adapter, dense_model.processor, default_calibration_prompts(100, 0),
                                   show_progress=False)
-    ivr = lifecycle["ivr_layer"]
+    ivr, ssr = lifecycle["ivr_layer"], lifecycle["ssr_layer"]
+    halfv = [f"halfv+{mode}" for mode in ("freeze", "top5")] if ssr > ivr else []  # step 2 needs SSR after IVR
     rows = []
     for layer_method in ("none", "block_influence"):
         model_args = {"device": "cpu", "batch_size": "16", "method": layer_method}
@@ -115,16 +124,17 @@ def measure_accuracy(args) -> tuple[list[dict], dict]:
         config = PruneConfig.from_model_args(model_args)
         # (pruner, keep, layer): FastV also from the IVR layer, so HalfV's selection is compared at equal depth
         pruners = [("dense", 1.0, None)] + [(name, keep, TOKEN_LAYER) for name in ("fastv", "random") for keep in KEEPS]
-        pruners += [(name, keep, ivr) for name in ("fastv", "halfv") for keep in KEEPS]
-        if layer_method != "none":  # layers 7 and 10 go: the IVR layer 4 keeps its index
+        pruners += [(name, keep, ivr) for name in ("fastv", "halfv", *halfv) for keep in KEEPS]
+        if layer_method != "none":  # layers 7 and 10 go: the IVR layer 4 and the SSR layer 6 keep their indices
             pruners = [("dense", 1.0, None)] + [("fastv", keep, TOKEN_LAYER) for keep in KEEPS]
-            pruners += [("halfv", keep, ivr) for keep in KEEPS]
+            pruners += [(name, keep, ivr) for name in ("halfv", *halfv) for keep in KEEPS]
         for name, keep, layer in pruners:
             lm = TopoPrunedChat.around(loaded, config, show_progress=False)
-            lm.backend.token_pruner = None if name == "dense" else pruner_for(name, keep, layer)
+            lm.backend.token_pruner = None if name == "dense" else pruner_for(name, keep, layer, ssr)
             metrics, _ = flatten_results(evaluate(lm, ["topo_synth"], manager, args.limit))
             rows.append({"layers": layer_method, "removed_layers": report.plan["removed_layers"], "pruner": name,
-                         "keep": keep, "token_layer": layer, "exact_match": metrics["topo_synth/exact_match"],
+                         "keep": keep, "token_layer": layer, "ssr_layer": ssr if "+" in name else None,
+                         "exact_match": metrics["topo_synth/exact_match"],
                          "math": metrics["topo_synth_mathdomain/exact_match"],
                          "non_math": metrics["topo_synth_nonmath/exact_match"]})
             print(f"{layer_method} + {name} keep {keep} from layer {layer}: {rows[-1]['exact_match']:.3f}", flush=True)
@@ -151,7 +161,7 @@ def main() -> int:
     atomic_write_json(args.out, {
         "command": bench_speed.command_line(), "machine": {**machine, "loadavg_at_end": list(os.getloadavg())},
         "speed_model": {"layers": args.layers, "hidden": args.hidden, "image_tokens": 576, "dtype": "float32",
-                        "token_layer": TOKEN_LAYER, "repeats": args.repeats, "decode_tokens": args.decode_tokens},
+                        "token_layer": TOKEN_LAYER, "ssr_layer": SPEED_SSR_LAYER, "repeats": args.repeats, "decode_tokens": args.decode_tokens},
         "speed": speed, "accuracy": accuracy, "limit": args.limit, "halfv_anchor": HALFV_ANCHOR,
         "lifecycle": {key: lifecycle[key] for key in ("samples", "ivr_layer", "ssr_layer", "ssr_mode")},
     })

@@ -777,23 +777,26 @@ def tokens_block(data: dict) -> str:
         f"Measured with `{display_command(data['command'])}` ({machine['cpus_available']} CPU cores, "
         f"{machine['torch_threads']} torch thread; medians of {model['repeats']} after a warm-up). Speed: a "
         f"random-weight LLaVA-1.5-shaped model, {model['layers']} decoder layers of width {model['hidden']}, "
-        f"{model['image_tokens']} image tokens, {model['dtype']}, pruning from decoder layer {model['token_layer']}; "
-        f"prefill = one forward of the prompt with the KV cache, end to end = prefill + {model['decode_tokens']} "
-        "greedy steps.")
-    lines = ["| batch | pruner | keep | tokens per layer (from layer 2) | decoder FLOPs | FLOPs-predicted | "
+        f"{model['image_tokens']} image tokens, {model['dtype']}, pruning from decoder layer {model['token_layer']}"
+        + (f" (HalfV's step 2 from layer {model['ssr_layer']}: `halfv+freeze`, `halfv+top5`; `halfv` is step 1 "
+           "alone)" if "ssr_layer" in model else "") +
+        f"; prefill = one forward of the prompt with the KV cache, end to end = prefill + {model['decode_tokens']} "
+        "greedy steps. Tokens: what the last layer computes (queries of keys where frozen visual tokens give keys "
+        "and values only).")
+    lines = ["| batch | pruner | keep | tokens (last layer) | decoder FLOPs | FLOPs-predicted | "
              "measured prefill | measured ÷ predicted | prefill | end to end (speedup) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     short = []
     for row in data["speed"]:
-        tokens = row["tokens_per_layer"]
+        tokens = _layer_tokens(row["tokens_per_layer"][-1])
         if row["pruner"] == "dense":
-            lines.append(f"| {row['batch']} | dense | 1 | {tokens[-1]} | {row['decoder_prefill_flops'] / 1e9:.1f} G | "
+            lines.append(f"| {row['batch']} | dense | 1 | {tokens} | {row['decoder_prefill_flops'] / 1e9:.1f} G | "
                          f"– | – | – | {_ms(row['prefill_s'])} | {_ms(row['end_to_end_s'])} |")
             continue
         ratio = row["prefill_speedup"] / row["flops_speedup"]
         if ratio < FLOPS_GOAL:
             short.append(f"{row['pruner']} at {row['keep']:g} (batch {row['batch']}, {ratio:.2f})")
-        lines.append(f"| {row['batch']} | {row['pruner']} | {row['keep']:g} | {tokens[-1]} | "
+        lines.append(f"| {row['batch']} | {row['pruner']} | {row['keep']:g} | {tokens} | "
                      f"{row['decoder_prefill_flops'] / 1e9:.1f} G | {row['flops_speedup']:.2f}× | "
                      f"{row['prefill_speedup']:.2f}× | {ratio:.2f} | {_ms(row['prefill_s'])} | "
                      f"{_ms(row['end_to_end_s'])} ({row['end_to_end_speedup']:.2f}×) |")
@@ -801,20 +804,27 @@ def tokens_block(data: dict) -> str:
                     + (_join(short) if short else "none") + ". The FLOPs count only the decoder layers; the vision "
                     "tower, embeddings, LM head and Python dispatch are not pruned, and a few-token decode step "
                     "gains little, so the end-to-end speedup is smaller.")
-    accuracy = ["| layer removal | pruner | keep | from layer | topo_synth | math | non-math |",
-                "|---|---|---|---|---|---|---|"]
+    accuracy = ["| layer removal | pruner | keep | from layer | step 2 from | topo_synth | math | non-math |",
+                "|---|---|---|---|---|---|---|---|"]
     for row in data["accuracy"]:
         removal = "none" if row["layers"] == "none" else f"{row['layers']} (layers {', '.join(map(str, row['removed_layers']))})"
         layer = "–" if row["token_layer"] is None else str(row["token_layer"])
-        accuracy.append(f"| {removal} | {row['pruner']} | {row['keep']:g} | {layer} | {row['exact_match']:.3f} | "
+        step_2 = "–" if row.get("ssr_layer") is None else str(row["ssr_layer"])
+        accuracy.append(f"| {removal} | {row['pruner']} | {row['keep']:g} | {layer} | {step_2} | {row['exact_match']:.3f} | "
                         f"{row['math']:.3f} | {row['non_math']:.3f} |")
     scope = "the whole test split" if data["limit"] is None else f"the first {data['limit']} documents of each task"
     life = data["lifecycle"]
     return "\n\n".join([intro, "\n".join(lines), verdict, _wrap(
         f"Accuracy: the bundled model on `topo_synth` ({scope}; 16 image tokens per prompt), exact match. HalfV "
-        f"(step 1, anchor ratio {data['halfv_anchor']:g}) prunes from the IVR layer its lifecycle analysis detected on "
-        f"{life['samples']} calibration prompts: IVR {life['ivr_layer']}, SSR {life['ssr_layer']} (mode "
-        f"{life['ssr_mode']}):"), "\n".join(accuracy)])
+        f"(anchor ratio {data['halfv_anchor']:g}) prunes from the IVR layer its lifecycle analysis detected on "
+        f"{life['samples']} calibration prompts, and `halfv+freeze` / `halfv+top5` also from its SSR layer: IVR "
+        f"{life['ivr_layer']}, SSR {life['ssr_layer']} (detected mode {life['ssr_mode']}):"), "\n".join(accuracy)])
+
+
+def _layer_tokens(entry: int | list[int]) -> str:
+    """A layer's prefill tokens: ``600``, or ``[queries, tokens]`` → ``21 of 309`` when they differ."""
+    queries, tokens = entry if isinstance(entry, list) else (entry, entry)
+    return str(tokens) if queries == tokens else f"{queries} of {tokens}"
 
 
 # --- topology ablations (bench/bench_topology_ablations.py) -----------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from loguru import logger
+
 from .cache import DiskCache
 from .config import PruneConfig
 from .distributed import compute_on_rank0, is_distributed
@@ -40,22 +42,36 @@ def load_pruned(config: PruneConfig | dict[str, Any]) -> tuple[LoadedModel, Prun
     kept = apply_plan(plan, prepared, loaded)
     timings["surgery"] = time.perf_counter() - start
     log_plan(plan)
-    if config.token_method is not None and config.token_layer is None:
+    if config.needs_token_detection:
         start = time.perf_counter()
-        detect_token_layer(config, prepared, loaded, plan.removed_layers, cache)
-        timings["token_layer"] = time.perf_counter() - start
+        detect_token_stages(config, prepared, loaded, plan.removed_layers, cache)
+        timings["token_stages"] = time.perf_counter() - start
     return loaded, build_report(prepared, loaded, plan, kept, params_before, cache_info, timings)
 
 
-def detect_token_layer(config: PruneConfig, prepared, loaded: LoadedModel, removed: list[int],
-                       cache: DiskCache) -> None:
-    """HalfV's IVR layer on the pruned model, written into ``config`` and the model's pruning record."""
-    from .tokens.auto_layer import LIFECYCLE_SAMPLES, detected_ivr_layer
+def detect_token_stages(config: PruneConfig, prepared, loaded: LoadedModel, removed: list[int],
+                        cache: DiskCache) -> None:
+    """HalfV's IVR and SSR layers and SSR mode on the pruned model, where ``config`` leaves them open: written
+    into ``config`` and, with what was detected, into the model's pruning record. A step 2 that would start
+    before step 1 (top5: not after it) is left out, with a warning and the reason in the record."""
+    from .tokens.auto_layer import LIFECYCLE_SAMPLES, detected_stages
 
     prompts = calibration_prompts(config, config.calib_limit or LIFECYCLE_SAMPLES)
     model_id = model_fingerprint(prepared.pretrained, prepared.hf_config, config.revision)
-    found = detected_ivr_layer(loaded, prompts, model_id, removed, cache, config.calib_batch_size)
-    config.token_layer = found["layer"]
+    found = detected_stages(loaded, prompts, model_id, removed, cache, config.calib_batch_size,
+                            ssr_kl=config.token_ssr_mode == "auto")
+    if config.token_layer is None:
+        config.token_layer = found["ivr_layer"]
+    if config.token_ssr_layer is None and config.token_ssr_mode != "off":
+        config.token_ssr_layer = found["ssr_layer"]
+    if config.token_ssr_mode == "auto":
+        config.token_ssr_mode = found["ssr_mode"]
+    first = config.token_layer + (config.token_ssr_mode == "top5")
+    if config.token_ssr_mode != "off" and config.token_ssr_layer < first:
+        found["step_2_left_out"] = (f"SSR layer {config.token_ssr_layer} is before layer {first}, where "
+                                    f"{config.token_ssr_mode} could start (step 1 at layer {config.token_layer})")
+        logger.warning(f"topo_pruned: token_method=halfv: step 2 left out: {found['step_2_left_out']}")
+        config.token_ssr_mode, config.token_ssr_layer = "off", None
     loaded.model.config.topo_pruning["token_pruning"] = config.token_pruning | {"detected": found}
 
 

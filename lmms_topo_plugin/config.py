@@ -54,8 +54,16 @@ GENERAL_PARAMS: dict[str, Param] = {
                          "halfv: its IVR layer (topo-prune analyze --what entropy detects it)", low=0),
     "token_anchor": Param(float, 0.1, "halfv: fraction of the kept visual tokens chosen by relevance (the rest by "
                           "diversity)", low=0.0, high=1.0),
+    "token_ssr_mode": Param(str, "auto", "halfv step 2 from the SSR layer: freeze (visual tokens give keys and values "
+                            "only), top5 (keep the 5% of the visual tokens the last token attends to most), off, or "
+                            "auto (freeze when freezing the visual tokens there changes the next-token distribution by "
+                            "a KL of at most 1e-3 on the calibration prompts, else top5)",
+                            choices=("auto", "freeze", "top5", "off")),
+    "token_ssr_layer": Param(int, None, "halfv: the SSR layer (of the pruned model) where step 2 starts; default: "
+                             "detected (the visual entropy curve's minimum)", low=0),
 }
-TOKEN_KEYS = ("token_keep", "token_layer", "token_anchor")
+TOKEN_KEYS = ("token_keep", "token_layer", "token_anchor", "token_ssr_mode", "token_ssr_layer")
+HALFV_KEYS = ("token_anchor", "token_ssr_mode", "token_ssr_layer")
 
 
 BUNDLED_CALIBRATION = "bundled:topo_synth/calib"
@@ -92,6 +100,8 @@ class PruneConfig:
     token_keep: float = 0.5
     token_layer: int | None = 2  # None: token_method=halfv's IVR layer, detected after loading
     token_anchor: float = 0.1
+    token_ssr_mode: str = "auto"  # halfv: "auto" is resolved after loading, by the freezing KL at the SSR layer
+    token_ssr_layer: int | None = None  # halfv: None = its SSR layer, detected after loading
     method_params: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -130,10 +140,25 @@ class PruneConfig:
             raise ModelArgsError(f"model_args: {stray[0]}= needs token_method= (fastv, halfv or random)")
         if config.token_method == "halfv" and "token_layer" not in given:
             config.token_layer = None  # its IVR layer, detected on the loaded model (tokens/auto_layer.py)
-        if config.token_method not in (None, "halfv") and "token_anchor" in given:
-            raise ModelArgsError(f"model_args: token_anchor= is a parameter of token_method=halfv, not of "
+        if config.token_method not in (None, "halfv") and (stray := [key for key in HALFV_KEYS if key in given]):
+            raise ModelArgsError(f"model_args: {stray[0]}= is a parameter of token_method=halfv, not of "
                                  f"token_method={config.token_method}")
+        if config.token_method == "halfv" and not config.needs_token_detection:
+            config.token_pruner()  # every HalfV parameter is given: check them together now
         return config
+
+    @property
+    def needs_token_detection(self) -> bool:
+        """``token_method=halfv`` with a stage layer or the SSR mode left to the lifecycle of the loaded model."""
+        return self.token_method == "halfv" and (
+            self.token_layer is None or self.token_ssr_mode == "auto"
+            or (self.token_ssr_mode != "off" and self.token_ssr_layer is None))
+
+    def token_pruner(self):
+        """The :class:`~lmms_topo_plugin.tokens.TokenPruner` of :attr:`token_pruning` (None without token_method)."""
+        from .tokens import token_pruner
+
+        return token_pruner(self.token_pruning)
 
     @property
     def token_pruning(self) -> dict[str, Any] | None:
@@ -141,7 +166,9 @@ class PruneConfig:
         if self.token_method is None:
             return None
         record = {"method": self.token_method, "keep": self.token_keep, "layer": self.token_layer, "seed": self.seed}
-        return record | ({"anchor": self.token_anchor} if self.token_method == "halfv" else {})
+        if self.token_method != "halfv":
+            return record
+        return record | {"anchor": self.token_anchor, "ssr_mode": self.token_ssr_mode, "ssr_layer": self.token_ssr_layer}
 
     @staticmethod
     def token_model_args(record: dict[str, Any] | None) -> dict[str, Any]:
@@ -149,7 +176,11 @@ class PruneConfig:
         if not record:
             return {}
         args = {"token_method": record["method"], "token_keep": record["keep"], "token_layer": record["layer"]}
-        return args | ({"token_anchor": record["anchor"]} if "anchor" in record else {})
+        if record["method"] != "halfv":
+            return args
+        # a record written before step 2 existed has no ssr_mode: step 1 alone
+        args |= {"token_anchor": record["anchor"], "token_ssr_mode": record.get("ssr_mode", "off")}
+        return args | ({"token_ssr_layer": record["ssr_layer"]} if record.get("ssr_layer") is not None else {})
 
     def _check_backend(self) -> None:
         if self.backend == "onnxruntime" and self.token_method is not None:

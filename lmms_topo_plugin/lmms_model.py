@@ -42,8 +42,10 @@ def recorded_token_pruner(loaded: LoadedModel, config: PruneConfig | None = None
     record = config.token_pruning if config is not None and config.token_method else (
         getattr(loaded.model.config, "topo_pruning", None) or {}).get("token_pruning")
     if record:
+        step_2 = (f"; from layer {record['ssr_layer']} on: {record['ssr_mode']}"
+                  if record.get("ssr_mode") not in (None, "off") else "")
         logger.info(f"topo_pruned: visual-token pruning {record['method']}: keep {record['keep']:g} of the visual "
-                    f"tokens from decoder layer {record['layer']} on (prefill)")
+                    f"tokens from decoder layer {record['layer']} on (prefill){step_2}")
     return token_pruner(record)
 
 

@@ -84,9 +84,11 @@ def prepare(config: PruneConfig, *, load_calibration: bool = True) -> Prepared:
     adapter_class_for(hf_config)
     num_layers = hf_config.get_text_config().num_hidden_layers
     n_remove = config.layers_to_remove(num_layers)
-    if config.token_method is not None and config.token_layer is not None and config.token_layer >= num_layers - n_remove:
-        raise ModelArgsError(f"model_args: token_layer={config.token_layer} is out of range; the pruned model has "
-                             f"{num_layers - n_remove} decoder layers")
+    for key in ("token_layer", "token_ssr_layer"):
+        layer = getattr(config, key) if config.token_method is not None else None
+        if layer is not None and layer >= num_layers - n_remove:
+            raise ModelArgsError(f"model_args: {key}={layer} is out of range; the pruned model has "
+                                 f"{num_layers - n_remove} decoder layers")
     scorer = None
     prompts: list[Prompt] = []
     domains: list[str] = []

@@ -453,7 +453,7 @@ TOKENS = {
     "lifecycle": {"samples": 100, "ivr_layer": 4, "ssr_layer": 6, "ssr_mode": "freeze"},
     "machine": {"cpus_available": 2, "torch_threads": 1},
     "speed_model": {"layers": 4, "hidden": 256, "image_tokens": 576, "dtype": "float32", "token_layer": 2,
-                    "repeats": 3, "decode_tokens": 16},
+                    "ssr_layer": 3, "repeats": 3, "decode_tokens": 16},
     "speed": [
         {"batch": 1, "pruner": "dense", "keep": 1.0, "prefill_s": 0.100, "end_to_end_s": 0.200,
          "tokens_per_layer": [600, 600, 600, 600], "decoder_prefill_flops": 4e9},
@@ -463,12 +463,17 @@ TOKENS = {
         {"batch": 1, "pruner": "random", "keep": 0.25, "prefill_s": 0.0625, "end_to_end_s": 0.150,
          "tokens_per_layer": [600, 600, 168, 168], "decoder_prefill_flops": 2.5e9, "flops_speedup": 1.6,
          "prefill_speedup": 1.6, "end_to_end_speedup": 1.3333},
+        {"batch": 1, "pruner": "halfv+freeze", "keep": 0.25, "prefill_s": 0.05, "end_to_end_s": 0.125,
+         "tokens_per_layer": [[600, 600], [600, 600], [168, 168], [24, 168]], "decoder_prefill_flops": 2e9,
+         "flops_speedup": 2.0, "prefill_speedup": 2.0, "end_to_end_speedup": 1.6},
     ],
     "accuracy": [
         {"layers": "none", "removed_layers": [], "pruner": "dense", "keep": 1.0, "token_layer": None,
          "exact_match": 0.99, "math": 0.97, "non_math": 0.995},
         {"layers": "block_influence", "removed_layers": [7, 10], "pruner": "fastv", "keep": 0.25, "token_layer": 2,
          "exact_match": 0.7, "math": 0.5, "non_math": 0.75},
+        {"layers": "none", "removed_layers": [], "pruner": "halfv+freeze", "keep": 0.25, "token_layer": 4,
+         "ssr_layer": 6, "exact_match": 0.9, "math": 0.8, "non_math": 0.925},
     ],
 }
 
@@ -529,27 +534,30 @@ def test_domains_block_gives_each_domain_the_regimes_and_the_checked_claims(tmp_
 TOKENS_MARKDOWN = """\
 Measured with `.venv/bin/python bench/bench_tokens.py` (2 CPU cores, 1 torch thread; medians of 3 after a warm-up).
 Speed: a random-weight LLaVA-1.5-shaped model, 4 decoder layers of width 256, 576 image tokens, float32, pruning
-from decoder layer 2; prefill = one forward of the prompt with the KV cache, end to end = prefill + 16 greedy
-steps.
+from decoder layer 2 (HalfV's step 2 from layer 3: `halfv+freeze`, `halfv+top5`; `halfv` is step 1 alone);
+prefill = one forward of the prompt with the KV cache, end to end = prefill + 16 greedy steps. Tokens: what the
+last layer computes (queries of keys where frozen visual tokens give keys and values only).
 
-| batch | pruner | keep | tokens per layer (from layer 2) | decoder FLOPs | FLOPs-predicted | measured prefill | measured ÷ predicted | prefill | end to end (speedup) |
+| batch | pruner | keep | tokens (last layer) | decoder FLOPs | FLOPs-predicted | measured prefill | measured ÷ predicted | prefill | end to end (speedup) |
 |---|---|---|---|---|---|---|---|---|---|
 | 1 | dense | 1 | 600 | 4.0 G | – | – | – | 100.0 ms | 200.0 ms |
 | 1 | fastv | 0.25 | 168 | 2.5 G | 1.60× | 1.25× | 0.78 | 80.0 ms | 160.0 ms (1.25×) |
 | 1 | random | 0.25 | 168 | 2.5 G | 1.60× | 1.60× | 1.00 | 62.5 ms | 150.0 ms (1.33×) |
+| 1 | halfv+freeze | 0.25 | 24 of 168 | 2.0 G | 2.00× | 2.00× | 1.00 | 50.0 ms | 125.0 ms (1.60×) |
 
 Measured prefill speedup below 0.8 of the FLOPs-predicted one: fastv at 0.25 (batch 1, 0.78). The FLOPs count only
 the decoder layers; the vision tower, embeddings, LM head and Python dispatch are not pruned, and a few-token
 decode step gains little, so the end-to-end speedup is smaller.
 
 Accuracy: the bundled model on `topo_synth` (the whole test split; 16 image tokens per prompt), exact match. HalfV
-(step 1, anchor ratio 0.2) prunes from the IVR layer its lifecycle analysis detected on 100 calibration prompts:
-IVR 4, SSR 6 (mode freeze):
+(anchor ratio 0.2) prunes from the IVR layer its lifecycle analysis detected on 100 calibration prompts, and
+`halfv+freeze` / `halfv+top5` also from its SSR layer: IVR 4, SSR 6 (detected mode freeze):
 
-| layer removal | pruner | keep | from layer | topo_synth | math | non-math |
-|---|---|---|---|---|---|---|
-| none | dense | 1 | – | 0.990 | 0.970 | 0.995 |
-| block_influence (layers 7, 10) | fastv | 0.25 | 2 | 0.700 | 0.500 | 0.750 |"""
+| layer removal | pruner | keep | from layer | step 2 from | topo_synth | math | non-math |
+|---|---|---|---|---|---|---|---|
+| none | dense | 1 | – | – | 0.990 | 0.970 | 0.995 |
+| block_influence (layers 7, 10) | fastv | 0.25 | 2 | – | 0.700 | 0.500 | 0.750 |
+| none | halfv+freeze | 0.25 | 4 | 6 | 0.900 | 0.800 | 0.925 |"""
 
 
 def test_token_block_compares_measured_with_flops_predicted_and_names_the_shortfalls():

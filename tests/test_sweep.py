@@ -190,7 +190,7 @@ def test_variants_are_checked_before_any_weights_load(tmp_path):
         configurations(spec)
     for methods, message in [(["random[sparsity=0.5]"], "sparsity= cannot be set per method"),
                              (["none[topo_k=5]"], "none[...] is for token pruning alone"),
-                             (["none[token_method=halfv]"], "token_method=halfv needs token_layer= in a sweep"),
+                             (["none[token_method=halfv]"], "token_method=halfv needs its stages in a sweep: token_layer= and token_ssr_mode=off"),
                              (["random", "random"], "lists an entry twice"),
                              (["random[topo_k=5]"], "topo_k")]:
         with pytest.raises(ModelArgsError, match=re.escape(message)):

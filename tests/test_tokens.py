@@ -43,12 +43,17 @@ def greedy(model, inputs, **kwargs) -> torch.Tensor:
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("pruner", [FastV(layer=1, keep=0.25), RandomTokens(layer=2, keep=0.5, seed=3),
-                                    HalfV(layer=1, keep=0.5, anchor=0.2)], ids=["fastv", "random", "halfv"])
+@pytest.mark.parametrize("pruner", [
+    FastV(layer=1, keep=0.25), RandomTokens(layer=2, keep=0.5, seed=3), HalfV(layer=1, keep=0.5, anchor=0.2),
+    HalfV(layer=1, keep=0.5, anchor=0.2, ssr_layer=2, ssr_mode="freeze"),
+    HalfV(layer=1, keep=0.5, anchor=0.2, ssr_layer=2, ssr_mode="top5", ssr_keep=0.25),
+], ids=["fastv", "random", "halfv", "halfv-freeze", "halfv-top5"])
 def test_a_pruned_batch_generates_alike_with_and_without_cache_and_as_single_prompts(pruner, family, attn,
                                                                                        tiny_checkpoints):
     if attn == "eager" and family not in ("llava", "qwen2_vl"):
         pytest.skip("eager is checked on one Llama and one M-RoPE family")
+    if getattr(pruner, "ssr_mode", "off") != "off" and family not in ("llava", "qwen2_5_vl", "idefics3"):
+        pytest.skip("HalfV's step 2 is checked on a Llama, an M-RoPE and an Idefics3 decoder")
     loaded = loaded_model(tiny_checkpoints, family, attn)
     prompts = validation_prompts()  # two prompts of different lengths: a left-padded batch
     batch = encode(loaded.processor, loaded.adapter, prompts)
@@ -114,6 +119,72 @@ def test_fastv_keeps_the_visual_tokens_the_last_token_attends_to_most(tiny_check
     assert sorted(set(kept.tolist()) & set(positions.tolist())) == expected
 
 
+def uneven_prompts():
+    """A left-padded batch whose rows have different numbers of visual tokens (two images, one image)."""
+    from lmms_topo_plugin.prompting import Prompt
+    from lmms_topo_plugin.testing.tiny_models import example_image
+
+    return [Prompt.from_text("Compare them.", [example_image(1), example_image(2)]),
+            Prompt.from_text("How many shapes are in this picture? Answer with one word.", [example_image(3)])]
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl"])
+def test_halfv_freeze_runs_deep_layers_on_the_other_tokens_only(tiny_checkpoints, family):
+    """From the SSR layer on, the layers compute queries only for the non-visual tokens (topped up to the row with
+    the most), with every kept token in the cache; generation equals the same freezing without a cache (the layers
+    run on every token and the visual states are put back)."""
+    loaded = loaded_model(tiny_checkpoints, family)
+    prompts = uneven_prompts()
+    batch = encode(loaded.processor, loaded.adapter, prompts)
+    visual = loaded.adapter.image_token_mask(batch["input_ids"])
+    assert visual.sum(dim=1).unique().numel() == 2
+    pruner = HalfV(layer=1, keep=0.5, anchor=0.2, ssr_layer=2, ssr_mode="freeze")
+    with pruner.attach(loaded.adapter) as state, torch.inference_mode():
+        output = loaded.model(**batch, use_cache=True)
+        cache, logits = output.cache, output.logits[:, -1]
+        prompt = state["prompt"]
+        kept = prompt.keep_index.shape[1]
+        others = int((~prompt.visual.gather(1, prompt.keep_index)).sum(dim=1).max())
+        seen = dict(prompt.seen)
+        cached = greedy(loaded.model, batch)
+        uncached = greedy(loaded.model, batch, use_cache=False)
+        uncached_logits = loaded.model(**batch, use_cache=False).logits[:, -1]
+    with HalfV(layer=1, keep=0.5, anchor=0.2).attach(loaded.adapter), torch.inference_mode():
+        step_1_logits = loaded.model(**batch, use_cache=False).logits[:, -1]
+    torch.testing.assert_close(logits, uncached_logits, atol=1e-5, rtol=0)
+    assert (logits - step_1_logits).abs().max() > 1e-3  # freezing changes the model
+    length = batch["input_ids"].shape[1]
+    assert seen == {1: (kept, kept), 2: (others, kept), 3: (others, kept)} and others < kept < length
+    assert [cache.get_seq_length(layer) for layer in range(4)] == [length, kept, kept, kept]
+    assert torch.equal(cached, uncached)
+
+
+def test_halfv_top5_keeps_the_visual_tokens_with_the_most_rotary_attention(tiny_checkpoints):
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    loaded = loaded_model(tiny_checkpoints, "llava")
+    adapter = loaded.adapter
+    inputs = encode(loaded.processor, adapter, validation_prompts()[:1])
+    pruner = HalfV(layer=1, keep=0.5, anchor=0.2, ssr_layer=2, ssr_mode="top5", ssr_keep=0.25)
+    ssr_input, state, _ = pruned_forward(loaded, pruner, inputs, layer=2)  # already reduced by step 1
+    prompt = state["prompt"]
+    step_1, step_2 = prompt.stages
+    visual = prompt.visual[0, step_1[0]]
+    with torch.inference_mode():  # by hand: rotary queries and keys at the original positions
+        attention, heads = adapter.layers[2].self_attn, adapter.text_config.num_attention_heads
+        normed = adapter.layers[2].input_layernorm(ssr_input)
+        query = attention.q_proj(normed).view(1, len(step_1[0]), heads, -1).transpose(1, 2)
+        keys = attention.k_proj(normed).view(1, len(step_1[0]), -1, query.shape[-1]).transpose(1, 2)
+        cos, sin = adapter.rotary_emb(ssr_input, position_ids=step_1)
+        query, keys = apply_rotary_pos_emb(query, keys.repeat_interleave(heads // keys.shape[1], dim=1), cos, sin)
+        scores = torch.einsum("hd,hvd->hv", query[0, :, -1], keys[0][:, visual]) / query.shape[-1] ** 0.5
+        weights = scores.softmax(dim=-1).mean(0)
+    original = int(prompt.visual[0].sum())
+    expected = sorted(step_1[0][visual][weights.topk(int(original * 0.25)).indices].tolist())
+    assert sorted(set(step_2[0].tolist()) - set((~prompt.visual[0]).nonzero()[:, 0].tolist())) == expected
+    assert prompt.counts == [(inputs["input_ids"].shape[1], len(step_1[0])), (len(step_1[0]), len(step_2[0]))]
+
+
 @pytest.mark.parametrize("make,message", [
     (lambda: FastV(keep=0.0), "model_args: token_keep=0.0 is out of range; expected a float in (0, 1]"),
     (lambda: FastV(layer=-1), "model_args: token_layer=-1 is out of range; expected an int >= 0"),
@@ -134,7 +205,7 @@ def test_a_layer_beyond_the_decoder_is_refused(tiny_checkpoints):
 # ---------------------------------------------------------------------------------------------- model_args
 
 
-def test_halfv_without_token_layer_detects_the_ivr_layer_on_the_pruned_model(tiny_checkpoints, tmp_path):
+def test_halfv_detects_its_stages_and_ssr_mode_on_the_pruned_model(tiny_checkpoints, tmp_path):
     from lmms_topo_plugin.config import PruneConfig
     from lmms_topo_plugin.lmms_model import recorded_token_pruner
     from lmms_topo_plugin.pipeline import calibration_prompts
@@ -146,16 +217,22 @@ def test_halfv_without_token_layer_detects_the_ivr_layer_on_the_pruned_model(tin
     record = loaded.model.config.topo_pruning["token_pruning"]
     # a second code path: the lifecycle analysis of `topo-prune analyze --what entropy`, on the same pruned model
     prompts = calibration_prompts(PruneConfig.from_model_args(args), 12)
-    expected = analyze_lifecycle(loaded.adapter, loaded.processor, prompts, show_progress=False)["ivr_layer"]
-    assert loaded.adapter.num_layers == 6
-    assert record == {"method": "halfv", "keep": 0.5, "layer": expected, "seed": 0, "anchor": 0.1,
-                      "detected": {"layer": expected, "samples": 12, "cached": False}}
-    assert recorded_token_pruner(loaded) == HalfV(layer=expected, keep=0.5, anchor=0.1)
-    assert report.timings_s["token_layer"] > 0
+    lifecycle = analyze_lifecycle(loaded.adapter, loaded.processor, prompts, show_progress=False)
+    ivr, ssr, mode = lifecycle["ivr_layer"], lifecycle["ssr_layer"], lifecycle["ssr_mode"]
+    assert loaded.adapter.num_layers == 6 and ivr < ssr
+    detected = record.pop("detected")
+    assert record == {"method": "halfv", "keep": 0.5, "layer": ivr, "seed": 0, "anchor": 0.1, "ssr_mode": mode,
+                      "ssr_layer": ssr}
+    assert detected.pop("kl_at_ssr") == pytest.approx(lifecycle["freezing_kl"][ssr], rel=1e-9)
+    assert detected == {"ivr_layer": ivr, "ssr_layer": ssr, "ssr_mode": mode, "samples": 12, "cached": False}
+    assert recorded_token_pruner(loaded) == HalfV(layer=ivr, keep=0.5, anchor=0.1, ssr_layer=ssr, ssr_mode=mode)
+    assert report.timings_s["token_stages"] > 0
     again, _ = load_pruned(args)
-    assert again.model.config.topo_pruning["token_pruning"]["detected"] == {"layer": expected, "samples": 12,
-                                                                            "cached": True}
-
+    assert again.model.config.topo_pruning["token_pruning"]["detected"]["cached"] is True
+    # a given layer or mode is kept; only what is left open is detected
+    fixed, _ = load_pruned({**args, "token_ssr_mode": "top5"})
+    assert {key: fixed.model.config.topo_pruning["token_pruning"][key] for key in ("layer", "ssr_mode", "ssr_layer")} \
+        == {"layer": ivr, "ssr_mode": "top5", "ssr_layer": ssr}
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -164,6 +241,14 @@ def test_halfv_without_token_layer_detects_the_ivr_layer_on_the_pruned_model(tin
     ({"token_method": "fastv", "token_anchor": "0.2"},
      "model_args: token_anchor= is a parameter of token_method=halfv, not of token_method=fastv"),
     ({"token_method": "fastv", "token_keep": "0"}, "model_args: token_keep='0' is not valid; expected a float in (0, 1]"),
+    ({"token_method": "random", "token_ssr_mode": "freeze"},
+     "model_args: token_ssr_mode= is a parameter of token_method=halfv, not of token_method=random"),
+    ({"token_method": "halfv", "token_ssr_mode": "late"},
+     "model_args: token_ssr_mode='late' is not valid; expected one of auto, freeze, top5, off"),
+    ({"token_method": "halfv", "token_layer": "3", "token_ssr_mode": "top5", "token_ssr_layer": "3"},
+     "model_args: token_ssr_layer=3 is out of range; with token_ssr_mode=top5 it must be >= 4 (token_layer=3 + 1)"),
+    ({"token_method": "halfv", "token_layer": "3", "token_ssr_mode": "freeze", "token_ssr_layer": "2"},
+     "model_args: token_ssr_layer=2 is out of range; with token_ssr_mode=freeze it must be >= 3 (token_layer=3)"),
     ({"token_method": "fastv", "backend": "onnxruntime", "pretrained": "build"},
      "model_args: token_method= cannot run with backend=onnxruntime: the ONNX graphs do not include token pruning"),
 ])
@@ -224,6 +309,10 @@ def test_prefill_flops_match_a_hand_count():
     # per token: q 4x4, k 4x2, v 4x2, o 4x4 = 48 MACs, MLP 3 x 4x8 = 96 MACs -> 288 FLOPs; attention over T tokens:
     # QK and AV, 2 heads x 2 dims x T(T+1)/2 keys -> 4 * 4 * T(T+1)/2 FLOPs: T=3 -> 96, T=2 -> 48
     assert decoder_prefill_flops(config, [3, 2]) == (3 * 288 + 96) + (2 * 288 + 48)
+    # a frozen layer, 2 queries of 5 tokens: q/o (32 MACs) and MLP (96) per query, k/v (16) per token, and
+    # every query against every key: 4 * 4 * 2 * 5
+    assert decoder_prefill_flops(config, [(2, 5)]) == 2 * 2 * (32 + 96) + 5 * 2 * 16 + 4 * 4 * 2 * 5
+    assert decoder_prefill_flops(config, [(3, 3)]) == decoder_prefill_flops(config, [3])
 
 
 def test_farthest_point_fill_adds_the_farthest_token_each_time():
@@ -263,9 +352,16 @@ def test_the_recorded_token_pruning_rebuilds_the_same_pruner():
     from lmms_topo_plugin.tokens import token_pruner
 
     config = PruneConfig.from_model_args({"token_method": "halfv", "token_layer": "4", "token_anchor": "0.2",
-                                          "token_keep": "0.25"})
-    assert config.token_pruning == {"method": "halfv", "keep": 0.25, "layer": 4, "seed": 0, "anchor": 0.2}
-    assert token_pruner(config.token_pruning) == HalfV(layer=4, keep=0.25, anchor=0.2)
+                                          "token_keep": "0.25", "token_ssr_mode": "freeze", "token_ssr_layer": "9"})
+    assert config.token_pruning == {"method": "halfv", "keep": 0.25, "layer": 4, "seed": 0, "anchor": 0.2,
+                                    "ssr_mode": "freeze", "ssr_layer": 9}
+    assert token_pruner(config.token_pruning) == HalfV(layer=4, keep=0.25, anchor=0.2, ssr_layer=9, ssr_mode="freeze")
+    assert PruneConfig.from_model_args(PruneConfig.token_model_args(config.token_pruning)) == config
+    # a record saved before step 2 existed is step 1 alone
+    old = {"method": "halfv", "keep": 0.25, "layer": 4, "seed": 0, "anchor": 0.2}
+    assert token_pruner(old) == HalfV(layer=4, keep=0.25, anchor=0.2, ssr_mode="off")
+    assert PruneConfig.from_model_args(PruneConfig.token_model_args(old)).token_pruning == old | {
+        "ssr_mode": "off", "ssr_layer": None}
     random_config = PruneConfig.from_model_args({"token_method": "random", "seed": "7"})
     assert token_pruner(random_config.token_pruning) == RandomTokens(layer=2, keep=0.5, seed=7)
 

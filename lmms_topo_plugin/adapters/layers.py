@@ -10,6 +10,7 @@ axis run the hidden states (``[B, T, d]``), the attention mask (``[B, 1, Q, K]``
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -57,6 +58,21 @@ class DecoderLayerAdapter:
         """``[..., H, dh]`` keys (no rotary embedding), KV heads repeated to the query heads (GQA)."""
         keys = self.attention.k_proj(normed).unflatten(-1, (self.num_kv_heads, self.head_dim))
         return keys.repeat_interleave(self.num_heads // self.num_kv_heads, dim=-2)
+
+    def values(self, normed: torch.Tensor) -> torch.Tensor:
+        """``[..., H_kv, dh]`` values (KV heads, as the cache holds them)."""
+        return self.attention.v_proj(normed).unflatten(-1, (self.num_kv_heads, self.head_dim))
+
+    def cache_keys(self, normed: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """``[B, H_kv, T, dh]`` keys as the layer writes them into the KV cache: projected, rotary-embedded with
+        ``rotary`` (``cos``/``sin`` ``[B, T, dh]``, the layer's own ``position_embeddings`` at those tokens)."""
+        keys = self.attention.k_proj(normed).unflatten(-1, (self.num_kv_heads, self.head_dim)).transpose(1, 2)
+        return self.rotate(keys, rotary)
+
+    def rotate(self, states: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """``[B, heads, T, dh]`` states rotary-embedded by the attention's own modeling function."""
+        apply = sys.modules[type(self.attention).__module__].apply_rotary_pos_emb
+        return apply(states, states, *rotary)[1]
 
     @staticmethod
     def hidden_states(args: tuple, kwargs: dict[str, Any]) -> torch.Tensor:

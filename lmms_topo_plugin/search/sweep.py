@@ -91,7 +91,7 @@ def configurations(spec: SweepSpec) -> list[Configuration]:
     """Dense first, then every method (or variant) × calibration size × budget, each parsed like ``--model_args``."""
     if "token_method" in spec.model_args:
         raise ModelArgsError("--model-args: token_method= would prune the dense reference too; set it per entry: "
-                             "--methods 'none[token_method=halfv,token_layer=4],block_influence[token_method=fastv]'")
+                             "--methods 'none[token_method=halfv,token_layer=4,token_ssr_mode=off],block_influence[token_method=fastv]'")
     clash = sorted(set(spec.model_args) & set(SWEEP_KEYS))
     if clash:
         raise ModelArgsError(f"--model-args: {clash[0]}= is set by the sweep (--methods, --budgets, --calib-limits); "
@@ -105,9 +105,10 @@ def configurations(spec: SweepSpec) -> list[Configuration]:
         clash = sorted(set(params) & set(SWEEP_KEYS))
         if clash:
             raise ModelArgsError(f"--methods: {entry}: {clash[0]}= cannot be set per method")
-        if params.get("token_method") == "halfv" and "token_layer" not in params:
-            raise ModelArgsError(f"--methods: {entry}: token_method=halfv needs token_layer= in a sweep (its IVR "
-                                 "layer: `topo-prune analyze --what entropy` detects it)")
+        if params.get("token_method") == "halfv" and PruneConfig.from_model_args(params).needs_token_detection:
+            raise ModelArgsError(f"--methods: {entry}: token_method=halfv needs its stages in a sweep: token_layer= "
+                                 "and token_ssr_mode=off, or token_ssr_mode=freeze|top5 with token_ssr_layer= (its "
+                                 "IVR and SSR layers and mode: `topo-prune analyze --what entropy` detects them)")
         if method == DENSE_METHOD:  # token pruning alone: no layer budget, evaluated once
             if "token_method" not in params:
                 raise ModelArgsError(f"--methods: {entry}: the dense model is always evaluated; none[...] is for "

@@ -25,6 +25,7 @@ from ..hooks import HookSet
 from ..prompting import Prompt, encode
 
 TOKEN_SETS = ("visual", "text", "all")
+KL_THRESHOLD = 1e-3  # METHODS.md §2.4: deep layers are inactive on visual tokens (freeze) at ~1e-4 or less
 
 
 def truncated_matrix_entropy(states: torch.Tensor, k: int) -> float:
@@ -88,22 +89,25 @@ def detect_stages(curve: Sequence[float], plateau: float = 0.05, span: int = 2) 
     return Stages(min(1, ssr), ssr)
 
 
-def freezing_kl(adapter: VLMAdapter, processor: Any, prompts: Sequence[Prompt], *, batch_size: int = 8) -> list[float]:
-    """Per layer ``l``: mean KL(frozen from ``l`` on ‖ dense) of the last position's next-token distribution."""
-    model, layers = adapter.model, adapter.num_layers
-    sums = torch.zeros(layers, dtype=torch.float64)
+def freezing_kl(adapter: VLMAdapter, processor: Any, prompts: Sequence[Prompt], *, batch_size: int = 8,
+                layers: Sequence[int] | None = None) -> list[float]:
+    """Per layer ``l`` of ``layers`` (default: all): mean KL(frozen from ``l`` on ‖ dense) of the last position's
+    next-token distribution."""
+    model, total = adapter.model, adapter.num_layers
+    starts = list(range(total)) if layers is None else list(layers)
+    sums = torch.zeros(len(starts), dtype=torch.float64)
     batches = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
     for batch in batches:
         inputs = move_inputs(encode(processor, adapter, batch), model.device, model.dtype)
         visual = adapter.image_token_mask(inputs["input_ids"])
         with torch.inference_mode():
             dense = model(**inputs, use_cache=False, logits_to_keep=1).logits[:, -1].double().log_softmax(-1)
-            for start in range(layers):
+            for position, start in enumerate(starts):
                 with HookSet() as hooks:
-                    for index in range(start, layers):
+                    for index in range(start, total):
                         hooks.after(adapter.layers[index], _freeze(adapter.layer_adapter(index), visual))
                     frozen = model(**inputs, use_cache=False, logits_to_keep=1).logits[:, -1].double().log_softmax(-1)
-                sums[start] += (frozen.exp() * (frozen - dense)).sum(dim=-1).clamp(min=0).sum().cpu()
+                sums[position] += (frozen.exp() * (frozen - dense)).sum(dim=-1).clamp(min=0).sum().cpu()
     return (sums / len(prompts)).tolist()
 
 
@@ -117,7 +121,7 @@ def _freeze(calls, visual: torch.Tensor):
 
 
 def analyze_lifecycle(adapter: VLMAdapter, processor: Any, prompts: Sequence[Prompt], *, k: int = 50,
-                      batch_size: int = 8, kl_threshold: float = 1e-3, show_progress: bool = True) -> dict[str, Any]:
+                      batch_size: int = 8, kl_threshold: float = KL_THRESHOLD, show_progress: bool = True) -> dict[str, Any]:
     """The TME curves, the stages, the freezing KL per layer and the SSR mode, as a JSON-ready dict."""
     entropy = run_collectors(adapter, processor, prompts, [EntropyCollector(adapter.num_layers, adapter.final_norm, k)],
                              batch_size=batch_size, show_progress=show_progress, desc="Entropy")["truncated_entropy"]

@@ -1,5 +1,6 @@
-"""The token pruners: FastV (last-token attention at one layer), HalfV's step 1 (relevance anchors and a
-diversity fill at the IVR layer) and a seeded random drop, on one machinery."""
+"""The token pruners: FastV (last-token attention at one layer), HalfV (step 1: relevance anchors and a diversity
+fill at the IVR layer; step 2 from the SSR layer: freezing, or the top 5% by attention) and a seeded random drop,
+on one machinery."""
 
 from __future__ import annotations
 
@@ -9,16 +10,24 @@ from dataclasses import dataclass
 import torch
 
 from ..adapters.layers import DecoderLayerAdapter
-from .base import TokenPruner
+from ..errors import ModelArgsError
+from .base import TokenPruner, drop_lowest
+
+SSR_MODES = ("freeze", "top5", "off")
 
 
-def last_token_attention(layer: DecoderLayerAdapter, hidden: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+def last_token_attention(layer: DecoderLayerAdapter, hidden: torch.Tensor, visual: torch.Tensor,
+                         rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """``[B, T]``: the last token's attention to each visual token at ``layer``'s input, from its q/k projections
-    (no rotary embedding, softmax over the visual keys only, mean over heads; 0 elsewhere). Needs no attention
-    weights from the model, so it works under SDPA and flash attention."""
+    (softmax over the visual keys only, mean over heads; 0 elsewhere), without rotary embedding or, given the
+    layer's ``rotary`` ``cos``/``sin`` at these tokens, with it. Needs no attention weights from the model, so it
+    works under SDPA and flash attention."""
     normed = layer.attention_input(hidden)
-    queries, keys = layer.queries(normed[:, -1]), layer.keys(normed)
-    logits = torch.einsum("bhd,bthd->bht", queries.float(), keys.float()) / math.sqrt(layer.head_dim)
+    queries, keys = layer.queries(normed[:, -1:]), layer.keys(normed)  # [B, 1, H, dh], [B, T, H, dh]
+    if rotary is not None:
+        queries = layer.rotate(queries.transpose(1, 2), tuple(part[..., -1:, :] for part in rotary)).transpose(1, 2)
+        keys = layer.rotate(keys.transpose(1, 2), rotary).transpose(1, 2)
+    logits = torch.einsum("bhd,bthd->bht", queries[:, 0].float(), keys.float()) / math.sqrt(layer.head_dim)
     weights = logits.masked_fill(~visual[:, None, :], float("-inf")).softmax(dim=-1)
     return weights.nan_to_num(0.0).mean(dim=1)
 
@@ -49,13 +58,45 @@ def farthest_point_fill(features: torch.Tensor, selected: list[int], total: int)
 
 @dataclass
 class HalfV(TokenPruner):
-    """HalfV step 1 (intrinsic visual redundancy) at the IVR layer: of the ``K = floor(|V| * keep)`` visual tokens
-    kept, ``floor(K * anchor)`` are the most relevant (last-token attention, as FastV) and the rest a greedy
-    farthest-point fill on the L2-normalised final-normed features (cosine distance)."""
+    """HalfV. Step 1 (intrinsic visual redundancy) at the IVR layer ``layer``: of the ``K = floor(|V| * keep)``
+    visual tokens kept, ``floor(K * anchor)`` are the most relevant (last-token attention, as FastV) and the rest a
+    greedy farthest-point fill on the L2-normalised final-normed features (cosine distance). Step 2 (secondary
+    saturation redundancy) from the SSR layer ``ssr_layer``, by ``ssr_mode``: ``freeze`` (the visual tokens give
+    keys and values only from there on), ``top5`` (keep the ``ssr_keep`` fraction of the original visual tokens
+    with the highest last-token attention, with rotary embedding) or ``off`` (step 1 alone)."""
 
     keep: float = 0.25
     anchor: float = 0.1
+    ssr_layer: int | None = None
+    ssr_mode: str = "off"
+    ssr_keep: float = 0.05
     name = "halfv"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.ssr_mode not in SSR_MODES:
+            raise ModelArgsError(f"model_args: token_ssr_mode={self.ssr_mode!r} is not valid; expected one of "
+                                 f"{', '.join(SSR_MODES)}")
+        if self.ssr_mode != "off" and self.ssr_layer is None:
+            raise ModelArgsError(f"model_args: token_ssr_mode={self.ssr_mode} needs token_ssr_layer=")
+        first = self.layer + 1 if self.ssr_mode == "top5" else self.layer
+        if self.ssr_mode != "off" and self.ssr_layer < first:
+            raise ModelArgsError(f"model_args: token_ssr_layer={self.ssr_layer} is out of range; with "
+                                 f"token_ssr_mode={self.ssr_mode} it must be >= {first} (token_layer={self.layer}"
+                                 f"{' + 1' if self.ssr_mode == 'top5' else ''})")
+
+    def selection_layers(self) -> tuple[int, ...]:
+        return (self.layer, self.ssr_layer) if self.ssr_mode == "top5" else (self.layer,)
+
+    def frozen_from(self) -> int | None:
+        return self.ssr_layer if self.ssr_mode == "freeze" else None
+
+    def select(self, stage, adapter, layer, hidden, visual, original_visual, rotary) -> torch.Tensor:
+        if stage == 0:
+            return self.keep_index(adapter, layer, hidden, visual)
+        targets = (original_visual.sum(dim=1).double() * self.ssr_keep).floor().long()
+        drop = max(0, int((visual.sum(dim=1) - targets).min()))
+        return drop_lowest(last_token_attention(layer, hidden, visual, rotary), visual, drop)
 
     def keep_index(self, adapter, layer: DecoderLayerAdapter, hidden: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         drop = self.drop_count(visual)
