@@ -14,7 +14,7 @@ from ...errors import PluginError
 from ...loading import LoadedModel
 from ...prompting import Prompt, encode
 from .genai import MODEL_TYPES as GENAI_MODEL_TYPES, write_genai
-from .graphs import check_supported, export_graphs, write_manifest
+from .graphs import check_supported, export_graphs, graph_files, write_manifest
 from .precision import write_variant
 from .runner import OnnxVLM
 
@@ -116,6 +116,7 @@ def add_variant(build_dir: Path, precision: str, prompts: list[Prompt], fp32_log
     manifest = json.loads((onnx_dir / "manifest.json").read_text())
     for graph in manifest["graphs"].values():
         graph["variants"][precision] = write_variant(onnx_dir / graph["file"], precision).name
+        graph["files"][precision] = graph_files(onnx_dir, graph["variants"][precision])
     manifest["precisions"].append(precision)
     write_manifest(onnx_dir, manifest)
     runner = OnnxVLM(build_dir, provider="cpu", precision=precision)
@@ -126,5 +127,5 @@ def add_variant(build_dir: Path, precision: str, prompts: list[Prompt], fp32_log
     return {"max_abs_logit_difference_vs_fp32": float(np.abs(logits - fp32_logits)[mask.astype(bool)].max()),
             "greedy_token_agreement_vs_fp32": sum(mine == theirs for mine, theirs in pairs) / len(pairs),
             "onnx_tokens": tokens,
-            "bytes": {name: (onnx_dir / graph["variants"][precision]).stat().st_size
+            "bytes": {name: sum((onnx_dir / file).stat().st_size for file in graph["files"][precision])
                       for name, graph in manifest["graphs"].items()}}

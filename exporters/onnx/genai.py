@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ...loading import LoadedModel
-from .graphs import OPSET, EmbedTokens, kv_shape
+from .graphs import EmbedTokens, export_onnx, graph_files, kv_shape
 
 MODEL_TYPES = ("qwen2_5_vl",)  # model_type values og 0.18 runs from our graphs
 CONFIG = "genai_config.json"
@@ -59,10 +59,9 @@ def export_embedding(loaded: LoadedModel, image_token_id: int, path: Path) -> No
     ids[:, 1:3] = image_token_id
     module = ImageEmbedTokens(loaded.adapter.embed_tokens, image_token_id).eval()
     with torch.no_grad():
-        torch.onnx.export(module, (ids, torch.zeros(4, hidden)), str(path), input_names=["input_ids", "image_features"],
-                          output_names=["inputs_embeds"],
-                          dynamic_shapes=({0: "batch", 1: "sequence_length"}, {0: "num_image_tokens"}),
-                          dynamo=True, opset_version=OPSET, external_data=False)
+        export_onnx(module, (ids, torch.zeros(4, hidden)), path, input_names=["input_ids", "image_features"],
+                    output_names=["inputs_embeds"],
+                    dynamic_shapes=({0: "batch", 1: "sequence_length"}, {0: "num_image_tokens"}))
 
 
 def genai_config(loaded: LoadedModel, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -132,4 +131,5 @@ def write_genai(loaded: LoadedModel, manifest: dict[str, Any], onnx_dir: Path) -
     (onnx_dir / PROCESSOR).write_text(json.dumps(processor_config(loaded.processor.image_processor), indent=2) + "\n")
     tokenizer_files = loaded.processor.tokenizer.save_pretrained(str(onnx_dir))
     return {"runtime": "onnxruntime-genai", "config": CONFIG, "model_type": loaded.model.config.model_type,
-            "files": sorted({CONFIG, EMBEDDING, PROCESSOR, *(Path(file).name for file in tokenizer_files)})}
+            "files": sorted({CONFIG, *graph_files(onnx_dir, EMBEDDING), PROCESSOR,
+                             *(Path(file).name for file in tokenizer_files)})}

@@ -23,6 +23,26 @@ from .families import FAMILIES, SUPPORTED, OnnxFamily
 
 MANIFEST_SCHEMA = "lmms_topo_plugin.onnx_build"
 OPSET = 18
+# a graph whose weights pass this keeps them in ``<file>.data`` next to it (one protobuf file holds at most 2 GB)
+EXTERNAL_DATA_BYTES = 1 << 30
+
+
+def weight_bytes(module: nn.Module) -> int:
+    """Bytes of the parameters and buffers ``module`` reaches (a bound on what its graph stores)."""
+    tensors = {id(t): t for t in (*module.parameters(), *module.buffers())}.values()
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def export_onnx(module: nn.Module, args: tuple, path: Path, **kwargs: Any) -> None:
+    """``torch.onnx.export(dynamo=True)`` of ``module`` to ``path``; weights over :data:`EXTERNAL_DATA_BYTES`
+    go to ``<path>.data`` (ONNX Runtime finds it next to the graph)."""
+    torch.onnx.export(module.eval(), args, str(path), dynamo=True, opset_version=OPSET,
+                      external_data=weight_bytes(module) > EXTERNAL_DATA_BYTES, **kwargs)
+
+
+def graph_files(onnx_dir: Path, file: str) -> list[str]:
+    """A graph's files: ``file`` and, when its weights are external, ``file.data``."""
+    return [file] + ([f"{file}.data"] if (onnx_dir / f"{file}.data").exists() else [])
 
 
 class EmbedTokens(nn.Module):
@@ -114,9 +134,9 @@ def export_graphs(loaded: LoadedModel, vision_inputs: Mapping[str, torch.Tensor]
         for name, (module, args, inputs, outputs, axes) in graphs.items():
             path = onnx_dir / f"{name}.onnx"
             with getattr(module, "exporting", contextlib.nullcontext)():
-                torch.onnx.export(module.eval(), args, str(path), input_names=inputs, output_names=outputs,
-                                  dynamic_shapes=axes, dynamo=True, opset_version=OPSET, external_data=False)
-            files[name] = {"file": path.name, "inputs": inputs, "outputs": outputs, "variants": {"fp32": path.name}}
+                export_onnx(module, args, path, input_names=inputs, output_names=outputs, dynamic_shapes=axes)
+            files[name] = {"file": path.name, "inputs": inputs, "outputs": outputs, "variants": {"fp32": path.name},
+                           "files": {"fp32": graph_files(onnx_dir, path.name)}}
     manifest = {
         "schema": MANIFEST_SCHEMA, "version": 1, "model_type": model.config.model_type, "graphs": files,
         "precisions": ["fp32"],

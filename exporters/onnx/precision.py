@@ -36,5 +36,9 @@ def write_variant(fp32_path: Path, precision: str) -> Path:
         model = quantizer.model.model
     else:
         raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS[1:])}")
-    onnx.save(model, str(target))
+    if (fp32_path.parent / f"{fp32_path.name}.data").exists():  # large: its weights in <target>.data too
+        onnx.save(model, str(target), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=f"{target.name}.data")
+    else:
+        onnx.save(model, str(target))
     return target
