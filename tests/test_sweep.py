@@ -191,6 +191,7 @@ def test_variants_are_checked_before_any_weights_load(tmp_path):
     for methods, message in [(["random[sparsity=0.5]"], "sparsity= cannot be set per method"),
                              (["none[topo_k=5]"], "none[...] is for token pruning alone"),
                              (["none[token_method=halfv]"], "token_method=halfv needs its stages in a sweep: token_layer= and token_ssr_mode=off"),
+                             (["topology[topo_k=5,token_method=halfv,token_layer=2]"], "token_method=halfv needs its stages"),
                              (["random", "random"], "lists an entry twice"),
                              (["random[topo_k=5]"], "topo_k")]:
         with pytest.raises(ModelArgsError, match=re.escape(message)):
@@ -232,3 +233,13 @@ def test_token_pruning_is_a_sweep_dimension_and_the_winner_exports_it(tiny_check
     saved = json.loads((out / "config.json").read_text())["topo_pruning"]
     assert saved.get("token_pruning") == rows[winner["variant"]]["token_pruning"]
     assert saved["removed_layers"] == winner["removed_layers"]
+
+
+def test_a_halfv_entry_with_its_stages_is_a_configuration_with_step_2(tmp_path):
+    entry = "topology[topo_k=5,token_method=halfv,token_layer=2,token_ssr_mode=freeze,token_ssr_layer=3]"
+    spec = SweepSpec(model_args={}, methods=[entry], budgets=[0.25], tasks=["topo_synth_count"], out=tmp_path)
+    dense, point = configurations(spec)
+    assert dense.config.token_pruning is None
+    assert point.config.token_pruning == {"method": "halfv", "keep": 0.5, "layer": 2, "seed": 0, "anchor": 0.1,
+                                          "ssr_mode": "freeze", "ssr_layer": 3}
+    assert point.config.method_params["topo_k"] == 5

@@ -105,7 +105,8 @@ def configurations(spec: SweepSpec) -> list[Configuration]:
         clash = sorted(set(params) & set(SWEEP_KEYS))
         if clash:
             raise ModelArgsError(f"--methods: {entry}: {clash[0]}= cannot be set per method")
-        if params.get("token_method") == "halfv" and PruneConfig.from_model_args(params).needs_token_detection:
+        tokens = {key: value for key, value in params.items() if key.startswith("token_")}
+        if tokens.get("token_method") == "halfv" and PruneConfig.from_model_args(tokens).needs_token_detection:
             raise ModelArgsError(f"--methods: {entry}: token_method=halfv needs its stages in a sweep: token_layer= "
                                  "and token_ssr_mode=off, or token_ssr_mode=freeze|top5 with token_ssr_layer= (its "
                                  "IVR and SSR layers and mode: `topo-prune analyze --what entropy` detects them)")
