@@ -150,6 +150,22 @@ def card_data(build: BuildFiles, inputs: CardInputs):
     )
 
 
+def token_pruning_text(record: dict[str, Any] | None) -> str | None:
+    """The checkpoint's visual-token pruning in words (None without it)."""
+    if not record:
+        return None
+    text = f"`{record['method']}` keeps {record['keep']:g} of the visual tokens from decoder layer {record['layer']}"
+    if record["method"] == "halfv":
+        text += f" (anchor ratio {record['anchor']:g})"
+        if record.get("ssr_mode") == "freeze":
+            text += f"; from layer {record['ssr_layer']} on they are frozen (`freeze`: keys and values only)"
+        elif record.get("ssr_mode") == "top5":
+            text += f"; at layer {record['ssr_layer']} the top 5% by attention stay (`top5`)"
+    if record.get("detected"):
+        text += f" (stages detected on {record['detected']['samples']} calibration prompts)"
+    return text
+
+
 def template_context(build: BuildFiles, inputs: CardInputs) -> dict[str, Any]:
     """Everything the template shows, already formatted, with the file each part comes from."""
     from ..registry import get_method
@@ -174,9 +190,13 @@ def template_context(build: BuildFiles, inputs: CardInputs) -> dict[str, Any]:
         "plots": build.plots, "evidence_dir": EVIDENCE_DIR, "sweep_record_file": f"{EVIDENCE_DIR}/{SWEEP_RECORD}",
         "run_report_file": build.run_report_name, "files": [str(path) for path in build.files()],
         "onnx": build.onnx_manifest is not None, "record": record,
+        "token_pruning": token_pruning_text(pruning.get("token_pruning")),
     }
     if record:
-        model_args = {**record["model_args"], "method": method, "sparsity": f"{record['winner']['budget']:g}"}
+        from ..config import PruneConfig
+
+        model_args = {**record["model_args"], "method": method, "sparsity": f"{record['winner']['budget']:g}",
+                      **PruneConfig.token_model_args(record["winner"].get("token_pruning"))}
         if record["winner"].get("calib_limit"):
             model_args["calib_limit"] = record["winner"]["calib_limit"]
         context.update({

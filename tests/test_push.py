@@ -198,3 +198,13 @@ def test_a_model_args_export_gets_a_card_without_evaluation(tiny_checkpoints, tm
     report = json.loads((tmp_path / "single" / "pruning" / "topo_pruned_latest.json").read_text())["report"]
     assert f"report: `pruning/{report}`" in card.text
     assert "![pruning/" in card.text and (tmp_path / "single" / "pruning" / report).is_file()
+
+
+def test_a_token_pruned_export_says_so_on_its_card(tiny_checkpoints, tmp_path, hub):
+    args = (f"pretrained={tiny_checkpoints('llava', 6)},method=block_influence,n_remove=2,device=cpu,calib_limit=4,"
+            "token_method=halfv,token_keep=0.25,token_layer=1,token_ssr_mode=freeze,token_ssr_layer=2")
+    assert main(["export", "--model-args", args, "--out", str(tmp_path / "tokens")]) == 0
+    assert push(tmp_path / "tokens", hub, "--dry-run") == 0
+    text = (tmp_path / "tokens" / "README.md").read_text()
+    assert ("**Visual-token pruning:** `halfv` keeps 0.25 of the visual tokens from decoder layer 1 (anchor ratio "
+            "0.1); from layer 2 on they are frozen (`freeze`: keys and values only), during prefill.") in text
