@@ -200,6 +200,9 @@ def test_a_layer_beyond_the_decoder_is_refused(tiny_checkpoints):
     with pytest.raises(ModelArgsError, match=r"token_layer=4 is out of range; the model has 4 decoder layers"):
         with FastV(layer=4).attach(loaded.adapter):
             pass
+    with pytest.raises(ModelArgsError, match=r"token_ssr_layer=5 is out of range; the model has 4 decoder layers"):
+        with HalfV(layer=1, ssr_layer=5, ssr_mode="freeze").attach(loaded.adapter):
+            pass
 
 
 # ---------------------------------------------------------------------------------------------- model_args

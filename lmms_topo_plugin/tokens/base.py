@@ -76,6 +76,10 @@ class TokenPruner:
         """The first layer whose visual tokens are frozen (None: none are)."""
         return None
 
+    def named_layers(self) -> dict[str, int]:
+        """The layers the pruner acts at, by their ``model_args`` key."""
+        return {"token_layer": self.layer}
+
     def relevance(self, layer: DecoderLayerAdapter, hidden: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         """``[B, T]`` scores of every position (only the visual ones are read); higher is kept."""
         raise NotImplementedError
@@ -100,9 +104,9 @@ class TokenPruner:
     @contextmanager
     def attach(self, adapter: VLMAdapter) -> Iterator[dict[str, Any]]:
         """Prune while the context is open; yields a dict whose ``"prompt"`` is the last :class:`PrunedPrompt`."""
-        for layer in (*self.selection_layers(), self.frozen_from()):
-            if layer is not None and layer >= adapter.num_layers:
-                raise ModelArgsError(f"model_args: token_layer={layer} is out of range; the model has "
+        for key, layer in self.named_layers().items():
+            if layer >= adapter.num_layers:
+                raise ModelArgsError(f"model_args: {key}={layer} is out of range; the model has "
                                      f"{adapter.num_layers} decoder layers")
         state: dict[str, Any] = {"prompt": None}
         frozen = self.frozen_from()

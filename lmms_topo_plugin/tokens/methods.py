@@ -91,6 +91,9 @@ class HalfV(TokenPruner):
     def frozen_from(self) -> int | None:
         return self.ssr_layer if self.ssr_mode == "freeze" else None
 
+    def named_layers(self) -> dict[str, int]:
+        return super().named_layers() | ({"token_ssr_layer": self.ssr_layer} if self.ssr_mode != "off" else {})
+
     def select(self, stage, adapter, layer, hidden, visual, original_visual, rotary) -> torch.Tensor:
         if stage == 0:
             return self.keep_index(adapter, layer, hidden, visual)
