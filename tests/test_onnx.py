@@ -190,18 +190,16 @@ def test_backend_onnxruntime_refuses_a_method_or_a_directory_without_a_build(onn
         OnnxBackend(str(tiny_checkpoints("llava", 6)))
 
 
-def test_large_graphs_keep_their_weights_in_a_data_file_next_to_them(tiny_checkpoints, tmp_path, monkeypatch):
+def test_large_graphs_keep_their_weights_in_a_data_file_next_to_them(onnx_build, tmp_path, monkeypatch):
     """Over protobuf's 2 GB a graph cannot hold its weights: past the threshold (0 here, for a tiny model) every
     graph and precision variant writes ``<file>.data``, the manifest lists it, and the build still validates and
-    generates like the build with weights inside."""
+    generates like the build with weights inside (the module's build)."""
     import onnx
 
     from lmms_topo_plugin.exporters.onnx import graphs
 
-    checkpoint = str(tiny_checkpoints("llava", 6))
-    inside = tmp_path / "inside"
+    checkpoint, inside = onnx_build
     args = ["export", "--model-args", f"pretrained={checkpoint},{MODEL_ARGS}", "--onnx", "--precision", "fp32,fp16"]
-    assert main([*args, "--out", str(inside)]) == 0
     monkeypatch.setattr(graphs, "EXTERNAL_DATA_BYTES", 0)
     outside = tmp_path / "outside"
     assert main([*args, "--out", str(outside)]) == 0
@@ -212,7 +210,7 @@ def test_large_graphs_keep_their_weights_in_a_data_file_next_to_them(tiny_checkp
             proto = onnx.load(str(outside / "onnx" / file), load_external_data=False)
             assert any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in proto.graph.initializer)
     assert json.loads((inside / "onnx" / "manifest.json").read_text())["graphs"]["embed_tokens"]["files"] == {
-        "fp32": ["embed_tokens.onnx"], "fp16": ["embed_tokens_fp16.onnx"]}
+        "fp32": ["embed_tokens.onnx"], "fp16": ["embed_tokens_fp16.onnx"], "int4": ["embed_tokens_q4.onnx"]}
     prompts = build.validation_prompts()
     for precision in ("fp32", "fp16"):
         expected = OnnxVLM(inside, provider="cpu", precision=precision).generate_ids(prompts, 6)

@@ -32,6 +32,7 @@ import base64
 import hashlib
 import json
 import re
+import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -387,6 +388,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lfs-threshold", type=int, default=1 << 20, help="files above this size go over LFS")
     args = parser.parse_args(argv)
     tokens = dict(item.split(":", 1) for item in args.token or ["hf_demo:demo-user"])
+    # Ctrl-C (SIGINT) stops it even when started in the background, where the shell hands it SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with HubStandIn(tokens, args.storage, lfs_threshold=args.lfs_threshold, host=args.host, port=args.port) as hub:
         print(f"Hub stand-in serving at {hub.url} (tokens: {', '.join(tokens)}); Ctrl-C to stop", flush=True)
         print("client environment: " + " ".join(f"{k}={v}" for k, v in CLIENT_ENV.items()), flush=True)
