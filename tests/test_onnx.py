@@ -7,24 +7,21 @@ import numpy as np
 import pytest
 import torch
 
-from lmms_topo_plugin.api import load_pruned
 from lmms_topo_plugin.cli import main
 from lmms_topo_plugin.exporters.onnx import build
 from lmms_topo_plugin.errors import PluginError
 from lmms_topo_plugin.exporters.onnx.runner import OnnxVLM, ProviderError
 from lmms_topo_plugin.calibration import move_inputs
 from lmms_topo_plugin.prompting import encode
+from onnx_helpers import MODEL_ARGS, assert_fp32_parity, export_build, prefill_against_pytorch, pruned_model
 
-MODEL_ARGS = "method=block_influence,n_remove=2,device=cpu,calib_limit=4"
 
 
 @pytest.fixture(scope="module")
 def onnx_build(tiny_checkpoints, tmp_path_factory):
     checkpoint = str(tiny_checkpoints("llava", 6))
-    out = tmp_path_factory.mktemp("onnx") / "build"
-    assert main(["export", "--model-args", f"pretrained={checkpoint},{MODEL_ARGS}", "--out", str(out), "--onnx",
-                 "--precision", "fp32,fp16,int4"]) == 0
-    return checkpoint, out
+    return checkpoint, export_build(checkpoint, tmp_path_factory.mktemp("onnx") / "build", "--precision",
+                                    "fp32,fp16,int4")
 
 
 def test_the_build_has_the_hugging_face_layout_and_its_validation(onnx_build):
@@ -42,9 +39,7 @@ def test_the_build_has_the_hugging_face_layout_and_its_validation(onnx_build):
     assert decoder["outputs"][1:3] == ["present.0.key", "present.0.value"] and manifest["num_layers"] == 4
     assert manifest["pruning"]["removed_layers"] == json.loads((out / "config.json").read_text())["topo_pruning"][
         "removed_layers"]
-    validation = json.loads((out / "onnx" / "validation.json").read_text())
-    assert validation["greedy_tokens_identical"] is True and validation["onnx_tokens"] == validation["pytorch_tokens"]
-    assert validation["max_abs_logit_difference"] <= 1e-4
+    assert_fp32_parity(out)
 
 
 def test_precision_variants_are_listed_and_their_reported_agreement_is_what_they_do(onnx_build):
@@ -78,7 +73,7 @@ def test_precision_variants_are_listed_and_their_reported_agreement_is_what_they
 
 def test_the_runner_generates_what_pytorch_generates(onnx_build):
     checkpoint, out = onnx_build
-    pruned, _ = load_pruned({**dict(item.split("=") for item in MODEL_ARGS.split(",")), "pretrained": checkpoint})
+    pruned = pruned_model(checkpoint)
     prompts = build.validation_prompts()[::-1]
     runner = OnnxVLM(out, provider="cpu")
     for prompt in prompts:
@@ -86,12 +81,7 @@ def test_the_runner_generates_what_pytorch_generates(onnx_build):
         with torch.inference_mode():
             expected = pruned.model.generate(**inputs, max_new_tokens=6, do_sample=False)[0, inputs["input_ids"].shape[1]:]
         assert runner.generate_ids([prompt], 6)[0, :len(expected)].tolist() == expected.tolist()
-    embeds, mask, _ = runner.prefill_inputs(prompts)
-    logits, present = runner.decoder_step(embeds, mask, runner.empty_past(2))
-    inputs = move_inputs(encode(pruned.processor, pruned.adapter, prompts), "cpu", pruned.model.dtype)
-    with torch.inference_mode():
-        reference = pruned.model(**inputs, use_cache=False).logits.numpy()
-    assert float(np.abs(logits - reference)[mask.astype(bool)].max()) <= 1e-4
+    _, mask, _, present, _ = prefill_against_pytorch(runner, pruned, prompts)
     assert present[0].shape == (2, 2, mask.shape[1], 16)
 
 

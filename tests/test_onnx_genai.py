@@ -16,26 +16,22 @@ import numpy as np
 import pytest
 import torch
 
-from lmms_topo_plugin.api import load_pruned
 from lmms_topo_plugin.calibration import move_inputs
-from lmms_topo_plugin.cli import main
 from lmms_topo_plugin.prompting import Prompt, encode
 from lmms_topo_plugin.testing.tiny_models import example_image
+from onnx_helpers import export_build, pruned_model
 
 og = pytest.importorskip("onnxruntime_genai")
 
-MODEL_ARGS = "method=block_influence,n_remove=2,device=cpu,calib_limit=4"
 NEW_TOKENS = 8
 
 
 @pytest.fixture(scope="module")
 def genai_build(tiny_checkpoints, tmp_path_factory):
     """``(PyTorch pruned model, build/onnx, og.Model)`` of a 6-layer tiny Qwen2.5-VL pruned to 4 layers."""
-    checkpoint = str(tiny_checkpoints("qwen2_5_vl", 6))
-    out = tmp_path_factory.mktemp("onnx-genai") / "build"
-    assert main(["export", "--model-args", f"pretrained={checkpoint},{MODEL_ARGS}", "--out", str(out), "--onnx"]) == 0
-    pruned, _ = load_pruned({**dict(item.split("=") for item in MODEL_ARGS.split(",")), "pretrained": checkpoint})
-    return pruned, out / "onnx", og.Model(str(out / "onnx"))
+    checkpoint = tiny_checkpoints("qwen2_5_vl", 6)
+    out = export_build(checkpoint, tmp_path_factory.mktemp("onnx-genai") / "build")
+    return pruned_model(checkpoint), out / "onnx", og.Model(str(out / "onnx"))
 
 
 def test_the_manifest_lists_og_s_files_for_the_pruned_decoder(genai_build):

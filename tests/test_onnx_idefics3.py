@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from lmms_topo_plugin.api import load_pruned
-from lmms_topo_plugin.calibration import move_inputs
-from lmms_topo_plugin.cli import main
 from lmms_topo_plugin.exporters.onnx.runner import OnnxVLM
 from lmms_topo_plugin.prompting import Prompt, encode
 from lmms_topo_plugin.testing.tiny_models import example_image
+from onnx_helpers import (
+    assert_fp32_parity, assert_generates_like_pytorch, export_build, prefill_against_pytorch, pruned_model,
+)
 
-MODEL_ARGS = "method=block_influence,n_remove=2,device=cpu,calib_limit=4"
 TILE = 32  # the tiny processor's max_image_size: tiles and global images are 32 x 32 px
 
 
@@ -35,11 +34,8 @@ def idefics3_build(tiny_checkpoints, tmp_path_factory):
     checkpoint = root / "checkpoint"
     shutil.copytree(tiny_checkpoints("idefics3", 6), checkpoint)
     split_images(checkpoint)
-    out = root / "build"
-    assert main(["export", "--model-args", f"pretrained={checkpoint},{MODEL_ARGS}", "--out", str(out), "--onnx",
-                 "--precision", "fp32,fp16"]) == 0
-    pruned, _ = load_pruned({**dict(item.split("=") for item in MODEL_ARGS.split(",")), "pretrained": str(checkpoint)})
-    return pruned, out
+    out = export_build(checkpoint, root / "build", "--precision", "fp32,fp16")
+    return pruned_model(checkpoint), out
 
 
 def mixed_prompts() -> list[Prompt]:
@@ -50,22 +46,13 @@ def mixed_prompts() -> list[Prompt]:
             Prompt.from_text("Say something about nothing at all, please.")]
 
 
-def until_eos(row, eos: int) -> list[int]:
-    """A greedy row up to and including its first eos (what follows is padding, which differs between the two)."""
-    row = list(row)
-    return row[:row.index(eos) + 1] if eos in row else row
-
-
 def test_the_build_has_idefics3_vision_inputs_text_positions_and_its_validation(idefics3_build):
     _, out = idefics3_build
     manifest = json.loads((out / "onnx" / "manifest.json").read_text())
     assert manifest["model_type"] == "idefics3" and manifest["position_ids"] == "text"
     assert not manifest["vision_per_image"] and manifest["precisions"] == ["fp32", "fp16"]
     assert manifest["graphs"]["vision_encoder"]["inputs"] == ["pixel_values", "pixel_attention_mask"]
-    validation = json.loads((out / "onnx" / "validation.json").read_text())
-    assert validation["greedy_tokens_identical"] is True and validation["onnx_tokens"] == validation["pytorch_tokens"]
-    assert max(validation["max_abs_logit_difference"], validation["max_abs_decode_logit_difference"]) <= 1e-4
-    assert set(validation["variants"]) == {"fp16"}
+    assert set(assert_fp32_parity(out)["variants"]) == {"fp16"}
 
 
 def test_the_vision_graph_drops_padding_images_like_get_image_features(idefics3_build):
@@ -93,13 +80,6 @@ def test_the_runner_prefills_and_generates_like_pytorch(idefics3_build):
     pruned, out = idefics3_build
     runner = OnnxVLM(out, provider="cpu")
     prompts = mixed_prompts()
-    embeds, mask, positions = runner.prefill_inputs(prompts)
-    logits, _ = runner.decoder_step(embeds, mask, runner.empty_past(len(prompts)), positions)
-    inputs = move_inputs(encode(pruned.processor, pruned.adapter, prompts), "cpu", pruned.model.dtype)
-    with torch.inference_mode():
-        reference = pruned.model(**inputs, use_cache=False).logits.numpy()
-        generated = pruned.model.generate(**inputs, max_new_tokens=6, do_sample=False)[:, inputs["input_ids"].shape[1]:]
-    assert (mask[:, 0] == 0).any() and float(np.abs(logits - reference)[mask.astype(bool)].max()) <= 1e-4
-    eos = runner.processor.tokenizer.eos_token_id
-    assert [until_eos(row, eos) for row in runner.generate_ids(prompts, 6).tolist()] == [
-        until_eos(row, eos) for row in generated.tolist()]
+    _, mask, _, _, inputs = prefill_against_pytorch(runner, pruned, prompts)
+    assert (mask[:, 0] == 0).any()
+    assert_generates_like_pytorch(runner, pruned, prompts, inputs, 6)

@@ -7,25 +7,21 @@ import numpy as np
 import pytest
 import torch
 
-from lmms_topo_plugin.api import load_pruned
-from lmms_topo_plugin.calibration import move_inputs
-from lmms_topo_plugin.cli import main
 from lmms_topo_plugin.exporters.onnx.families.llava_next import tile_grid
 from lmms_topo_plugin.exporters.onnx.runner import OnnxVLM
 from lmms_topo_plugin.prompting import Prompt, encode
 from lmms_topo_plugin.testing.tiny_models import example_image
-
-MODEL_ARGS = "method=block_influence,n_remove=2,device=cpu,calib_limit=4"
+from onnx_helpers import (
+    assert_fp32_parity, assert_generates_like_pytorch, export_build, prefill_against_pytorch, pruned_model,
+)
 
 
 @pytest.fixture(scope="module")
 def llava_next_build(tiny_checkpoints, tmp_path_factory):
     """``(PyTorch pruned model, build directory)``: the fp32 and fp16 export."""
-    checkpoint = str(tiny_checkpoints("llava_next", 6))
-    out = tmp_path_factory.mktemp("onnx-llava-next") / "build"
-    assert main(["export", "--model-args", f"pretrained={checkpoint},{MODEL_ARGS}", "--out", str(out), "--onnx",
-                 "--precision", "fp32,fp16"]) == 0
-    pruned, _ = load_pruned({**dict(item.split("=") for item in MODEL_ARGS.split(",")), "pretrained": checkpoint})
+    checkpoint = tiny_checkpoints("llava_next", 6)
+    out = export_build(checkpoint, tmp_path_factory.mktemp("onnx-llava-next") / "build", "--precision", "fp32,fp16")
+    pruned = pruned_model(checkpoint)
     return pruned, out
 
 
@@ -49,10 +45,7 @@ def test_the_build_states_llava_next_its_constants_and_its_validation(llava_next
     constants = manifest["vision_constants"]
     assert constants["image_grid_pinpoints"] == pruned.model.config.image_grid_pinpoints
     np.testing.assert_array_equal(np.float32(constants["image_newline"]), pruned.model.model.image_newline.detach())
-    validation = json.loads((out / "onnx" / "validation.json").read_text())
-    assert validation["greedy_tokens_identical"] is True and validation["onnx_tokens"] == validation["pytorch_tokens"]
-    assert max(validation["max_abs_logit_difference"], validation["max_abs_decode_logit_difference"]) <= 1e-4
-    assert set(validation["variants"]) == {"fp16"}
+    assert set(assert_fp32_parity(out)["variants"]) == {"fp16"}
 
 
 def test_image_features_are_pytorch_s_packed_ones_for_images_of_other_sizes(llava_next_build):
@@ -81,15 +74,6 @@ def test_the_runner_prefills_and_generates_like_pytorch_on_a_left_padded_batch(l
     pruned, out = llava_next_build
     runner = OnnxVLM(out, provider="cpu")
     prompts = mixed_prompts()
-    embeds, mask, positions = runner.prefill_inputs(prompts)
+    _, mask, _, _, inputs = prefill_against_pytorch(runner, pruned, prompts)
     assert (mask[:, 0] == 0).any()
-    logits, _ = runner.decoder_step(embeds, mask, runner.empty_past(len(prompts)), positions)
-    inputs = move_inputs(encode(pruned.processor, pruned.adapter, prompts), "cpu", pruned.model.dtype)
-    with torch.inference_mode():
-        reference = pruned.model(**inputs, use_cache=False).logits.numpy()
-        generated = pruned.model.generate(**inputs, max_new_tokens=6, do_sample=False)[:, inputs["input_ids"].shape[1]:]
-    assert float(np.abs(logits - reference)[mask.astype(bool)].max()) <= 1e-4
-    eos = runner.processor.tokenizer.eos_token_id
-    for mine, theirs in zip(runner.generate_ids(prompts, 6).tolist(), generated.tolist()):
-        ended = theirs.index(eos) + 1 if eos in theirs else len(theirs)  # generate pads the rows that ended
-        assert mine[:ended] == theirs[:ended]
+    assert_generates_like_pytorch(runner, pruned, prompts, inputs, 6)
