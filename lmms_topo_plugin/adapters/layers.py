@@ -56,8 +56,11 @@ class DecoderLayerAdapter:
 
     def keys(self, normed: torch.Tensor) -> torch.Tensor:
         """``[..., H, dh]`` keys (no rotary embedding), KV heads repeated to the query heads (GQA)."""
-        keys = self.attention.k_proj(normed).unflatten(-1, (self.num_kv_heads, self.head_dim))
-        return keys.repeat_interleave(self.num_heads // self.num_kv_heads, dim=-2)
+        return self.kv_keys(normed).repeat_interleave(self.num_heads // self.num_kv_heads, dim=-2)
+
+    def kv_keys(self, normed: torch.Tensor) -> torch.Tensor:
+        """``[..., H_kv, dh]`` keys (no rotary embedding), as many heads as the cache holds."""
+        return self.attention.k_proj(normed).unflatten(-1, (self.num_kv_heads, self.head_dim))
 
     def values(self, normed: torch.Tensor) -> torch.Tensor:
         """``[..., H_kv, dh]`` values (KV heads, as the cache holds them)."""
@@ -66,8 +69,7 @@ class DecoderLayerAdapter:
     def cache_keys(self, normed: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """``[B, H_kv, T, dh]`` keys as the layer writes them into the KV cache: projected, rotary-embedded with
         ``rotary`` (``cos``/``sin`` ``[B, T, dh]``, the layer's own ``position_embeddings`` at those tokens)."""
-        keys = self.attention.k_proj(normed).unflatten(-1, (self.num_kv_heads, self.head_dim)).transpose(1, 2)
-        return self.rotate(keys, rotary)
+        return self.rotate(self.kv_keys(normed).transpose(1, 2), rotary)
 
     def rotate(self, states: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """``[B, heads, T, dh]`` states rotary-embedded by the attention's own modeling function."""

@@ -40,8 +40,6 @@ class PrunedPrompt:
     input_ids: torch.Tensor
     visual: torch.Tensor
     stages: list[torch.Tensor] = field(default_factory=list)  # kept prompt positions ``[B, T_k]`` after each selection
-    local: list[torch.Tensor] = field(default_factory=list)  # the same, as indices into the previous stage's
-    counts: list[tuple[int, int]] = field(default_factory=list)  # (tokens in, tokens kept) per selection
     key_order: dict[int, torch.Tensor] = field(default_factory=dict)  # frozen layer → prompt positions in its cache
     seen: dict[int, tuple[int, int]] = field(default_factory=dict)  # layer → (query tokens, key tokens) in prefill
 
@@ -50,8 +48,14 @@ class PrunedPrompt:
         """The prompt positions kept after the last selection."""
         return self.stages[-1] if self.stages else None
 
+    @property
+    def counts(self) -> list[tuple[int, int]]:
+        """``(tokens in, tokens kept)`` of each selection."""
+        lengths = [self.input_ids.shape[1], *(stage.shape[1] for stage in self.stages)]
+        return list(zip(lengths, lengths[1:]))
+
     def reset(self) -> None:
-        self.stages, self.local, self.counts, self.key_order, self.seen = [], [], [], {}, {}
+        self.stages, self.key_order, self.seen = [], {}, {}
 
 
 @dataclass
@@ -180,11 +184,10 @@ class TokenPruner:
                 gather_tokens(part, previous, dim=-2, batch_dim=-3) for part in embeddings)
             local = self.select(stage, adapter, calls, hidden[:, :previous.shape[1]], visual,
                                 prompt.visual.to(hidden.device), rotary)
-            prompt.local.append(local)
             prompt.stages.append(previous.gather(1, local))
-            prompt.counts.append((hidden.shape[1], local.shape[1]))
-        local = with_generated(prompt.local[stage].to(hidden.device), previous.shape[1],
-                               hidden.shape[1] - previous.shape[1])
+        else:  # stages are sorted subsets of the stage before: their indices into it
+            local = torch.searchsorted(previous.contiguous(), prompt.stages[stage].to(hidden.device))
+        local = with_generated(local, previous.shape[1], hidden.shape[1] - previous.shape[1])
         return hidden.gather(1, local[..., None].expand(-1, -1, hidden.shape[-1]))
 
 
