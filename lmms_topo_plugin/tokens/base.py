@@ -12,7 +12,8 @@ the KV cache of those layers holds the reduced sequence, and decoding steps atte
 restricted to the kept prompt positions). Text tokens are never dropped. The choice is made once per prompt: a
 later forward without a cache over the prompt plus generated tokens reuses it, so generation with and without
 the cache agree. Rows of a batch drop the same number of visual tokens (the smallest row's budget), so the
-batch stays rectangular.
+batch stays rectangular. A selection never keeps fewer than one visual token of a prompt that has any
+(:func:`kept_count`, the floor; a warning names the stage and its parameter the first time the floor applies).
 
     with FastV(layer=2, keep=0.25).attach(loaded.adapter) as state:
         loaded.model.generate(...)
@@ -23,9 +24,10 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator, Sequence
 
 import torch
+from loguru import logger
 
 from ..adapters import VLMAdapter
 from ..adapters.layers import DecoderLayerAdapter, gather_tokens
@@ -65,6 +67,7 @@ class TokenPruner:
     layer: int = 2
     keep: float = 0.5
     name: ClassVar[str] = ""
+    _floored: set = field(default_factory=set, init=False, repr=False, compare=False)  # warned (parameter, count)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.keep <= 1.0:
@@ -89,8 +92,23 @@ class TokenPruner:
         raise NotImplementedError
 
     def drop_count(self, visual: torch.Tensor) -> int:
-        """How many visual tokens every row drops: the smallest row's ``count - floor(count * keep)``."""
-        return min(count - math.floor(count * self.keep) for count in visual.sum(dim=1).tolist())
+        """How many visual tokens every row drops at step 1 (``token_layer``): the smallest row's
+        ``count - kept_count(count, keep)``."""
+        counts = visual.sum(dim=1).tolist()
+        return self.floored_drop(counts, counts, self.keep, f"token_keep={self.keep:g}", self.layer)
+
+    def floored_drop(self, current: Sequence[int], original: Sequence[int], fraction: float, parameter: str,
+                     layer: int) -> int:
+        """How many visual tokens every row drops when a stage at ``layer`` keeps ``kept_count(original, fraction)``
+        of each row's ``original`` visual tokens and the rows have ``current`` ones now: the smallest row's
+        difference (never negative). Where the floor of one token applies, warns once per ``parameter`` and count."""
+        for count in sorted(set(original)):
+            if count > 0 and math.floor(count * fraction) == 0 and (parameter, count) not in self._floored:
+                self._floored.add((parameter, count))
+                logger.warning(f"topo_pruned: token_method={self.name} at layer {layer}: {parameter} keeps "
+                               f"{fraction * 100:g}% of {count} visual tokens = 0; keeping 1 (the floor: a token "
+                               f"stage keeps at least one visual token per prompt)")
+        return max(0, min(now - kept_count(count, fraction) for now, count in zip(current, original, strict=True)))
 
     def keep_index(self, adapter: VLMAdapter, layer: DecoderLayerAdapter, hidden: torch.Tensor,
                    visual: torch.Tensor) -> torch.Tensor:
@@ -189,6 +207,12 @@ class TokenPruner:
             local = torch.searchsorted(previous.contiguous(), prompt.stages[stage].to(hidden.device))
         local = with_generated(local, previous.shape[1], hidden.shape[1] - previous.shape[1])
         return hidden.gather(1, local[..., None].expand(-1, -1, hidden.shape[-1]))
+
+
+def kept_count(count: int, fraction: float) -> int:
+    """The visual tokens a stage keeps of a prompt's ``count``: ``floor(count * fraction)``, but at least one when
+    the prompt has any (the floor; without it a small image or a small fraction would keep none)."""
+    return max(1, math.floor(count * fraction)) if count > 0 else 0
 
 
 def drop_lowest(scores: torch.Tensor, visual: torch.Tensor, drop: int) -> torch.Tensor:

@@ -9,11 +9,14 @@ divergence of freezing the visual tokens from each layer on.
 * **Freezing KL** of layer ``l``: KL(next-token distribution with the visual tokens frozen from layer ``l`` on ‖
   dense), at the last prompt position, averaged over the samples. Frozen visual tokens still give keys and
   values; their hidden states stop changing. A small KL from the SSR layer on (``kl_threshold``) means deep
-  layers are inactive on visual tokens (SSR mode ``freeze``), otherwise ``top5`` (METHODS.md §2.4).
+  layers are inactive on visual tokens (SSR mode ``freeze``), otherwise ``top5`` (METHODS.md §2.4) -- unless
+  top5's 5% of the fewest visual tokens of a calibration prompt rounds down to none: then ``freeze``
+  (:func:`ssr_mode_choice`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -23,6 +26,7 @@ from ..adapters import VLMAdapter
 from ..calibration import BatchContext, Collector, move_inputs, run_collectors
 from ..hooks import HookSet
 from ..prompting import Prompt, encode
+from .methods import SSR_KEEP
 
 TOKEN_SETS = ("visual", "text", "all")
 KL_THRESHOLD = 1e-3  # METHODS.md §2.4: deep layers are inactive on visual tokens (freeze) at ~1e-4 or less
@@ -44,7 +48,8 @@ def truncated_matrix_entropy(states: torch.Tensor, k: int) -> float:
 
 
 class EntropyCollector(Collector):
-    """Per layer (its input ``h_l``), the mean TME of the visual, text and all tokens: ``[L, 3]``."""
+    """Per layer (its input ``h_l``), the mean TME of the visual, text and all tokens: ``[L, 3]``; and each
+    sample's number of visual tokens (:attr:`visual_tokens`)."""
 
     name = "truncated_entropy"
 
@@ -53,6 +58,7 @@ class EntropyCollector(Collector):
         self.final_norm, self.k = final_norm, k
         self._sums = torch.zeros(num_layers, len(TOKEN_SETS), dtype=torch.float64)
         self._samples = 0
+        self.visual_tokens: list[int] = []
 
     def update(self, layer: int, h_in: torch.Tensor, h_out: torch.Tensor, batch: BatchContext) -> None:
         normed = self.final_norm(h_in).double().cpu()
@@ -63,6 +69,7 @@ class EntropyCollector(Collector):
                 self._sums[layer, column] += truncated_matrix_entropy(normed[row][masks[name]], self.k)
         if layer == 0:
             self._samples += normed.shape[0]
+            self.visual_tokens += image.sum(dim=1).tolist()
 
     def result(self) -> torch.Tensor:
         return (self._sums / max(self._samples, 1)).float()
@@ -87,6 +94,23 @@ def detect_stages(curve: Sequence[float], plateau: float = 0.05, span: int = 2) 
         if values[layer] - values[end] > tolerance and all(values[j + 1] < values[j] for j in range(layer, end)):
             return Stages(layer, ssr)
     return Stages(min(1, ssr), ssr)
+
+
+def ssr_mode_choice(kl: float | None, visual_tokens: int, kl_threshold: float = KL_THRESHOLD,
+                    ssr_keep: float = SSR_KEEP) -> tuple[str, str]:
+    """``token_ssr_mode=auto``'s mode and the reason, from the freezing KL at the SSR layer and the fewest visual
+    tokens of a calibration prompt: ``freeze`` when top5 would keep ``floor(visual_tokens * ssr_keep) = 0`` of them
+    (``kl`` is not needed then and may be None), else ``freeze`` when ``kl <= kl_threshold``, else ``top5``."""
+    if top5_is_empty(visual_tokens, ssr_keep):
+        return "freeze", f"top5 would keep {ssr_keep * 100:g}% of {visual_tokens} visual tokens = 0"
+    if kl <= kl_threshold:
+        return "freeze", f"KL of freezing the visual tokens from the SSR layer on {kl:.2g} <= {kl_threshold:g}"
+    return "top5", f"KL of freezing the visual tokens from the SSR layer on {kl:.2g} > {kl_threshold:g}"
+
+
+def top5_is_empty(visual_tokens: int, ssr_keep: float = SSR_KEEP) -> bool:
+    """Whether top5 would keep none of ``visual_tokens`` (> 0) without the floor: auto needs no KL then."""
+    return visual_tokens > 0 and math.floor(visual_tokens * ssr_keep) == 0
 
 
 def freezing_kl(adapter: VLMAdapter, processor: Any, prompts: Sequence[Prompt], *, batch_size: int = 8,
@@ -123,14 +147,22 @@ def _freeze(calls, visual: torch.Tensor):
 def analyze_lifecycle(adapter: VLMAdapter, processor: Any, prompts: Sequence[Prompt], *, k: int = 50,
                       batch_size: int = 8, kl_threshold: float = KL_THRESHOLD, show_progress: bool = True) -> dict[str, Any]:
     """The TME curves, the stages, the freezing KL per layer and the SSR mode, as a JSON-ready dict."""
-    entropy = run_collectors(adapter, processor, prompts, [EntropyCollector(adapter.num_layers, adapter.final_norm, k)],
-                             batch_size=batch_size, show_progress=show_progress, desc="Entropy")["truncated_entropy"]
+    collector = EntropyCollector(adapter.num_layers, adapter.final_norm, k)
+    entropy = run_collectors(adapter, processor, prompts, [collector], batch_size=batch_size,
+                             show_progress=show_progress, desc="Entropy")["truncated_entropy"]
     curves = {name: entropy[:, column].tolist() for column, name in enumerate(TOKEN_SETS)}
     stages = detect_stages(curves["visual"])
     kl = freezing_kl(adapter, processor, prompts, batch_size=batch_size)
+    fewest = fewest_visual_tokens(collector.visual_tokens)
+    mode, reason = ssr_mode_choice(kl[stages.ssr], fewest, kl_threshold)
     return {"samples": len(prompts), "k": k, "curves": curves, "ivr_layer": stages.ivr, "ssr_layer": stages.ssr,
-            "freezing_kl": kl, "kl_threshold": kl_threshold,
-            "ssr_mode": "freeze" if kl[stages.ssr] <= kl_threshold else "top5"}
+            "freezing_kl": kl, "kl_threshold": kl_threshold, "fewest_visual_tokens": fewest, "ssr_mode": mode,
+            "ssr_mode_reason": reason}
+
+
+def fewest_visual_tokens(counts: Sequence[int]) -> int:
+    """The fewest visual tokens of a prompt that has any (0 when none has)."""
+    return min((count for count in counts if count > 0), default=0)
 
 
 def lifecycle_png(report: dict[str, Any]) -> bytes:

@@ -14,6 +14,7 @@ from ..errors import ModelArgsError
 from .base import TokenPruner, drop_lowest
 
 SSR_MODES = ("freeze", "top5", "off")
+SSR_KEEP = 0.05  # HalfV's top5: the share of the original visual tokens kept from the SSR layer on
 
 
 def last_token_attention(layer: DecoderLayerAdapter, hidden: torch.Tensor, visual: torch.Tensor,
@@ -58,18 +59,18 @@ def farthest_point_fill(features: torch.Tensor, selected: list[int], total: int)
 
 @dataclass
 class HalfV(TokenPruner):
-    """HalfV. Step 1 (intrinsic visual redundancy) at the IVR layer ``layer``: of the ``K = floor(|V| * keep)``
+    """HalfV. Step 1 (intrinsic visual redundancy) at the IVR layer ``layer``: of the ``K = max(1, floor(|V| * keep))``
     visual tokens kept, ``floor(K * anchor)`` are the most relevant (last-token attention, as FastV) and the rest a
     greedy farthest-point fill on the L2-normalised final-normed features (cosine distance). Step 2 (secondary
     saturation redundancy) from the SSR layer ``ssr_layer``, by ``ssr_mode``: ``freeze`` (the visual tokens give
-    keys and values only from there on), ``top5`` (keep the ``ssr_keep`` fraction of the original visual tokens
-    with the highest last-token attention, with rotary embedding) or ``off`` (step 1 alone)."""
+    keys and values only from there on), ``top5`` (keep the ``ssr_keep`` fraction of the original visual tokens,
+    at least one, with the highest last-token attention, with rotary embedding) or ``off`` (step 1 alone)."""
 
     keep: float = 0.25
     anchor: float = 0.1
     ssr_layer: int | None = None
     ssr_mode: str = "off"
-    ssr_keep: float = 0.05
+    ssr_keep: float = SSR_KEEP
     name = "halfv"
 
     def __post_init__(self) -> None:
@@ -97,8 +98,8 @@ class HalfV(TokenPruner):
     def select(self, stage, adapter, layer, hidden, visual, original_visual, rotary) -> torch.Tensor:
         if stage == 0:
             return self.keep_index(adapter, layer, hidden, visual)
-        targets = (original_visual.sum(dim=1).double() * self.ssr_keep).floor().long()
-        drop = max(0, int((visual.sum(dim=1) - targets).min()))
+        drop = self.floored_drop(visual.sum(dim=1).tolist(), original_visual.sum(dim=1).tolist(), self.ssr_keep,
+                                 f"token_ssr_mode={self.ssr_mode}", self.ssr_layer)
         return drop_lowest(last_token_attention(layer, hidden, visual, rotary), visual, drop)
 
     def keep_index(self, adapter, layer: DecoderLayerAdapter, hidden: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
