@@ -3,7 +3,8 @@
 Metadata through huggingface_hub's ``ModelCardData`` (``model-index`` from the sweep's lmms-eval results), the
 body from the ``pruned_model.md`` template. Every number on the card is read from a file of the build
 (:mod:`.build_files`), and each section names its file; a build without an evaluation says so instead of
-showing one.
+showing one. The card names no path of the publisher's machine: a local base model by its directory's name (the
+bundled default model in words), its fingerprint by the hash.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .build_files import EVIDENCE_DIR, SWEEP_RECORD, BuildFiles
+from .local_paths import (BUNDLED_MODEL_NAME, fingerprint_hash, is_absolute_path, is_bundled_model, is_local_base,
+                          portable)
 
 LMMS_EVAL_URL = "https://github.com/EvolvingLMMs-Lab/lmms-eval"
 TEMPLATE = "pruned_model.md"
@@ -166,6 +169,29 @@ def token_pruning_text(record: dict[str, Any] | None) -> str | None:
     return text
 
 
+def base_title(base: str | None, inputs: CardInputs) -> str:
+    """The base model at the start of the card's first sentence."""
+    if inputs.base_model_id:
+        return f"`{inputs.base_model_id}`"
+    if is_bundled_model(base):
+        return f"The bundled default model of lmms-topo-plugin (`{BUNDLED_MODEL_NAME}`)"
+    return f"`{portable(base)}`" if base else "The base model"
+
+
+def public_model_args(model_args: dict[str, Any], inputs: CardInputs) -> dict[str, Any]:
+    """A sweep's ``model_args`` as the card shows them: ``pretrained`` as the base's Hub id (``--base-model``),
+    left out for the bundled default model (the plugin's default), else the local directory's name; any other
+    local path by its name."""
+    args = dict(model_args)
+    pretrained = args.pop("pretrained", None)
+    if pretrained is not None and (not is_local_base(pretrained) or inputs.base_model_id):
+        args = {"pretrained": inputs.base_model_id or pretrained, **args}
+    elif pretrained is not None and not is_bundled_model(pretrained):
+        args = {"pretrained": portable(pretrained), **args}
+    return {key: portable(value) if isinstance(value, str) and is_absolute_path(value) else value
+            for key, value in args.items()}
+
+
 def template_context(build: BuildFiles, inputs: CardInputs) -> dict[str, Any]:
     """Everything the template shows, already formatted, with the file each part comes from."""
     from ..registry import get_method
@@ -176,13 +202,17 @@ def template_context(build: BuildFiles, inputs: CardInputs) -> dict[str, Any]:
     removed = pruning.get("removed_layers", [])
     context = {
         "repo_id": inputs.repo_id, "plugin_version": version("lmms-topo-plugin"),
-        "base_model": inputs.base_model_id or Path(pruning.get("base_model", "unknown")).name,
+        "base_model": inputs.base_model_id or portable(pruning.get("base_model") or "unknown"),
+        "base_title": base_title(pruning.get("base_model"), inputs),
         "base_is_hub_id": inputs.base_model_id is not None,
-        "base_fingerprint": pruning.get("base_model_fingerprint"), "method": method,
+        "base_is_bundled": is_bundled_model(pruning.get("base_model")),
+        "base_fingerprint": fingerprint_hash(pruning.get("base_model_fingerprint")), "method": method,
         "method_description": get_method(method).description if method else None,
         "method_params": pruning.get("method_params") or {}, "budget": pruning.get("budget"),
         "removed_layers": removed, "original_layers": pruning.get("original_num_hidden_layers"),
-        "num_layers": build.export_report["num_layers"], "history": pruning.get("history", []),
+        "num_layers": build.export_report["num_layers"],
+        "history": [{**earlier, "base_model": portable(earlier["base_model"]) if is_local_base(earlier["base_model"])
+                     else earlier["base_model"]} for earlier in pruning.get("history", [])],
         "calibration": calibration_of(build), "model_type": build.config.get("model_type"),
         "dtype": build.export_report["dtype"], "reload_difference": build.export_report["max_abs_logit_difference"],
         "layer_counts": build.export_report["decoder_layer_counts"],
@@ -195,7 +225,8 @@ def template_context(build: BuildFiles, inputs: CardInputs) -> dict[str, Any]:
     if record:
         from ..config import PruneConfig
 
-        model_args = {**record["model_args"], "method": method, "sparsity": f"{record['winner']['budget']:g}",
+        model_args = {**public_model_args(record["model_args"], inputs), "method": method,
+                      "sparsity": f"{record['winner']['budget']:g}",
                       **PruneConfig.token_model_args(record["winner"].get("token_pruning"))}
         if record["winner"].get("calib_limit"):
             model_args["calib_limit"] = record["winner"]["calib_limit"]
@@ -211,6 +242,7 @@ def template_context(build: BuildFiles, inputs: CardInputs) -> dict[str, Any]:
         context["onnx_rows"] = onnx_rows(build)
         context["onnx_provider"] = build.onnx_validation["provider"]
         context["onnx_prompts"] = build.onnx_validation["prompts"]
+        context["download_dir"] = inputs.repo_id.split("/")[-1]
     return context
 
 

@@ -42,6 +42,28 @@ def test_the_build_has_the_hugging_face_layout_and_its_validation(onnx_build):
     assert_fp32_parity(out)
 
 
+def test_no_graph_names_the_exporting_machines_files(onnx_build):
+    """The exporter's per-node stack traces (absolute paths of the checkout and site-packages) are dropped, so a
+    pushed build does not reveal the publisher's directories."""
+    import sys
+    from pathlib import Path
+
+    import onnx
+
+    import lmms_topo_plugin
+
+    _, out = onnx_build
+    graphs = sorted((out / "onnx").glob("*.onnx"))
+    assert len(graphs) == 9  # three graphs, each in fp32, fp16 and int4
+    local = [str(Path(lmms_topo_plugin.__file__).resolve().parent.parent), sys.prefix, str(out)]
+    for graph in graphs:
+        data = graph.read_bytes()
+        assert [path for path in local if path.encode() in data] == [], graph.name
+        model = onnx.load(str(graph), load_external_data=False)
+        assert not [prop.key for node in model.graph.node for prop in node.metadata_props
+                    if prop.key == "pkg.torch.onnx.stack_trace"], graph.name
+
+
 def test_precision_variants_are_listed_and_their_reported_agreement_is_what_they_do(onnx_build):
     _, out = onnx_build
     manifest = json.loads((out / "onnx" / "manifest.json").read_text())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -25,6 +25,7 @@ MANIFEST_SCHEMA = "lmms_topo_plugin.onnx_build"
 OPSET = 18
 # a graph whose weights pass this keeps them in ``<file>.data`` next to it (one protobuf file holds at most 2 GB)
 EXTERNAL_DATA_BYTES = 1 << 30
+STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
 
 
 def weight_bytes(module: nn.Module) -> int:
@@ -38,6 +39,29 @@ def export_onnx(module: nn.Module, args: tuple, path: Path, **kwargs: Any) -> No
     go to ``<path>.data`` (ONNX Runtime finds it next to the graph)."""
     torch.onnx.export(module.eval(), args, str(path), dynamo=True, opset_version=OPSET,
                       external_data=weight_bytes(module) > EXTERNAL_DATA_BYTES, **kwargs)
+    drop_stack_traces(path)
+
+
+def drop_stack_traces(path: Path) -> None:
+    """Remove the exporter's per-node Python stack traces from the graph at ``path`` (weights left where they
+    are): they name the exporting machine's source files by absolute path, which a published build must not."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    for node in graph_nodes(model.graph):
+        kept = [prop for prop in node.metadata_props if prop.key != STACK_TRACE_KEY]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+    onnx.save(model, str(path))
+
+
+def graph_nodes(graph) -> Iterator:
+    """Every node of an ONNX graph, those of its subgraphs (If/Loop bodies) included."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for subgraph in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                yield from graph_nodes(subgraph)
 
 
 def graph_files(onnx_dir: Path, file: str) -> list[str]:
