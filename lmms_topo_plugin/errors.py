@@ -7,13 +7,15 @@ one of these (and out-of-memory, and any other exception inside the plugin) into
 exit code  meaning
 =========  ==========================================================================
 1          an unexpected exception inside the plugin (named step, exception type)
-2          bad ``model_args`` (including too few calibration samples): nothing loaded
+2          bad ``model_args`` (including too few calibration samples) or command-line input: nothing loaded
 3          a missing optional dependency (the message says how to install it)
 4          the model or its processor failed to load
-5          non-finite (NaN/inf) hidden states or scores: the message names the layer
+5          non-finite (NaN/inf) hidden states or scores, or scores that carry no information over the
+           candidate layers (all equal, or undefined everywhere): the message names the layers
 6          out of memory (the message names the step and what to lower)
 7          ``topo-prune sweep``: no configuration passes the rule (the tables are written first)
 8          ``topo-prune push``: no token, the token or repository refused, or a failed upload or commit
+130        interrupted (Ctrl-C): one line says what re-running does (resume, or start over from the cache)
 =========  ==========================================================================
 """
 
@@ -29,6 +31,13 @@ class ModelArgsError(PluginError, ValueError):
 
     The message is one line that names the argument and the allowed values.
     """
+
+    exit_code = 2
+
+
+class UsageError(PluginError, ValueError):
+    """A command-line argument names something unusable (a destination that holds other files, a directory that is
+    not a build, a file that is not an image); the message says what is wrong and what to do instead."""
 
     exit_code = 2
 
@@ -53,6 +62,12 @@ class NonFiniteError(PluginError, FloatingPointError):
     """NaN or inf in calibration states or layer scores; the message names the layer or depth."""
 
     exit_code = 5
+
+
+class UninformativeScoresError(NonFiniteError):
+    """A scoring method's importance is the same for every candidate layer (all equal, or undefined everywhere and
+    so constant): any selection would be a tie broken by depth, so nothing is selected. Exit code 5, as for
+    non-finite scores; the message names the layers and what to raise (``calib_limit``, a method parameter)."""
 
 
 class OutOfMemory(PluginError, MemoryError):

@@ -148,6 +148,8 @@ def plan_from_scores(config: PruneConfig, scorer: LayerScorer, scores: LayerScor
     """
     n_remove = config.layers_to_remove(num_layers)
     candidates = config.removable_candidates(num_layers)
+    if n_remove:  # no selection from scores that cannot rank the candidates (exit 5, before any surgery)
+        scores.check_informative(config.method, n_remove, candidates, scorer.signal_hint(scores))
     removed = scorer.select(scores, n_remove, candidates) if n_remove else []
     return PrunePlan(config.method, num_layers, n_remove, removed, scores.to_json(), candidates)
 

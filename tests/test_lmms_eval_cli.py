@@ -31,7 +31,7 @@ def lmms_eval(model_args: str, output: Path, *extra: str) -> subprocess.Complete
 def test_cli_prunes_inline_and_writes_results_and_plan(family, tiny_checkpoints, tmp_path):
     checkpoint = tiny_checkpoints(family, 8)
     model_args = (f"pretrained={checkpoint},method={METHOD_FOR[family]},sparsity=0.25,device=cpu,"
-                  f"calib_limit=8,batch_size=2")
+                  f"calib_limit=16,batch_size=2")
     result = lmms_eval(model_args, tmp_path / "out", "--log_samples")
     assert result.returncode == 0, result.stderr[-3000:]
     results = list((tmp_path / "out").rglob("*_results.json"))
@@ -56,7 +56,7 @@ def test_cli_prunes_inline_and_writes_results_and_plan(family, tiny_checkpoints,
     assert len(again.plan["removed_layers"]) == 2
     assert report["kept_layers"] == [i for i in range(8) if i not in report["plan"]["removed_layers"]]
     assert report["parameters_after"] < report["parameters_before"]
-    assert report["calibration"]["samples"] == 8
+    assert report["calibration"]["samples"] == 16
     figures = {path.name.rsplit("_", 1)[1] for path in results[0].parent.glob("*_topo_pruned_*.png")}
     expected = {"scores.png", "barcode.png", "epi.png", "consistency.png", "diagnostics.png"} if METHOD_FOR[family] == "topology" else {"scores.png"}
     assert figures == expected

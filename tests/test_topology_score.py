@@ -1,11 +1,14 @@
-"""The multi-scale topology score: the properties a layer score must have, its bars, and the diagnostics."""
+"""The topology scores (the default depth_bars and multiscale): the properties a layer score must have, their bars,
+and the diagnostics."""
 
 import numpy as np
 import pytest
 import torch
 
 from lmms_topo_plugin.topology import analyze_topology
-from lmms_topo_plugin.topology.consistency import consistency
+from lmms_topo_plugin.scorers.topology import TopologyScorer
+from lmms_topo_plugin.topology import analysis
+from lmms_topo_plugin.topology.consistency import classes_at, consistency, survival_matrix
 from lmms_topo_plugin.topology.diagnostics import RANK_CAP, capped_rank, depth_health
 from lmms_topo_plugin.topology.multiscale import complex_bars, reduced_h0, scaled_complexes
 
@@ -44,15 +47,61 @@ def test_identity_layers_are_the_most_consistent_and_destroying_layers_the_least
     assert int(np.argmin(consistency_per_layer)) == 3
 
 
-@needs_dionysus
-def test_the_first_score_took_a_scrambling_layer_for_an_identity(clouds):
-    """The defect multiscale fixes, kept visible: depth_bars gives scrambling layers consistency 1."""
-    base, scrambled = clouds["base"], clouds["scrambled"]
-    states = torch.stack([base, base, scrambled, clouds["independent"], clouds["other"]], dim=1)
-    first = analyze_topology(states, k=K, score="depth_bars")["layer_consistency"]
-    fixed = analyze_topology(states, k=K, score="multiscale")["layer_consistency"]
-    assert first[2:] == [1.0, 1.0] and first[0] < 1.0  # "nothing survives" read as "everything survives"
-    assert max(fixed[1:]) < fixed[0]
+def rotate_then_replace(base):
+    """9 depths: decoder layers 0-3 rotate and scale ``base`` (each kNN complex is the same), layers 4-7 each
+    replace the cloud with an independent one."""
+    generator = torch.Generator().manual_seed(3)
+    depths = [base]
+    for scale in (2.0, 0.5, 3.0, 0.25):
+        rotation, _ = torch.linalg.qr(torch.randn(DIM, DIM, generator=generator, dtype=torch.float64))
+        depths.append((depths[-1].double() @ rotation * scale).float())
+    depths += [torch.randn(N, DIM, generator=generator) for _ in range(4)]
+    return torch.stack(depths, dim=1)
+
+
+def test_the_default_score_ranks_layers_that_replace_the_cloud_above_layers_that_rotate_it(clouds, monkeypatch):
+    states = rotate_then_replace(clouds["base"])
+    result = analyze_topology(states)
+    assert result["params"]["score"] == "depth_bars" and result["params"]["k"] == K  # the defaults
+    # H0 is the one whole-vertex-set bar (survival 1 everywhere); H1's bars live exactly over depths 0-4 (one complex),
+    # and the independent clouds' loops live within one depth: destroyed by both neighbouring layers, survival 0
+    assert result["layer_survival_h0"] == [1.0] * 8
+    assert result["layer_survival_h1"] == [1.0] * 4 + [0.0] * 4
+    assert result["depth_consistency_h1"][5:] == [0.0] * 4
+
+    def h1_consistency(l):  # depths 0-4: the |l - m|-weighted share of the other depths within 0-4; then 0
+        others = [m for m in range(9) if m != l]
+        return sum(abs(l - m) for m in others if m <= 4) / sum(abs(l - m) for m in others) if l <= 4 else 0.0
+
+    depth = [(1.0 + h1_consistency(l)) / 2 for l in range(9)]  # mean of H0 (1) and H1
+    survival = [1.0] * 4 + [0.5] * 4
+    expected = [1.0 - survival[l] * (depth[l] + depth[l + 1]) / 2 for l in range(8)]
+    assert result["importance"] == pytest.approx(expected, abs=1e-12)
+    assert result["importance"][4:] == [0.6875, 0.75, 0.75, 0.75]
+    assert min(result["importance"][4:]) > max(result["importance"][:4])
+    scorer = TopologyScorer()
+    assert scorer.select(scorer.score({"last_token": states}, 8), 4, list(range(8))) == [0, 1, 2, 3]
+
+    # the first rule left a dimension with no bar at a depth out as undefined: the replacing layers read as identities
+    monkeypatch.setattr(analysis, "classes_at", lambda bars, num_depths: np.zeros(num_depths, dtype=bool))
+    first = analyze_topology(states)["importance"]
+    assert first[5:] == [0.0, 0.0, 0.0] and first[4] == 1.0 - 0.5 * (0.75 + 1.0) / 2
+
+
+def test_a_dimension_with_classes_but_no_bar_at_a_depth_has_survival_0_there():
+    # depth rows [birth, death, last]: a bar over depths 0-1, a loop of depth 2 alone (dropped by the depth mapping),
+    # a class of the intersection K_2 ∩ K_3 only (alive in no complex); nothing at depth 3
+    rows = np.array([[0, 1, 1], [2, 2, 2], [3, 3, 2]])
+    assert classes_at(rows, 4).tolist() == [True, True, True, False]
+    kept = rows[:1]
+    silent = consistency({"h1": kept}, 4, alpha=1.0)
+    destroyed = consistency({"h1": kept}, 4, alpha=1.0, classes={"h1": classes_at(rows, 4)})
+    assert silent["layer_survival"].tolist()[:2] == [1.0, 0.0] and np.isnan(silent["layer_survival"][2])
+    assert np.isnan(silent["depth_consistency"][2:]).all()
+    assert destroyed["layer_survival"].tolist() == [1.0, 0.0, 0.0]  # layer 2 destroyed depth 2's loop
+    assert destroyed["depth_consistency"].tolist()[:3] == [1 / 6, 1 / 4, 0.0]
+    assert np.isnan(destroyed["depth_consistency"][3])
+    assert survival_matrix(kept, 4, classes=classes_at(rows, 4))[2].tolist() == [0.0, 0.0, 1.0, 0.0]
 
 
 @needs_dionysus

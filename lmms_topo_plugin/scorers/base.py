@@ -13,7 +13,10 @@ from typing import ClassVar
 
 import torch
 
-from ..errors import NonFiniteError
+from ..errors import NonFiniteError, UninformativeScoresError
+
+# candidate importances within this (relative to 1 or their size) of each other are equal: no signal to rank by
+TIE_TOLERANCE = 1e-9
 
 
 @dataclass
@@ -35,6 +38,20 @@ class LayerScores:
             raise NonFiniteError(f"method={method} produced non-finite scores (NaN or inf) for decoder layers {bad}; "
                                  "nothing was removed")
         return self
+
+    def check_informative(self, method: str, n_remove: int, candidates: list[int], hint: str) -> "LayerScores":
+        """Refuse to choose ``n_remove`` of ``candidates`` when their importance carries no information: every
+        candidate scored the same (a score undefined everywhere comes out constant too), so the choice would be a
+        tie broken by depth. No choice is made when nothing or every candidate goes, nor for methods without
+        importance (spacing); random importance never ties. ``hint`` says what to raise; returns ``self``."""
+        if self.importance is None or not 0 < n_remove < len(candidates):
+            return self
+        values = [self.importance[layer] for layer in candidates]
+        if max(values) - min(values) > TIE_TOLERANCE * max(1.0, abs(max(values)), abs(min(values))):
+            return self
+        raise UninformativeScoresError(
+            f"method={method} gives every candidate decoder layer {candidates} the same importance ({values[0]:.4g}): "
+            f"no information to choose {n_remove} of them by, so nothing was removed; {hint}")
 
     def to_json(self) -> dict:
         return {"importance": self.importance, "details": self.details}
@@ -61,9 +78,15 @@ class LayerScorer:
         raise NotImplementedError
 
     @classmethod
-    def report_plots(cls, scores: LayerScores, removed: list[int]) -> dict[str, bytes]:
-        """Method-specific figures for the run report, ``{name: PNG bytes}`` (none by default)."""
+    def report_plots(cls, scores: LayerScores, removed: list[int], *, protected: tuple[int, ...] | list[int] = ()
+                     ) -> dict[str, bytes]:
+        """Method-specific figures for the run report, ``{name: PNG bytes}`` (none by default); ``protected``:
+        the layers no method may remove in this run (``keep_first_last``), for the figures to mark."""
         return {}
+
+    def signal_hint(self, scores: LayerScores) -> str:
+        """What to raise when ``scores`` carry no information (:meth:`LayerScores.check_informative`)."""
+        return "raise calib_limit (more calibration samples)"
 
     def max_removable(self, num_candidates: int) -> int:
         """How many of ``num_candidates`` removable layers this method can remove at most."""

@@ -53,7 +53,8 @@ class AngularDistance(LayerScorer):
         return list(range(best, best + n_remove))
 
     @classmethod
-    def report_plots(cls, scores: LayerScores, removed: list[int]) -> dict[str, bytes]:
+    def report_plots(cls, scores: LayerScores, removed: list[int], *, protected: tuple[int, ...] | list[int] = ()
+                     ) -> dict[str, bytes]:
         """``scores``: the distance across every possible block (replaces the generic per-layer chart, which
         is not what angular selects on); none for scores without the depth distance matrix."""
         matrix = scores.details.get("depth_distance_matrix")
@@ -61,15 +62,16 @@ class AngularDistance(LayerScorer):
             return {}
         from ..plotting import figure_png
 
-        return {"scores": figure_png(angular_block_figure(matrix, removed))}
+        return {"scores": figure_png(angular_block_figure(matrix, removed, protected))}
 
 
 def _count(n: int) -> str:
     return "single decoder layer" if n == 1 else f"{n} consecutive decoder layers"
 
 
-def angular_block_figure(matrix: list[list[float]], removed: list[int]):
-    """Distance d(h_s, h_{s+n}) per block start s: for the removed n (the chosen block shaded) and for every n."""
+def angular_block_figure(matrix: list[list[float]], removed: list[int], protected: tuple[int, ...] | list[int] = ()):
+    """Distance d(h_s, h_{s+n}) per block start s: for the removed n (the chosen block shaded; the starts whose
+    block would hold a ``protected`` layer, by ``keep_first_last``, hatched: no choice) and for every n."""
     import numpy as np
 
     from ..plotting import integer_ticks, subplots
@@ -91,6 +93,11 @@ def angular_block_figure(matrix: list[list[float]], removed: list[int]):
         top.axvspan(start - 0.45, max(removed) + 0.45, color="red", alpha=0.15, linewidth=0,
                     label=f"removed: decoder layer {start}" if n == 1 else
                     f"removed block: decoder layers {start}–{max(removed)}")
+        barred = [s for s in starts if any(s <= layer < s + n for layer in protected)]
+        for i, s in enumerate(barred):
+            top.axvspan(s - 0.45, s + 0.45, facecolor="none", edgecolor="0.5", hatch="//", linewidth=0,
+                        label="start not allowed: its block would hold layer "
+                        f"{' or '.join(map(str, sorted(protected)))}, protected (keep_first_last)" if i == 0 else None)
         top.plot(starts, blocks[n - 1, starts], marker="o", label=rf"$d(h_s, h_{{s+{n}}})$ of the block starting at s")
         top.scatter([start], [blocks[n - 1, start]], color="red", zorder=3, s=60,
                     label=rf"chosen start s = {start}: $d(h_{{{start}}}, h_{{{start + n}}})$ = "

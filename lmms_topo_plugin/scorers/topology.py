@@ -74,7 +74,7 @@ PARAMS = {
 class TopologyScorer(LayerScorer):
     needs = ("last_token",)
     min_samples = MIN_POINTS
-    version = 2  # scores carry diagnostics
+    version = 3  # 2: scores carry diagnostics; 3: depth_bars counts a dimension destroyed across a layer as 0
     default_samples = 256  # the paper uses 512; 256 fits the bundled calib split (320) and costs ~1 s to score
 
     def __init__(self, *, topo_k: int = DEFAULT_K, topo_alpha: float = 1.0, topo_sigma: float = 0.5,
@@ -110,19 +110,35 @@ class TopologyScorer(LayerScorer):
         return LayerScores(result["importance"], details)
 
     @classmethod
-    def report_plots(cls, scores: LayerScores, removed: list[int]) -> dict[str, bytes]:
+    def report_plots(cls, scores: LayerScores, removed: list[int], *, protected: tuple[int, ...] | list[int] = ()
+                     ) -> dict[str, bytes]:
         """Zigzag scores: barcode over depth, EPI heatmap, per-layer consistency with the removed layers marked,
         and the diagnostics; per-depth scores: the diagram distance across each layer."""
         from ..topology import plots
 
         details = scores.details
         if "layer_distance" in details:
-            return {"distances": plots.layer_distance_png(details, removed)}
+            return {"distances": plots.layer_distance_png(details, removed, protected)}
         figures = {"barcode": plots.barcode_png(details), "epi": plots.epi_png(details),
-                   "consistency": plots.consistency_png(details, removed)}
+                   "consistency": plots.consistency_png(details, removed, protected)}
         if "diagnostics" in details:
             figures["diagnostics"] = plots.diagnostics_png(details)
         return figures
+
+    def signal_hint(self, scores: LayerScores) -> str:
+        """Constant topology scores come from too few points for loops to form (a (nearly) complete kNN graph fills
+        every loop) or from a kNN graph too sparse to hold loops."""
+        params = scores.details.get("params", {})
+        points, k = params.get("num_points"), params.get("k")
+        if points and k and k >= points - 1:  # topo_k was clamped: only more samples change the complexes
+            return (f"raise calib_limit ({points} samples were scored, so topo_k was clamped to N-1 = {k} and every "
+                    "kNN graph was complete), then topo_k if need be")
+        if points and k and 2 * k >= points - 1:  # at least half of the others are neighbours: few loops stay open
+            return (f"raise calib_limit ({points} samples were scored; with topo_k={k} of {points - 1} possible "
+                    "neighbours the kNN graphs are nearly complete)")
+        samples = f" ({points} samples were scored)" if points else ""
+        neighbours = f" ({k} neighbours per point were used)" if k else ""
+        return f"raise calib_limit{samples} or topo_k{neighbours}"
 
     def select(self, scores: LayerScores, n_remove: int, candidates: list[int]) -> list[int]:
         """topn: the base rule (lowest importance = highest consistency); epsilon: :func:`select_epsilon`."""

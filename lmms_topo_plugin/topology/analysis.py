@@ -10,10 +10,10 @@ from loguru import logger
 
 from .clouds import DEFAULT_K, check_states, effective_k
 from .complexes import knn_flag_complex
-from .consistency import consistency, group_dim, persistence_image, topological_activity
+from .consistency import classes_at, consistency, group_dim, persistence_image, topological_activity
 from .diagnostics import depth_health, diagnostics
 from .multiscale import DEFAULT_SCALES, multiscale_bars
-from .zigzag import DEFAULT_ENGINE, bars_to_depths, build_zigzag, raw_barcode
+from .zigzag import DEFAULT_ENGINE, bars_to_depths, build_zigzag, depth_rows, raw_barcode
 
 def _json(values: np.ndarray) -> list:
     """Nested lists of floats (or ints) with NaN as ``None``."""
@@ -32,7 +32,8 @@ def analyze_topology(
     """Scores of every decoder layer from the clouds ``states[:, l]`` of depths ``l = 0..L``.
 
     ``score``: ``depth_bars`` (one kNN complex per depth, bars mapped to depths, one-depth bars dropped: the
-    first implementation) or ``multiscale`` (:mod:`.multiscale`: complexes at ``scales``, reduced H0, every class
+    first implementation; a dimension whose classes at a depth all live within it has survival 0 there, see
+    :mod:`.consistency`) or ``multiscale`` (:mod:`.multiscale`: complexes at ``scales``, reduced H0, every class
     of every complex kept, degenerate depths left out). ``weighting``: ``lifetime`` weights each bar by its
     lifetime in the survival fractions.
 
@@ -50,13 +51,17 @@ def analyze_topology(
     if score == "multiscale":
         groups, raw_counts = multiscale_bars(states, k, scales, engine)
         excluded = tuple(depth for depth, bad in enumerate(health["degenerate"]) if bad)
+        classes = None  # every class of every complex is a bar already
     else:
         complexes = [knn_flag_complex(states[:, depth], k) for depth in range(num_depths)]
         raw = raw_barcode(build_zigzag(complexes), engine)
         raw_counts = {dim: len(dim_raw) for dim, dim_raw in raw.items()}
         groups = {f"h{dim}": bars_to_depths(dim_raw, num_depths) for dim, dim_raw in raw.items()}
+        # the one-depth bars dropped above still say which depths have classes: a dimension with classes at a
+        # depth but no bar alive there was destroyed across it (survival 0), not silent
+        classes = {f"h{dim}": classes_at(depth_rows(dim_raw, num_depths), num_depths) for dim, dim_raw in raw.items()}
         excluded = ()
-    scores = consistency(groups, num_depths, alpha, weighting=weighting, excluded_depths=excluded)
+    scores = consistency(groups, num_depths, alpha, weighting=weighting, excluded_depths=excluded, classes=classes)
     bars = {dim: np.concatenate([b for name, b in groups.items() if group_dim(name) == dim]) for dim in (0, 1)}
     report = diagnostics(states, bars, raw_counts, scores, list(groups), health)
     for warning in report["warnings"]:

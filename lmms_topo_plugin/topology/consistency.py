@@ -13,6 +13,11 @@ scale for the multi-scale score (``h0@0.25``; see :mod:`.multiscale`).
   ``|l - l'|^alpha``; ``C(l)`` is the mean over the groups where it is defined (a group with nothing alive
   at ``l`` has nothing to keep and is left out). In the ``depth_bars`` score H0 always has the bar of the
   whole vertex set, alive at every depth, so ``C(l)`` is always defined there.
+* Destroyed, not undefined: where no (kept) bar of a group is alive at ``l`` but the complex of depth ``l`` has
+  classes of that dimension (bars the depth mapping dropped because they live within one depth), every class of
+  ``l`` is destroyed by both neighbouring layers: ``survival[l, l'] = 0`` for ``l' != l`` (``classes_at``). The
+  ``depth_bars`` score passes these depths; without them a dimension destroyed by a layer was left out of the
+  means, so replacing the cloud read as an identity (the whole-vertex-set H0 bar survives everything).
 * Layer survival ``s(l)`` of decoder layer ``l`` (``h_l → h_{l+1}``): per group, the mean of the defined
   ``survival[l, l+1]`` and ``survival[l+1, l]``, then the mean over groups.
 * Layer consistency ``S(l) = s(l) · (C(l) + C(l+1)) / 2`` (the defined ends): topology that both crosses this
@@ -49,8 +54,19 @@ def bar_weights(bars: np.ndarray, weighting: str) -> np.ndarray:
     raise ValueError(f"unknown bar weighting {weighting!r}; expected none or lifetime")
 
 
-def survival_matrix(bars: np.ndarray, num_depths: int, weights: np.ndarray | None = None) -> np.ndarray:
-    """``[D, D]``: (weighted) fraction of the bars alive at row depth that are alive through column depth."""
+def classes_at(bars: np.ndarray, num_depths: int) -> np.ndarray:
+    """``[D]`` bool: depths ``l`` at which some bar is alive (``birth <= l <= last``): the depths whose complex has a
+    class, when ``bars`` are every row of :func:`~.zigzag.depth_rows` (one-depth bars included)."""
+    depths = np.arange(num_depths)
+    return ((bars[:, 0][:, None] <= depths) & (depths <= bars[:, 2][:, None])).any(axis=0)
+
+
+def survival_matrix(bars: np.ndarray, num_depths: int, weights: np.ndarray | None = None,
+                    classes: np.ndarray | None = None) -> np.ndarray:
+    """``[D, D]``: (weighted) fraction of the bars alive at row depth that are alive through column depth.
+
+    A row with no bar alive is undefined (NaN), unless ``classes`` (``[D]`` bool, :func:`classes_at`) says the
+    depth has classes all the same: they were all destroyed within that depth, so the row is 0 off the diagonal."""
     counts = np.zeros((num_depths, num_depths))
     np.add.at(counts, (bars[:, 0], bars[:, 2]), 1.0 if weights is None else weights)
     # spanning[i, j] = number of bars with birth <= i and last >= j
@@ -59,7 +75,12 @@ def survival_matrix(bars: np.ndarray, num_depths: int, weights: np.ndarray | Non
     high = np.maximum.outer(np.arange(num_depths), np.arange(num_depths))
     alive = np.diag(spanning)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(alive[:, None] > 0, spanning[low, high] / alive[:, None], np.nan)
+        survival = np.where(alive[:, None] > 0, spanning[low, high] / alive[:, None], np.nan)
+    if classes is not None:
+        destroyed = np.flatnonzero(classes & (alive <= 0))
+        survival[destroyed] = 0.0
+        survival[destroyed, destroyed] = 1.0
+    return survival
 
 
 def depth_consistency(survival: np.ndarray, alpha: float) -> np.ndarray:
@@ -81,13 +102,16 @@ def layer_survival(survival: np.ndarray) -> np.ndarray:
 
 
 def consistency(groups: dict[str, np.ndarray], num_depths: int, alpha: float, *, weighting: str = "none",
-                excluded_depths: tuple[int, ...] = ()) -> dict[str, np.ndarray]:
+                excluded_depths: tuple[int, ...] = (), classes: dict[str, np.ndarray] | None = None
+                ) -> dict[str, np.ndarray]:
     """Depth and layer consistency from groups of depth bars (one group per homology dimension, and per scale
     for the multi-scale score; see the module docstring). Depths in ``excluded_depths`` (degenerate clouds) are
-    left out of every survival fraction, so the layers next to them have no survival (NaN)."""
+    left out of every survival fraction, so the layers next to them have no survival (NaN). ``classes``: per
+    group, the depths whose complex has a class of it (:func:`classes_at`); where no bar is alive at such a depth,
+    its survival is 0 (destroyed), not undefined."""
     per_depth, per_layer = {}, {}
     for name, group in groups.items():
-        survival = survival_matrix(group, num_depths, bar_weights(group, weighting))
+        survival = survival_matrix(group, num_depths, bar_weights(group, weighting), (classes or {}).get(name))
         survival[list(excluded_depths), :] = np.nan
         survival[:, list(excluded_depths)] = np.nan
         per_depth[name] = depth_consistency(survival, alpha)

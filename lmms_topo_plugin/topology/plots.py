@@ -171,15 +171,27 @@ def epi_png(result: dict) -> bytes:
 # --- consistency ----------------------------------------------------------------------------------------------
 
 
-def consistency_figure(result: dict, removed: list[int] | None = None) -> Figure:
-    """Per decoder layer: consistency and survival (removed layers marked); per depth: topological activity."""
+PROTECTED_LABEL = "protected (keep_first_last)"
+
+
+def _mark_layers(axis, removed: list[int] | None, protected=()) -> None:
+    """Removed layers shaded red; ``protected`` ones (no method may remove them) hatched grey."""
+    for i, layer in enumerate(removed or []):
+        axis.axvspan(layer - 0.4, layer + 0.4, color="red", alpha=0.15, linewidth=0,
+                     label="removed layer" if i == 0 else None)
+    for i, layer in enumerate(sorted(protected)):
+        axis.axvspan(layer - 0.4, layer + 0.4, facecolor="0.85", edgecolor="0.45", hatch="//", linewidth=0,
+                     label=PROTECTED_LABEL if i == 0 else None)
+
+
+def consistency_figure(result: dict, removed: list[int] | None = None, protected=()) -> Figure:
+    """Per decoder layer: consistency and survival (removed layers marked, ``protected`` ones hatched); per
+    depth: topological activity."""
     consistency = [np.nan if v is None else v for v in result["layer_consistency"]]
     survival = [np.nan if v is None else v for v in result["layer_survival"]]
     layers = np.arange(len(consistency))
     figure, (top, bottom) = subplots(2, 1, figsize=(10, 7.5))
-    for i, layer in enumerate(removed or []):
-        top.axvspan(layer - 0.4, layer + 0.4, color="red", alpha=0.15, linewidth=0,
-                    label="removed layer" if i == 0 else None)
+    _mark_layers(top, removed, protected)
     top.plot(layers, consistency, marker="o", label="layer consistency S(l) (high = prune candidate)")
     top.plot(layers, survival, linestyle="--", marker=".", label="layer survival s(l): bars crossing the layer")
     if removed:
@@ -199,21 +211,19 @@ def consistency_figure(result: dict, removed: list[int] | None = None) -> Figure
     return figure
 
 
-def consistency_png(result: dict, removed: list[int] | None = None) -> bytes:
+def consistency_png(result: dict, removed: list[int] | None = None, protected=()) -> bytes:
     """:func:`consistency_figure` as PNG bytes."""
-    return figure_png(consistency_figure(result, removed))
+    return figure_png(consistency_figure(result, removed, protected))
 
 
 # --- per-depth persistence -------------------------------------------------------------------------------------
 
 
-def layer_distance_figure(result: dict, removed: list[int] | None = None) -> Figure:
+def layer_distance_figure(result: dict, removed: list[int] | None = None, protected=()) -> Figure:
     """``topo_score=per_depth``: per decoder layer, the diagram distance between depths ``l`` and ``l+1`` (per
-    homology dimension and their mean); small = removable. Removed layers shaded."""
+    homology dimension and their mean); small = removable. Removed layers shaded, ``protected`` ones hatched."""
     figure, axis = subplots(1, 1, figsize=(10, 4.5))
-    for i, layer in enumerate(removed or []):
-        axis.axvspan(layer - 0.4, layer + 0.4, color="red", alpha=0.15, linewidth=0,
-                     label="removed layer" if i == 0 else None)
+    _mark_layers(axis, removed, protected)
     layers = np.arange(len(result["layer_distance"]))
     for dim in DIMS:
         values = result.get(f"layer_distance_h{dim}")
@@ -231,9 +241,9 @@ def layer_distance_figure(result: dict, removed: list[int] | None = None) -> Fig
     return figure
 
 
-def layer_distance_png(result: dict, removed: list[int] | None = None) -> bytes:
+def layer_distance_png(result: dict, removed: list[int] | None = None, protected=()) -> bytes:
     """:func:`layer_distance_figure` as PNG bytes."""
-    return figure_png(layer_distance_figure(result, removed))
+    return figure_png(layer_distance_figure(result, removed, protected))
 
 
 # --- diagnostics ----------------------------------------------------------------------------------------------
