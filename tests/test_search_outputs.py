@@ -7,6 +7,7 @@ import pytest
 
 from lmms_topo_plugin.search.outputs import (
     csv_text,
+    pareto_figure,
     pareto_png,
     render_markdown,
     results_table,
@@ -154,6 +155,57 @@ def test_pareto_png():
     assert pareto_png(rows, EM, by_key["block_influence-0.375"]) == first
     assert pareto_png(rows, EM, by_key["topology-0.25"]) != first
     assert pareto_png(rows, EM, None) != first
+
+
+def plotted_x(axis) -> list[float]:
+    """Every x value the panel's lines plot (method lines, front, dense, winner), sorted."""
+    return sorted(float(x) for line in axis.lines for x in line.get_xdata())
+
+
+def test_pareto_latency_panel_goes_log_when_one_point_is_over_10x_slower():
+    rows = sweep_rows()  # prefill 0.45 s .. 1.0 s: linear
+    latency, removed = pareto_figure(rows, EM, None).axes
+    assert (latency.get_xscale(), removed.get_xscale()) == ("linear", "linear")
+    assert latency.get_xlabel() == "measured prefill latency (ms)"
+    rows[4]["cost"]["prefill_s"] = 27.0  # random-0.25 measured 60× slower than the fastest (0.45 s)
+    latency, removed = pareto_figure(rows, EM, None).axes
+    assert (latency.get_xscale(), removed.get_xscale()) == ("log", "linear")
+    assert latency.get_xlabel() == "measured prefill latency (ms, log scale: the latencies span 60×)"
+    assert max(plotted_x(latency)) == 27000.0  # the noisy point stays at its true value, nothing clipped
+    assert [t.get_text() for t in latency.get_xticklabels() if 400 <= t.get_position()[0] <= 30000] == [
+        "500", "1000", "2000", "5000", "10000", "20000"]
+    rows[4]["cost"]["prefill_s"] = 4.5  # exactly 10×: still linear
+    assert pareto_figure(rows, EM, None).axes[0].get_xscale() == "linear"
+
+
+def test_sweep_writes_a_log_latency_pareto_when_one_measurement_is_noisy(tiny_checkpoints, tmp_path, monkeypatch):
+    from lmms_topo_plugin.calib_data import bundled_tasks_dir
+    from lmms_topo_plugin.cli import main
+    from lmms_topo_plugin.search import outputs, sweep
+
+    measured, figures = [], []
+    real_measure, real_figure = sweep.measure_cost, outputs.pareto_figure
+
+    def noisy(*args, **kwargs):  # the real measurement, its prefill latency replaced: the second one 80× the first
+        cost = real_measure(*args, **kwargs)
+        cost["prefill_s"] = (0.05, 4.0)[len(measured)]
+        measured.append(cost["prefill_s"])
+        return cost
+
+    monkeypatch.setattr(sweep, "measure_cost", noisy)
+    monkeypatch.setattr(outputs, "pareto_figure", lambda *a, **k: figures.append(real_figure(*a, **k)) or figures[-1])
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--model_args", f"pretrained={tiny_checkpoints('llava', 6)},device=cpu", "--tasks",
+                 "topo_synth_count", "--include_path", bundled_tasks_dir(), "--limit", "1", "--cost-repeats", "1",
+                 "--calib-limits", "4", "--methods", "random", "--budgets", "0.34", "--rule", "metric>=0",
+                 "--out", str(out)]) == 0
+    assert (out / "pareto.png").read_bytes().startswith(b"\x89PNG")
+    rows = [json.loads(path.read_text()) for path in sorted((out / "configs").glob("*.json"))]
+    assert sorted(row["cost"]["prefill_s"] for row in rows) == measured == [0.05, 4.0]
+    latency = figures[-1].axes[0]
+    assert latency.get_xscale() == "log"
+    assert latency.get_xlabel() == "measured prefill latency (ms, log scale: the latencies span 80×)"
+    assert max(plotted_x(latency)) == 4000.0  # drawn at its true value, in ms
 
 
 def test_winner_record(tmp_path):

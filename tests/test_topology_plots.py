@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 from matplotlib.image import imread
+from matplotlib.colors import to_hex
 from matplotlib.text import Text
 
 from lmms_topo_plugin.registry import get_method
@@ -223,3 +224,169 @@ def test_angular_report_replaces_the_per_layer_chart(angular):
     assert list(figures) == ["scores"]
     check_png(figures["scores"])
     assert scorer_class.report_plots(LayerScores([0.1, 0.2]), [1]) == {}  # scores without the matrix
+
+
+# --- marks for keep_first_last and for visual-token pruning ---------------------------------------------------
+
+
+def hatched_spans(axis) -> list[float]:
+    """The centres of the hatched patches of ``axis`` (bars or spans), left to right."""
+    return sorted(round(p.get_x() + p.get_width() / 2, 6) for p in axis.patches if p.get_hatch() == "//")
+
+
+def legend_texts(axis) -> list[str]:
+    return [t.get_text() for t in axis.get_legend().get_texts()]
+
+
+def test_consistency_and_layer_distance_hatch_the_protected_layers():
+    from lmms_topo_plugin.topology.plots import layer_distance_figure
+
+    top = consistency_figure(make_result(), removed=[3], protected=[0, L - 1]).axes[0]
+    assert hatched_spans(top) == [0, L - 1]
+    assert legend_texts(top)[:2] == ["removed layer", "protected (keep_first_last)"]
+    assert hatched_spans(consistency_figure(make_result(), removed=[3]).axes[0]) == []
+    result = {"layer_distance": [0.1] * L, "layer_distance_h0": [0.2] * L, "params": {"metric": "bottleneck"}}
+    axis = layer_distance_figure(result, [4], protected=[0, L - 1]).axes[0]
+    assert hatched_spans(axis) == [0, L - 1] and "protected (keep_first_last)" in legend_texts(axis)
+
+
+def test_angular_hatches_the_block_starts_keep_first_last_rules_out(angular):
+    _, scores, figure_of = angular
+    top = figure_of(scores.details["depth_distance_matrix"], [4, 5, 6], [0, L - 1]).axes[0]
+    # a block of 3 starting at s holds layers s..s+2: start 0 holds layer 0, start L-3 holds layer L-1
+    assert hatched_spans(top) == [0, L - 3]
+    assert ("start not allowed: its block would hold layer 0 or 11, protected (keep_first_last)"
+            in legend_texts(top))
+
+
+def capture(monkeypatch, module, name: str) -> list:
+    """Wrap ``module.name`` (a function returning a Figure) so that every figure it builds is kept."""
+    built, original = [], getattr(module, name)
+
+    def keep(*args, **kwargs):
+        built.append(original(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(module, name, keep)
+    return built
+
+
+def bars(axis) -> list:
+    (container,) = axis.containers
+    return list(container)
+
+
+def prune(checkpoint, report_dir, model_args: str) -> dict:
+    """``topo-prune prune`` into ``report_dir``; the pointer file it leaves."""
+    import json
+
+    from lmms_topo_plugin.cli import main
+
+    assert main(["prune", "--model-args", f"pretrained={checkpoint},device=cpu,calib_limit=4,{model_args}",
+                 "--report-dir", str(report_dir)]) == 0
+    return json.loads((report_dir / "topo_pruned_latest.json").read_text())
+
+
+def test_prune_marks_protected_layers_and_plots_the_visual_tokens(tiny_checkpoints, tmp_path, monkeypatch):
+    import json
+
+    from lmms_topo_plugin import report_files
+    from lmms_topo_plugin.tokens import plots as token_plots
+
+    scores_figures = capture(monkeypatch, report_files, "layer_scores_figure")
+    token_figures = capture(monkeypatch, token_plots, "token_figure")
+    checkpoint = tiny_checkpoints("llava", 6)
+    pointer = prune(checkpoint, tmp_path / "r", "method=block_influence,n_remove=1,token_method=fastv,"
+                    "token_keep=0.5,token_layer=1")
+    stem = pointer["report"].removesuffix(".json")
+    assert pointer["plots"] == [f"{stem}_scores.png", f"{stem}_tokens.png"]
+    report = json.loads((tmp_path / "r" / pointer["report"]).read_text())
+    assert report["plots"] == {"scores": f"{stem}_scores.png", "tokens": f"{stem}_tokens.png"}
+    for name in pointer["plots"]:
+        check_png((tmp_path / "r" / name).read_bytes())
+    (removed,) = report["plan"]["removed_layers"]
+    assert 0 < removed < 5
+
+    (scores,) = scores_figures
+    axis = scores.axes[0]
+    assert hatched_spans(axis) == [0, 5]  # the first and the last layer, whatever they scored
+    colours = [to_hex(bar.get_facecolor()) for bar in bars(axis)]
+    assert colours == ["#bdbdbd" if layer in (0, 5) else "#d62728" if layer == removed else "#1f77b4"
+                       for layer in range(6)]
+    assert [(t.get_text(), t.xy[0]) for t in axis.texts] == [("protected", 0), ("protected", 5)]
+    assert legend_texts(axis) == ["kept", "removed", "protected (keep_first_last)"]
+    assert axis.get_title() == (f"block_influence: removed [{removed}] of 6 layers (red); layers 0 and 5 protected "
+                                "(keep_first_last)\n+ visual-token pruning token_method=fastv (token_keep=0.5, "
+                                "from decoder layer 1)")
+
+    (tokens,) = token_figures
+    axis = tokens.axes[0]
+    assert [bar.get_height() for bar in bars(axis)] == [100, 50, 50, 50, 50]  # % of the visual tokens per layer
+    assert hatched_spans(axis) == []
+    assert axis.get_title() == ("visual-token pruning token_method=fastv (token_keep=0.5, from decoder layer 1)\n"
+                                "per decoder layer during prefill: text tokens are never dropped\n"
+                                "on the 5 layers left after method=block_influence removed 1 of 6")
+    kept = [layer for layer in range(6) if layer != removed]
+    assert [t.get_text() for t in axis.get_xticklabels()] == [f"{i}\n({k})" for i, k in enumerate(kept)]
+    assert legend_texts(axis) == ["visual tokens the layer computes", "fastv selection at layer 1: keeps 50%"]
+    (stage,) = axis.lines
+    assert list(stage.get_xdata()) == [0.5, 0.5]  # between layer 0 (all tokens) and layer 1 (half)
+
+    # keep_first_last=false, no token pruning: nothing protected, no token plot, a title without either
+    pointer = prune(checkpoint, tmp_path / "free", "method=block_influence,n_remove=1,keep_first_last=false")
+    assert [name.rsplit("_", 1)[1] for name in pointer["plots"]] == ["scores.png"]
+    axis = scores_figures[-1].axes[0]
+    assert hatched_spans(axis) == [] and len(axis.texts) == 0 and legend_texts(axis) == ["kept", "removed"]
+    assert axis.get_title() == f"block_influence: removed {pointer['removed_layers']} of 6 layers (red)"
+    assert len(token_figures) == 1
+
+
+def test_token_pruning_alone_writes_only_the_token_plot(tiny_checkpoints, tmp_path, monkeypatch):
+    from lmms_topo_plugin.tokens import plots as token_plots
+
+    token_figures = capture(monkeypatch, token_plots, "token_figure")
+    pointer = prune(tiny_checkpoints("llava", 6), tmp_path / "r", "token_method=halfv,token_keep=0.25,"
+                    "token_layer=1,token_ssr_mode=freeze,token_ssr_layer=3")
+    assert pointer["plots"] == [pointer["report"].removesuffix(".json") + "_tokens.png"]
+    check_png((tmp_path / "r" / pointer["plots"][0]).read_bytes())
+    (figure,) = token_figures
+    axis = figure.axes[0]
+    assert [bar.get_height() for bar in bars(axis)] == [100, 25, 25, 25, 25, 25]
+    assert hatched_spans(axis) == [3, 4, 5]  # frozen from the SSR layer on
+    assert axis.get_title() == ("visual-token pruning token_method=halfv (token_keep=0.25, anchor 0.1, IVR layer 1, "
+                                "SSR layer 3: freeze)\nper decoder layer during prefill: text tokens are never dropped")
+    assert legend_texts(axis) == ["visual tokens the layer computes", "frozen (halfv step 2: keys and values only)",
+                                  "IVR layer 1 (halfv step 1): keeps 25%",
+                                  "SSR layer 3 (halfv step 2: freeze): visual tokens frozen"]
+    assert [t.get_text() for t in axis.get_xticklabels()] == [str(layer) for layer in range(6)]
+    assert [t.get_text() for t in axis.texts] == ["100%", "25%", "25% frozen"]
+
+
+def test_token_schedule_of_each_method():
+    from lmms_topo_plugin.tokens.plots import LayerTokens, token_schedule, token_summary
+
+    halfv = {"method": "halfv", "keep": 0.25, "layer": 2, "seed": 0, "anchor": 0.1, "ssr_mode": "top5",
+             "ssr_layer": 4}
+    assert token_schedule(halfv, 6) == [LayerTokens(1.0), LayerTokens(1.0), LayerTokens(0.25), LayerTokens(0.25),
+                                        LayerTokens(0.05), LayerTokens(0.05)]
+    # top5 keeps 5% of the original tokens, but never more than step 1 left
+    assert [entry.share for entry in token_schedule(halfv | {"keep": 0.02}, 6)] == [1.0, 1.0, 0.02, 0.02, 0.02, 0.02]
+    random = {"method": "random", "keep": 0.75, "layer": 0, "seed": 3}
+    assert token_schedule(random, 3) == [LayerTokens(0.75)] * 3
+    assert token_summary(random) == ("visual-token pruning token_method=random (token_keep=0.75, seed=3, from "
+                                     "decoder layer 0)")
+    assert token_summary(halfv | {"ssr_mode": "off", "ssr_layer": None}) == (
+        "visual-token pruning token_method=halfv (token_keep=0.25, anchor 0.1, IVR layer 2, no step 2)")
+
+
+def test_protected_layers_of_a_report_without_candidates():
+    from lmms_topo_plugin.pipeline import PruneReport
+    from lmms_topo_plugin.report_files import protected_layers
+
+    def report(plan, **config):
+        return PruneReport("s", "p", "llava", config, {"num_layers": 6, **plan}, [], 0, 0)
+
+    assert protected_layers(report({"candidates": [1, 2, 3, 4]})) == [0, 5]
+    assert protected_layers(report({"candidates": list(range(6))})) == []
+    assert protected_layers(report({}, keep_first_last=True)) == [0, 5]  # written before plans had candidates
+    assert protected_layers(report({}, keep_first_last=False)) == []

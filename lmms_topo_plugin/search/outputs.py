@@ -202,22 +202,58 @@ def _panel(axis, rows: list[dict], metric: str, winner: dict | None, x: str, sca
                   markeredgewidth=2, linestyle="none", label="winner")
 
 
-def pareto_png(rows: list[dict], metric: str, winner: dict | None) -> bytes:
+LOG_SPREAD = 10.0  # the latency panel goes to a log axis when the slowest prefill is more than this × the fastest
+
+
+def latency_spread(rows: list[dict]) -> float:
+    """The slowest measured prefill latency over the fastest (1.0 when there is nothing to compare)."""
+    latencies = [x_value(row, "latency") for row in rows]
+    return max(latencies) / min(latencies) if latencies and min(latencies) > 0 else 1.0
+
+
+def _log_latency_axis(axis, spread: float) -> None:
+    """A log x axis with plain millisecond tick labels at 1, 2 and 5 of each decade."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_xscale("log")
+    axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.xaxis.set_minor_formatter(NullFormatter())
+    axis.set_xlabel(f"measured prefill latency (ms, log scale: the latencies span {spread:.0f}×)")
+
+
+def pareto_figure(rows: list[dict], metric: str, winner: dict | None):
     """Two panels, ``metric`` against measured prefill latency and against the removed fraction.
 
     One line per method, the Pareto front dotted, dense as a star with a dashed horizontal line, the winner circled.
+    Latency is measured, so one noisy configuration can be many times slower than the rest; on a linear axis it
+    squeezes every other point against the left edge. So when the slowest latency is more than
+    :data:`LOG_SPREAD` (10) times the fastest, the latency panel's x axis is log-scaled (plain millisecond tick
+    labels, the spread named in the axis label). A log axis was chosen over clipping at a robust bound: every
+    point stays where its true value is, and a legitimately large spread (token pruning beside dense, say) is
+    not mistaken for an outlier.
     """
-    from ..plotting import figure_png, subplots
+    from ..plotting import subplots
 
     figure, axes = subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for axis, (x, label, scale) in zip(axes, _PANELS):
         _panel(axis, rows, metric, winner, x, scale)
         axis.set_xlabel(label)
         axis.grid(alpha=0.3)
+    spread = latency_spread(rows)
+    if spread > LOG_SPREAD:
+        _log_latency_axis(axes[0], spread)
     axes[0].set_ylabel(metric)
     axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize="small")
     figure.suptitle(f"{metric} against measured prefill latency and removed layers")
-    return figure_png(figure)
+    return figure
+
+
+def pareto_png(rows: list[dict], metric: str, winner: dict | None) -> bytes:
+    """:func:`pareto_figure` as PNG bytes (``pareto.png``)."""
+    from ..plotting import figure_png
+
+    return figure_png(pareto_figure(rows, metric, winner))
 
 
 def winner_record(winner: dict, rows: list[dict], rule: Rule, objective: str, metric: str, context: dict) -> dict:
