@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..errors import UsageError
+
 if TYPE_CHECKING:  # torch is imported where it is used: the CLI imports this module for SAVE_DTYPES
     import torch
 
@@ -29,6 +31,30 @@ def save_dtype(choice: str, base_dtype: Any) -> torch.dtype | None:
     return getattr(torch, choice)
 
 
+def is_checkpoint(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def check_destination(out: str | os.PathLike, flag: str, overwrite: bool,
+                      holds_export: Callable[[Path], bool] = is_checkpoint) -> Path:
+    """Refuse ``out`` before any work is done when writing there would lose something: a file, or a directory of
+    other files (always), or a previous export (``holds_export(out)``) unless ``overwrite``. Returns ``out``."""
+    out = Path(out)
+    if not out.exists():
+        return out
+    if not out.is_dir():
+        raise UsageError(f"{flag} {out} is a file, not a directory; choose another {flag}")
+    if not any(out.iterdir()):
+        return out
+    if not holds_export(out):
+        raise UsageError(f"{flag} {out} exists and is not an export (it holds other files); choose another {flag} "
+                         f"or remove {out}")
+    if not overwrite:
+        raise UsageError(f"{flag} {out} already holds an export; pass --overwrite to replace it, or choose another "
+                         f"{flag}")
+    return out
+
+
 def save_checkpoint(model: Any, processor: Any, out: str | os.PathLike, dtype: torch.dtype | None = None,
                     validate: Callable[[Path], dict] | None = None) -> Path:
     """Write ``model`` (cast to ``dtype`` when given) and ``processor`` to ``out``; returns ``out``.
@@ -40,8 +66,8 @@ def save_checkpoint(model: Any, processor: Any, out: str | os.PathLike, dtype: t
     from ..cache import atomic_write_json, umask_mode
 
     out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "config.json").exists())):
-        raise FileExistsError(f"{out} exists and is not a checkpoint directory; choose another destination")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_checkpoint(out))):
+        raise UsageError(f"{out} exists and is not a checkpoint directory; choose another destination or remove {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
     try:
@@ -55,7 +81,12 @@ def save_checkpoint(model: Any, processor: Any, out: str | os.PathLike, dtype: t
         if out.exists():
             retired = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
             os.replace(out, retired / out.name)
-            os.replace(staging, out)
+            try:
+                os.replace(staging, out)
+            except BaseException:  # e.g. Ctrl-C between the two renames: the previous checkpoint goes back
+                os.replace(retired / out.name, out)
+                shutil.rmtree(retired, ignore_errors=True)
+                raise
             shutil.rmtree(retired)
         else:
             os.replace(staging, out)

@@ -19,7 +19,7 @@ from ..config import PruneConfig
 from ..errors import ModelArgsError, PluginError
 from ..loading import LoadedModel, load_config, load_model
 from ..pipeline import PrunePlan, apply_plan, model_fingerprint, prepare
-from .checkpoint import save_checkpoint, save_dtype
+from .checkpoint import is_checkpoint, save_checkpoint, save_dtype
 from .evidence import report_writer, sweep_evidence, writer
 
 WINNER_SCHEMA = "lmms_topo_plugin.sweep_winner"
@@ -52,6 +52,12 @@ def read_pareto(sweep_dir: str | Path) -> list[dict[str, Any]]:
     if front.get("schema") != PARETO_SCHEMA or not front.get("records"):
         raise ModelArgsError(f"--pareto: {path} holds no {PARETO_SCHEMA} configurations")
     return front["records"]
+
+
+def holds_pareto_export(out: Path) -> bool:
+    """``out`` holds a ``--pareto`` export: its ``index.json``, or (an interrupted one) only checkpoint folders."""
+    return (out / "index.json").is_file() or all(is_checkpoint(entry) for entry in out.iterdir()
+                                                  if not entry.name.startswith("."))
 
 
 def export_pareto(sweep_dir: str | Path, out: str | Path, dtype_choice: str = "base",

@@ -8,9 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import ModelArgsError, NoPassingConfiguration
-from .exporters.checkpoint import SAVE_DTYPES
-from .failures import report_failure
+from .errors import ModelArgsError, NoPassingConfiguration, UsageError
+from .exporters.checkpoint import SAVE_DTYPES, check_destination, is_checkpoint
+from .failures import RESTARTS, interrupts_reported_by_caller, report_failure, report_interrupt
 
 
 def _parse_model_args(text: str) -> dict[str, str]:
@@ -60,6 +60,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from .report_files import write_report
 
     model_args = _parse_model_args(args.model_args)
+    if args.save:
+        check_destination(args.save, "--save", overwrite=True)  # a previous checkpoint there is replaced whole
     loaded, report = load_pruned(model_args)
     for path in write_report(report, Path(args.report_dir)):
         print(f"report: {path}")
@@ -72,12 +74,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .exporters.export import export_model_args, export_pareto, export_winner
+    from .exporters.export import export_model_args, export_pareto, export_winner, holds_pareto_export
 
     if sum(map(bool, (args.winner, args.model_args, args.pareto))) != 1:
         raise ModelArgsError("export: give exactly one of --winner (a sweep's winner.json), --pareto (a sweep "
                              "directory) or --model-args")
     precisions = onnx_precisions(args.precision) if args.onnx else ()
+    check_destination(args.out, "--out", args.overwrite, holds_pareto_export if args.pareto else is_checkpoint)
     if args.pareto:
         index = export_pareto(args.pareto, args.out, args.save_dtype, precisions)
         for entry in json.loads(index.read_text())["configurations"]:
@@ -116,17 +119,56 @@ def onnx_precisions(text: str) -> tuple[str, ...]:
     return ("fp32", *[precision for precision in PRECISIONS[1:] if precision in asked])
 
 
-def cmd_onnx_generate(args: argparse.Namespace) -> int:
-    from PIL import Image
+def read_image(path: str):
+    """The image file at ``path``, decoded; a one-line :class:`UsageError` for a missing file or a non-image."""
+    from PIL import Image, UnidentifiedImageError
 
-    from .exporters.onnx.runner import OnnxVLM
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except FileNotFoundError:
+        raise UsageError(f"--image {path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"--image {path} is a directory; give an image file (PNG, JPEG, ...)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):  # PIL's decoders raise all of these
+        raise UsageError(f"--image {path} is not an image file Pillow can read; give a PNG or JPEG (topo-prune "
+                         "example-image writes one)") from None
+
+
+def cmd_onnx_generate(args: argparse.Namespace) -> int:
+    from .exporters.onnx.runner import OnnxVLM, check_build
     from .prompting import Prompt
 
+    check_build(args.build)
+    images = [read_image(path) for path in args.image]
     runner = OnnxVLM(args.build, provider=args.provider, allow_cpu_fallback=args.allow_cpu_fallback,
                      precision=args.precision)
-    images = [Image.open(path) for path in args.image]
     (text,) = runner.generate([Prompt.from_text(args.prompt, images)], max_new_tokens=args.max_new_tokens)
     print(text)
+    return 0
+
+
+def cmd_example_image(args: argparse.Namespace) -> int:
+    """Write image ``--index`` of a bundled benchmark split to OUT; print its prompt (exactly what the topo_synth
+    tasks give the model, so the bundled model answers in the benchmark's format) and, on stderr, its answer."""
+    import base64
+
+    from .cache import atomic_write_bytes
+    from .synthbench import KINDS, prompt_for
+    from .synthbench.storage import read_records
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f"{out} is a directory; give the image file to write, e.g. {out / 'example.png'}")
+    records = [record for kind in KINDS for record in read_records(args.split, kind)]
+    if not 0 <= args.index < len(records):
+        raise UsageError(f"--index {args.index} is out of range: the {args.split} split has {len(records)} images "
+                         f"(--index 0 to {len(records) - 1})")
+    record = records[args.index]
+    atomic_write_bytes(out, base64.b64decode(record["image"]))  # the stored PNG, byte for byte
+    print(prompt_for(record))
+    print(f"{out}: expected answer: {record['answer']}", file=sys.stderr)
     return 0
 
 
@@ -248,7 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--pareto", help="a sweep directory: export every configuration on its front (metric "
                         "against removed layers), each into OUT/<method>-<budget>-<calibration>, with OUT/index.json")
     export.add_argument("--model-args", "--model_args", help="instead of --winner: key=value,... as for lmms-eval")
-    export.add_argument("--out", required=True, help="checkpoint directory (replaced whole if it holds one)")
+    export.add_argument("--out", required=True, help="checkpoint directory (with --pareto: the folder of "
+                        "checkpoints); one that holds an export is refused unless --overwrite")
+    export.add_argument("--overwrite", action="store_true", help="replace the export already in --out (its "
+                        "checkpoint, onnx/ and the README.md a push wrote), after the new one validates")
     export.add_argument("--save-dtype", default="base", choices=SAVE_DTYPES,
                         help="dtype of the saved weights (default: the base checkpoint's)")
     export.add_argument("--onnx", action="store_true", help="also write the ONNX build (vision_encoder, "
@@ -264,6 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--precision", default="fp32", help="fp32, fp16 or int4 (as exported)")
     generate.add_argument("--allow-cpu-fallback", action="store_true",
                           help="accept a session that ONNX Runtime put on the CPU instead of the requested provider")
+    example = commands.add_parser("example-image", help="write one image of the bundled benchmark to OUT, print "
+                                  "its question on stdout (the prompt the bundled model is evaluated with) and the "
+                                  "expected answer on stderr")
+    example.add_argument("out", metavar="OUT", help="image file to write (PNG), e.g. example.png")
+    example.add_argument("--index", type=int, default=0, help="which document of the split: the kinds presence, "
+                         "attribute, count, spatial, math in turn, 100 each in test and dev, 64 in calib (default 0)")
+    example.add_argument("--split", default="test", choices=("test", "dev", "calib"), help="benchmark split")
     add_push_parser(commands)
     add_install_topology_parser(commands)
     regimes = commands.add_parser("regimes", help="mark each budget of a finished sweep as ranking-sensitive, "
@@ -294,8 +346,10 @@ def add_push_parser(commands) -> None:
     push.add_argument("--commit-message", "--commit_message", help="default: what was removed, by which method")
     push.add_argument("--license", help="license id for the card (default: the base model card's; required "
                       "when that states none)")
-    push.add_argument("--base-model", "--base_model", help="the base model's Hub id for the card's base_model "
-                      "(default: the pruning record's, when it is a Hub id and not a local directory)")
+    push.add_argument("--base-model", "--base_model", metavar="ID", help="the base model's Hub id "
+                      "(<user or organisation>/<name>) for the card's base_model metadata, or none to publish "
+                      "without it (default: the pruning record's base when it is a Hub id; required when the base "
+                      "is a local directory or the bundled default model)")
 
 
 def add_sweep_parser(commands) -> None:
@@ -358,24 +412,39 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 COMMANDS = {"tasks-dir": cmd_tasks_dir, "methods": cmd_methods, "build-demo-model": cmd_build_demo_model,
             "prune": cmd_prune, "analyze": cmd_analyze, "sweep": cmd_sweep,
-            "export": cmd_export, "onnx-generate": cmd_onnx_generate, "push": cmd_push, "regimes": cmd_regimes,
-            "install-topology": cmd_install_topology}
+            "export": cmd_export, "onnx-generate": cmd_onnx_generate, "example-image": cmd_example_image,
+            "push": cmd_push, "regimes": cmd_regimes, "install-topology": cmd_install_topology}
+
+# What re-running does after Ctrl-C, by command (the rest start over and cache nothing).
+ON_INTERRUPT = {
+    "sweep": "re-run the same command to resume (finished configurations are kept)",
+    "export": f"no half-written checkpoint was left in --out; {RESTARTS}",
+    "prune": RESTARTS,
+    "analyze": RESTARTS,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run a command; any failure prints one line on stderr and returns its exit code (lmms_topo_plugin.errors).
 
-    Tracebacks go to the debug log: ``LOGURU_LEVEL=DEBUG topo-prune ...`` shows them.
+    Tracebacks go to the debug log: ``LOGURU_LEVEL=DEBUG topo-prune ...`` shows them. Ctrl-C prints one line
+    saying what re-running does (:data:`ON_INTERRUPT`) and returns 130.
     """
-    from loguru import logger
-
-    args = build_parser().parse_args(argv)
-    logger.remove()
-    logger.add(sys.stderr, level=os.environ.get("LOGURU_LEVEL", "INFO"))
+    command = None
     try:
-        return COMMANDS[args.command](args)
+        from loguru import logger
+
+        args = build_parser().parse_args(argv)
+        command = args.command
+        logger.remove()
+        logger.add(sys.stderr, level=os.environ.get("LOGURU_LEVEL", "INFO"))
+        with interrupts_reported_by_caller():
+            return COMMANDS[command](args)
+    except KeyboardInterrupt:
+        what = f"{command} interrupted" if command else "interrupted"
+        return report_interrupt(f"topo-prune: {what}; {ON_INTERRUPT.get(command, 're-running starts over')}")
     except Exception as error:
-        return report_failure(error, f"topo-prune {args.command}", "topo-prune")
+        return report_failure(error, f"topo-prune {command}" if command else "topo-prune", "topo-prune")
 
 
 if __name__ == "__main__":

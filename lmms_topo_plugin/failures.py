@@ -4,6 +4,10 @@
 ``topo-prune`` command): a :class:`~lmms_topo_plugin.errors.PluginError` prints its own line, out-of-memory
 prints the step and what to lower, anything else prints the step and the exception; then ``SystemExit`` with
 the code from :mod:`lmms_topo_plugin.errors`. The traceback goes to the debug log (``--verbosity DEBUG``).
+
+Ctrl-C (``KeyboardInterrupt``, which is not an ``Exception``) prints one line saying what re-running does and
+exits 130, without a traceback; inside ``topo-prune`` the command reports it instead
+(:func:`interrupts_reported_by_caller`), since only the command knows whether re-running resumes.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from typing import Iterator
 from .errors import OutOfMemory, PluginError
 
 MAX_MESSAGE = 400
+INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
+RESTARTS = "re-running starts over, reusing the calibration and layer scores already cached"
+_caller_reports_interrupts = False
 _OOM_TEXT = ("out of memory", "can't allocate memory", "cannot allocate memory")
 
 
@@ -58,19 +65,52 @@ def describe(error: BaseException, step: str) -> tuple[int, str]:
 
 
 def report_failure(error: BaseException, step: str, prefix: str) -> int:
-    """Print ``prefix: <one line>`` to stderr, log the traceback at debug level; return the exit code."""
+    """Print ``prefix: <one line>`` to stderr, log the traceback at debug level; return the exit code.
+
+    A line that already begins with the prefix as a word (the step ``topo-prune export`` of ``topo-prune``) is
+    printed as it is: ``topo-prune export failed: ...``, not ``topo-prune: topo-prune export failed: ...``.
+    """
     from loguru import logger
 
+    def prefixed(text: str) -> str:
+        return text if text.startswith(f"{prefix} ") else f"{prefix}: {text}"
+
     code, line = describe(error, step)
-    logger.opt(exception=error).debug(f"{prefix}: {step} failed")
-    print(f"{prefix}: {line}", file=sys.stderr, flush=True)
+    logger.opt(exception=error).debug(prefixed(f"{step} failed"))
+    print(prefixed(line), file=sys.stderr, flush=True)
     return code
+
+
+def report_interrupt(line: str) -> int:
+    """Print the one line of a Ctrl-C (what re-running does) to stderr; return :data:`INTERRUPTED`."""
+    print(line, file=sys.stderr, flush=True)
+    return INTERRUPTED
+
+
+@contextmanager
+def interrupts_reported_by_caller() -> Iterator[None]:
+    """Within the body, :func:`exit_on_failure` lets ``KeyboardInterrupt`` through to the caller (a
+    ``topo-prune`` command, e.g. a sweep evaluating through the plugin, which says that re-running resumes)."""
+    global _caller_reports_interrupts
+    previous, _caller_reports_interrupts = _caller_reports_interrupts, True
+    try:
+        yield
+    finally:
+        _caller_reports_interrupts = previous
 
 
 @contextmanager
 def exit_on_failure(step: str, prefix: str = "topo_pruned") -> Iterator[None]:
-    """Run the body; on any exception report it (:func:`report_failure`) and raise ``SystemExit`` with its code."""
+    """Run the body; on any exception report it (:func:`report_failure`) and raise ``SystemExit`` with its code.
+
+    On Ctrl-C: ``prefix: interrupted (step); re-running starts over, ...`` and ``SystemExit(130)`` (lmms-eval would
+    print a traceback), unless the caller reports interrupts itself (:func:`interrupts_reported_by_caller`).
+    """
     try:
         yield
+    except KeyboardInterrupt:
+        if _caller_reports_interrupts:
+            raise
+        raise SystemExit(report_interrupt(f"{prefix}: interrupted ({step}); {RESTARTS}")) from None
     except Exception as error:
         raise SystemExit(report_failure(error, step, prefix)) from None

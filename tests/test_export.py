@@ -74,6 +74,27 @@ def test_a_checkpoint_that_fails_validation_is_not_left_behind(tiny_checkpoints,
     assert [path.name for path in tmp_path.iterdir() if path.name != "topo-cache"] == []
 
 
+def test_re_exporting_into_an_export_needs_overwrite(tiny_checkpoints, tmp_path, capsys):
+    checkpoint = tiny_checkpoints("llava", 6)
+    build = tmp_path / "build"
+    assert main(["export", "--model-args", f"pretrained={checkpoint},method=spacing,n_remove=1,device=cpu", "--out",
+                 str(build)]) == 0
+    (build / "README.md").write_text("the card a push wrote")
+    before = {path.name: path.stat().st_mtime_ns for path in build.iterdir()}
+    capsys.readouterr()
+    # refused before loading anything: a model that does not exist is not even looked at
+    assert main(["export", "--model-args", "pretrained=/nonexistent,method=spacing,n_remove=2,device=cpu", "--out",
+                 str(build)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"topo-prune: --out {build} already holds an export; pass --overwrite to replace it, or choose another --out"]
+    assert {path.name: path.stat().st_mtime_ns for path in build.iterdir()} == before
+    assert main(["export", "--model-args", f"pretrained={checkpoint},method=spacing,n_remove=2,device=cpu", "--out",
+                 str(build), "--overwrite"]) == 0
+    assert json.loads((build / "export_report.json").read_text())["num_layers"] == 4
+    assert not (build / "README.md").exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["build", "topo-cache"]
+
+
 @pytest.mark.parametrize("flags", [[], ["--winner", "w.json", "--model-args", "method=none"]])
 def test_export_needs_exactly_one_source(flags, tmp_path, capsys):
     assert main(["export", *flags, "--out", str(tmp_path / "build")]) == 2

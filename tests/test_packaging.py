@@ -1,5 +1,6 @@
 """A built wheel ships the tasks, their data and the entry point, and works outside the source tree."""
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -9,15 +10,42 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# what an in-tree `pip wheel --no-build-isolation` leaves behind (setuptools' build/ and the egg-info); never
+# copied into the build source either, so a checkout's own build/ (e.g. a `topo-prune export --out build`) is no input
+BUILD_LEFTOVERS = ("build", "dist", "*.egg-info")
+
+
+def build_leftovers() -> dict[str, int]:
+    """Every file under the checkout's top-level build leftovers, with its modification time in ns."""
+    found = [path for pattern in BUILD_LEFTOVERS for path in ROOT.glob(pattern)]
+    files = [file for path in found for file in ([path] if path.is_file() else [path, *path.rglob("*")])]
+    return {str(file.relative_to(ROOT)): file.stat().st_mtime_ns for file in files}
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory):
+def wheel_build(tmp_path_factory):
+    """The wheel, built by pip from a copy of the checkout (pip builds in place: setuptools writes its build/ and
+    egg-info next to pyproject.toml), and the checkout's build leftovers before and after."""
+    before = build_leftovers()
+    source = tmp_path_factory.mktemp("source") / "lmms-topo-plugin"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv*", "__pycache__", ".pytest_cache",
+                                                                *BUILD_LEFTOVERS))
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(ROOT)], check=True, capture_output=True, text=True)
+                    str(source)], check=True, capture_output=True, text=True)
     (built,) = out.glob("lmms_topo_plugin-*.whl")
-    return built
+    return built, before, build_leftovers()
+
+
+@pytest.fixture(scope="module")
+def wheel(wheel_build):
+    return wheel_build[0]
+
+
+def test_building_the_wheel_writes_nothing_into_the_checkout(wheel_build):
+    """`topo-prune export --out build/` after the suite ran must not find setuptools' build/ there."""
+    _, before, after = wheel_build
+    assert after == before
 
 
 def test_wheel_contains_tasks_data_and_entry_point(wheel):

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ...errors import MissingDependencyError, PluginError
+from ...errors import MissingDependencyError, PluginError, UsageError
 from ...prompting import Prompt, encode
 from .positions import mrope_positions, next_positions, text_positions
 
@@ -45,6 +45,21 @@ def choose_provider(requested: str) -> str:
     return requested
 
 
+def check_build(build_dir: str | Path) -> Path:
+    """``build_dir`` if it holds an ONNX build (``onnx/manifest.json``); else a one-line :class:`UsageError`
+    saying what the directory is instead and how to make a build."""
+    build_dir = Path(build_dir)
+    if not build_dir.is_dir():
+        raise UsageError(f"{build_dir} is not a directory; give the --out directory of topo-prune export --onnx")
+    if (build_dir / "onnx" / "manifest.json").is_file():
+        return build_dir
+    if (build_dir / "config.json").is_file():
+        raise UsageError(f"{build_dir} is a checkpoint without an ONNX build (no onnx/manifest.json); export it with "
+                         f"topo-prune export --onnx")
+    raise UsageError(f"{build_dir} is not an ONNX build (no onnx/manifest.json); give the --out directory of "
+                     f"topo-prune export --onnx")
+
+
 class OnnxVLM:
     """The three sessions of a build directory (``<build>/onnx``) and the checkpoint's processor."""
 
@@ -55,7 +70,7 @@ class OnnxVLM:
         from ...processors import load_processor
 
         ort = _onnxruntime()
-        build_dir = Path(build_dir)
+        build_dir = check_build(build_dir)
         self.manifest = json.loads((build_dir / "onnx" / "manifest.json").read_text())
         if precision not in self.manifest["precisions"]:
             raise PluginError(f"--precision: {build_dir} has {', '.join(self.manifest['precisions'])}, not {precision}")
