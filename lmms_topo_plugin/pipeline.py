@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -120,15 +121,28 @@ def calibration_prompts(config: PruneConfig, limit: int) -> list[Prompt]:
 
 
 def model_fingerprint(pretrained: str, hf_config: PretrainedConfig, revision: str | None = None) -> str:
-    """Identity of the checkpoint: a Hub id at its resolved commit, or a directory's config and weight files."""
+    """Identity of the checkpoint: a Hub id at its resolved commit, or a local directory's name and the content of
+    its config and weight files (``name#hash``), so a copy, a move or a fresh clone of the same files is the same
+    model (file times and the directory's location do not count)."""
     path = Path(pretrained)
     if not path.is_dir():
         return f"{pretrained}@{getattr(hf_config, '_commit_hash', None) or revision or 'main'}"
     digest = hashlib.sha256((path / "config.json").read_bytes())
     for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
         stat = weights.stat()
-        digest.update(f"{weights.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return f"{path.resolve()}#{digest.hexdigest()[:16]}"
+        digest.update(f"{weights.name}:{file_sha256(str(weights), stat.st_size, stat.st_mtime_ns)}".encode())
+    return f"{path.resolve().name}#{digest.hexdigest()[:16]}"
+
+
+@functools.lru_cache(maxsize=256)
+def file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file's bytes, read in 16 MiB chunks; remembered per process under its size and time, so a
+    run that asks several times reads a large checkpoint once."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def compute_plan(prepared: Prepared, loaded: LoadedModel, cache: DiskCache, timings: dict[str, float]) -> tuple[PrunePlan, dict]:

@@ -76,11 +76,12 @@ def portable(value: str) -> str:
 
 
 def fingerprint_hash(fingerprint: str | None) -> str | None:
-    """A local fingerprint ``/abs/dir#hash`` → ``hash``; a Hub fingerprint ``org/name@commit`` as it is."""
+    """A local directory's fingerprint ``name#hash`` (older records: ``/abs/dir#hash``) → ``hash``; a Hub
+    fingerprint ``org/name@commit`` as it is."""
     if not fingerprint:
         return fingerprint
-    path, suffix = split_suffix(fingerprint)
-    return suffix[1:] if suffix and is_absolute_path(path) else fingerprint
+    _, suffix = split_suffix(fingerprint)
+    return suffix[1:] if suffix else fingerprint
 
 
 def description(base: str | None) -> str:

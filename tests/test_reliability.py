@@ -126,6 +126,22 @@ def test_a_hub_model_is_identified_by_its_resolved_commit():
     assert model_fingerprint("org/model", object(), "v1.0") == "org/model@v1.0"
 
 
+def test_a_local_checkpoint_is_identified_by_its_content_not_its_place_or_file_times(tiny_checkpoints, tmp_path):
+    import shutil
+
+    checkpoint = Path(tiny_checkpoints("llava", 4))
+    config = load_config(str(checkpoint))
+    original = model_fingerprint(str(checkpoint), config)
+    copy = shutil.copytree(checkpoint, tmp_path / "elsewhere" / checkpoint.name)
+    os.utime(copy / "model.safetensors", ns=(1, 1))  # a fresh clone or copy: other file times
+    assert model_fingerprint(str(copy), config) == original
+    assert original.split("#")[0] == checkpoint.name and len(original.split("#")[1]) == 16
+    weights = bytearray((copy / "model.safetensors").read_bytes())
+    weights[-1] ^= 1  # one bit of one weight
+    (copy / "model.safetensors").write_bytes(bytes(weights))
+    assert model_fingerprint(str(copy), config) != original
+
+
 def tensor_dtypes(checkpoint: Path) -> set[str]:
     with safe_open(checkpoint / "model.safetensors", "pt") as handle:
         return {str(handle.get_slice(name).get_dtype()) for name in handle.keys()}
@@ -153,11 +169,11 @@ def test_prune_save_refuses_to_replace_a_directory_that_is_not_a_checkpoint(tmp_
     precious.mkdir()
     (precious / "todo.txt").write_text("keep me")
     assert main(["prune", "--model-args", "method=spacing,n_remove=1,device=cpu", "--report-dir", str(tmp_path / "r"),
-                 "--save", str(precious)]) == 1
+                 "--save", str(precious)]) == 2
     assert (precious / "todo.txt").read_text() == "keep me"
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"topo-prune: topo-prune prune failed: FileExistsError: {precious} exists and is not a checkpoint "
-        "directory; choose another destination")
+        f"topo-prune: --save {precious} exists and is not an export (it holds other files); choose another --save "
+        f"or remove {precious}")
 
 
 def _umask() -> int:
