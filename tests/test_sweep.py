@@ -18,6 +18,7 @@ from lmms_topo_plugin.cli import main
 from lmms_topo_plugin.config import PruneConfig
 from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.loading import load_config, load_model
+from lmms_topo_plugin.pipeline import model_fingerprint
 from lmms_topo_plugin.prompting import Prompt, encode
 from lmms_topo_plugin.calibration import move_inputs
 from lmms_topo_plugin.search import SweepSpec, run_sweep
@@ -106,7 +107,8 @@ def test_cli_end_to_end_writes_tables_plot_and_winner(tiny_checkpoints, tmp_path
     assert (winner["schema"], winner["version"], winner["objective"]) == ("lmms_topo_plugin.sweep_winner", 1, "layers")
     best = max((row for row in rows if row["n_remove"] == 4), key=lambda row: (row["metrics"]["topo_synth_count/exact_match"], -row["cost"]["prefill_s"]))
     assert winner["winner"]["key"] == best["key"] and winner["winner"]["n_remove"] == 4
-    assert winner["model"].startswith(str(Path(tiny_checkpoints("llava", 8)).resolve()))
+    checkpoint = str(tiny_checkpoints("llava", 8))
+    assert winner["model"] == model_fingerprint(checkpoint, load_config(checkpoint))
     assert (out / "pareto.png").read_bytes().startswith(b"\x89PNG")
     assert len((out / "results.csv").read_text().splitlines()) == 1 + len(rows)
     assert "winner ★" in (out / "results.md").read_text()
