@@ -2,7 +2,8 @@
 """Set up the locked CPU environment and run the project's commands; needs nothing but Python 3.10+.
 
     python3 scripts/dev.py demo    # prune the bundled model + evaluate it on topo_synth through lmms-eval
-    python3 scripts/dev.py test    # the test suite (pytest; extra arguments go to pytest)
+    python3 scripts/dev.py test    # the test suite's default tier (pytest; extra arguments go to pytest)
+    python3 scripts/dev.py test -m e2e   # the end-to-end tier: real CLI runs, exports, several processes
     python3 scripts/dev.py setup   # only create/refresh .venv from the lock
     python3 scripts/dev.py lock    # re-resolve the lock from pyproject.toml's ranges, rebuild .venv, run the suite
 

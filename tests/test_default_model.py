@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from safetensors import safe_open
 
 from lmms_topo_plugin.api import load_pruned
@@ -47,6 +48,7 @@ def test_dense_accuracy_on_a_fixed_slice_is_the_measured_one():
     assert table == DENSE_SLICE_TABLE
 
 
+@pytest.mark.e2e
 def test_readme_main_command_runs_on_the_bundled_model(tmp_path):
     """`lmms-eval --model topo_pruned --model_args method=topology,sparsity=0.25` with no pretrained."""
     command = [str(Path(sys.executable).with_name("lmms-eval")), "--model", "topo_pruned",

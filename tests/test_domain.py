@@ -78,6 +78,7 @@ def test_bad_domain_arguments_are_refused_before_loading(extra, message, tiny_ch
     assert str(error.value) == message
 
 
+@pytest.mark.e2e
 def test_a_domain_method_runs_from_the_lmms_eval_cli(tiny_checkpoints, tmp_path):
     model_args = (f"pretrained={tiny_checkpoints('llava', 6)},method=domain_nonmath,n_remove=2,device=cpu,"
                   "calib_limit=3")
@@ -89,6 +90,7 @@ def test_a_domain_method_runs_from_the_lmms_eval_cli(tiny_checkpoints, tmp_path)
     assert json.loads(report_path.read_text())["plan"]["removed_layers"] == again.plan["removed_layers"]
 
 
+@pytest.mark.e2e
 def test_the_three_domain_methods_share_one_calibration_in_a_sweep(tiny_checkpoints, tmp_path, isolated_cache):
     from lmms_topo_plugin.search import SweepSpec, run_sweep
 
@@ -128,6 +130,7 @@ def test_regimes_follow_the_stated_rule():
     assert budget_table(rows, "t/m", RegimeRule(sensitive_spread=0.25, spacing_margin=0.2))[0]["regime"] == "converging"
 
 
+@pytest.mark.e2e
 def test_regimes_cli_writes_its_table_and_plot(tmp_path, capsys):
     from lmms_topo_plugin.search import SweepSpec, run_sweep
     from lmms_topo_plugin.testing.tiny_models import build_tiny_vlm

@@ -98,7 +98,7 @@ def test_example_image_refuses_a_directory(tmp_path, capsys):
         f"topo-prune: {tmp_path} is a directory; give the image file to write, e.g. {tmp_path / 'example.png'}"]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_onnx_generate_answers_the_example_image(tmp_path):
     """The README's command, through the shell, on an ONNX build of the bundled model (about a minute to export)."""
     env = {**os.environ, "LMMS_TOPO_CACHE": str(tmp_path / "cache")}

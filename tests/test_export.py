@@ -15,6 +15,8 @@ from lmms_topo_plugin.pipeline import model_fingerprint
 from lmms_topo_plugin.processors import load_processor
 from lmms_topo_plugin.search.measure import default_cost_prompt
 
+pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e
+
 
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl", "idefics3"])
 def test_exported_checkpoint_reloads_to_the_pruned_model(family, tiny_checkpoints, tmp_path, capsys):

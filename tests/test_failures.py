@@ -43,6 +43,7 @@ def assert_failed(result: subprocess.CompletedProcess, code: int, line: str, out
     assert not list(out.rglob("*_results.json"))
 
 
+@pytest.mark.e2e
 def test_missing_dionysus_says_how_to_install_before_loading(tiny_checkpoints, tmp_path):
     args = f"pretrained={tiny_checkpoints('llava', 8)},method=topology,sparsity=0.25,device=cpu,topo_engine=fast"
     result = lmms_eval(args, tmp_path / "out", pythonpath=FIXTURES / "no_dionysus")
@@ -50,6 +51,7 @@ def test_missing_dionysus_says_how_to_install_before_loading(tiny_checkpoints, t
     assert "Loading weights" not in result.stderr
 
 
+@pytest.mark.e2e
 def test_topology_runs_without_dionysus_with_the_default_engine(tiny_checkpoints, tmp_path):
     args = f"pretrained={tiny_checkpoints('llava', 8)},method=topology,sparsity=0.25,device=cpu,calib_limit=16"
     result = lmms_eval(args, tmp_path / "out", pythonpath=FIXTURES / "no_dionysus")
@@ -58,6 +60,7 @@ def test_topology_runs_without_dionysus_with_the_default_engine(tiny_checkpoints
     assert "topo_synth_count" in json.loads(results.read_text())["results"]
 
 
+@pytest.mark.e2e
 def test_nan_weights_in_one_layer_name_that_layer(tiny_checkpoints, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -75,6 +78,7 @@ def test_nan_weights_in_one_layer_name_that_layer(tiny_checkpoints, tmp_path):
                   "half-precision dtype overflows", tmp_path / "out")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("args, line", [
     ("method=block_influence,sparsity=0.25,calib_limit=1000",
      "model_args: calib_limit=1000 but the bundled calib split has only 320 samples"),
@@ -86,6 +90,7 @@ def test_too_few_calibration_samples(args, line, tmp_path):
     assert_failed(result, 2, f"topo_pruned: {line}", tmp_path / "out")
 
 
+@pytest.mark.e2e
 def test_a_model_that_fails_to_load(tiny_checkpoints, tmp_path):
     broken = tmp_path / "truncated"
     broken.mkdir()
@@ -98,6 +103,7 @@ def test_a_model_that_fails_to_load(tiny_checkpoints, tmp_path):
     assert ours[0].startswith(f"topo_pruned: pretrained='{broken}' failed to load: "), ours
 
 
+@pytest.mark.e2e
 def test_out_of_memory_in_calibration_names_the_step(tiny_checkpoints, tmp_path):
     args = f"pretrained={tiny_checkpoints('llava', 8)},method=block_influence,sparsity=0.25,device=cpu,calib_limit=8"
     result = lmms_eval(args, tmp_path / "out", pythonpath=FIXTURES / "faults", fault="oom")
@@ -105,6 +111,7 @@ def test_out_of_memory_in_calibration_names_the_step(tiny_checkpoints, tmp_path)
                   "(CUDA out of memory. Tried to allocate 20.00 GiB); lower calib_batch_size=", tmp_path / "out")
 
 
+@pytest.mark.e2e
 def test_exception_in_generate_until(tiny_checkpoints, tmp_path):
     result = lmms_eval(f"pretrained={tiny_checkpoints('llava', 8)},method=none,device=cpu", tmp_path / "out",
                        pythonpath=FIXTURES / "faults", fault="runtime")
@@ -112,6 +119,7 @@ def test_exception_in_generate_until(tiny_checkpoints, tmp_path):
                   tmp_path / "out")
 
 
+@pytest.mark.e2e
 def test_exception_in_loglikelihood(tiny_checkpoints, tmp_path):
     result = lmms_eval(f"pretrained={tiny_checkpoints('llava', 8)},method=none,device=cpu", tmp_path / "out",
                        tasks="topo_fixture_presence_mc", include=str(FIXTURES / "topo_mc"),

@@ -16,6 +16,8 @@ from lmms_topo_plugin.testing.lmms_eval_output import logged_samples, response_t
 from lmms_topo_plugin.testing.tiny_models import FAMILIES
 from lmms_topo_plugin.training.data import prompts_of
 
+pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e
+
 LMMS_EVAL = Path(sys.executable).with_name("lmms-eval")
 METHOD_FOR = {"llava": "block_influence", "llava_next": "angular", "qwen2_vl": "topology",
               "qwen2_5_vl": "angular", "idefics3": "block_influence"}

@@ -15,6 +15,7 @@ from lmms_topo_plugin.calibration import move_inputs
 from lmms_topo_plugin.prompting import encode
 from onnx_helpers import MODEL_ARGS, assert_fp32_parity, export_build, prefill_against_pytorch, pruned_model
 
+pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,8 @@ from lmms_topo_plugin.prompting import Prompt, encode
 from lmms_topo_plugin.testing.tiny_models import example_image
 from onnx_helpers import export_build, pruned_model
 
+pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e
+
 og = pytest.importorskip("onnxruntime_genai")
 
 NEW_TOKENS = 8

@@ -15,6 +15,8 @@ from onnx_helpers import (
     assert_fp32_parity, assert_generates_like_pytorch, export_build, prefill_against_pytorch, pruned_model,
 )
 
+pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e
+
 
 @pytest.fixture(scope="module")
 def llava_next_build(tiny_checkpoints, tmp_path_factory):

@@ -17,6 +17,8 @@ from lmms_topo_plugin.prompting import Prompt, encode
 from lmms_topo_plugin.testing.tiny_models import example_image
 from onnx_helpers import assert_fp32_parity, export_build, prefill_against_pytorch, pruned_model
 
+pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e
+
 FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 
 

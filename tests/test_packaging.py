@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e
+
 ROOT = Path(__file__).resolve().parent.parent
 # what an in-tree `pip wheel --no-build-isolation` leaves behind (setuptools' build/ and the egg-info); never
 # copied into the build source either, so a checkout's own build/ (e.g. a `topo-prune export --out build`) is no input

@@ -20,6 +20,8 @@ from lmms_topo_plugin.cli import main
 from lmms_topo_plugin.loading import BUNDLED_MODEL_DIR
 from lmms_topo_plugin.testing.hub_server import CLIENT_CONSTANTS, CLIENT_ENV, HubStandIn
 
+pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e
+
 TOKEN = "hf_test_token"
 REPO = "alice/tiny-pruned"
 # the records that name the base model's directory; the push publishes them with its name instead

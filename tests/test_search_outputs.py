@@ -178,6 +178,7 @@ def test_pareto_latency_panel_goes_log_when_one_point_is_over_10x_slower():
     assert pareto_figure(rows, EM, None).axes[0].get_xscale() == "linear"
 
 
+@pytest.mark.e2e
 def test_sweep_writes_a_log_latency_pareto_when_one_measurement_is_noisy(tiny_checkpoints, tmp_path, monkeypatch):
     from lmms_topo_plugin.calib_data import bundled_tasks_dir
     from lmms_topo_plugin.cli import main

@@ -44,6 +44,7 @@ def logits(loaded, prompt):
         return loaded.model(**move_inputs(inputs, "cpu", loaded.model.dtype), use_cache=False).logits
 
 
+@pytest.mark.e2e
 def test_plans_from_one_scoring_equal_separate_runs(tiny_checkpoints, tmp_path):
     checkpoint = str(tiny_checkpoints("llava", 8))
     methods, budgets = ["block_influence", "angular", "random", "random[seed=3]", "spacing"], [0.25, 0.5]
@@ -96,6 +97,7 @@ def test_a_metric_the_tasks_do_not_produce_is_rejected_before_any_work(tiny_chec
     assert not out.exists()
 
 
+@pytest.mark.e2e
 def test_cli_end_to_end_writes_tables_plot_and_winner(tiny_checkpoints, tmp_path, capsys):
     out = tmp_path / "sweep"
     assert main(sweep_args(tiny_checkpoints("llava", 8), out, "--methods", "block_influence,random",
@@ -124,6 +126,7 @@ def test_nothing_passing_exits_non_zero_after_writing_the_table(tiny_checkpoints
         f"topo-prune: no configuration passes metric>=2 on topo_synth_count/exact_match; see {out / 'results.md'}")
 
 
+@pytest.mark.e2e
 def test_resume_after_a_kill_evaluates_only_what_is_missing(tiny_checkpoints, tmp_path):
     out = tmp_path / "sweep"
     command = [str(TOPO_PRUNE), *sweep_args(tiny_checkpoints("llava", 8), out, "--methods", "block_influence,random",
@@ -151,6 +154,7 @@ def test_resume_after_a_kill_evaluates_only_what_is_missing(tiny_checkpoints, tm
     assert not [path for path in out.rglob("*") if path.name.endswith(".tmp")]
 
 
+@pytest.mark.e2e
 def test_two_processes_score_once_and_split_the_evaluation(tmp_path):
     args = ["sweep", "--model_args", "device=cpu", "--methods", "block_influence", "--budgets", "0.25",
             "--calib-limits", "8", "--tasks", "topo_synth_count", "--limit", "6", "--cost-repeats", "1",
@@ -200,6 +204,7 @@ def test_variants_are_checked_before_any_weights_load(tmp_path):
             configurations(SweepSpec(model_args={}, methods=methods, budgets=[0.25], tasks=["t"], out=tmp_path))
 
 
+@pytest.mark.e2e
 def test_token_pruning_is_a_sweep_dimension_and_the_winner_exports_it(tiny_checkpoints, tmp_path, monkeypatch):
     from lmms_topo_plugin.exporters.export import export_winner
     from lmms_topo_plugin.tokens import FastV

@@ -165,6 +165,7 @@ def test_detection_chooses_by_the_kl_when_top5_keeps_tokens(tiny_checkpoints, tm
     assert (lifecycle["ssr_mode"], lifecycle["ssr_mode_reason"]) == ("freeze", TOP5_EMPTY)
 
 
+@pytest.mark.e2e
 def test_an_lmms_eval_run_with_top5_on_16_visual_tokens_keeps_one_and_warns_once(tiny_checkpoints, tmp_path):
     from test_lmms_eval_cli import lmms_eval
 

@@ -284,6 +284,7 @@ def test_a_saved_checkpoint_carries_its_token_pruning_and_the_plugin_reapplies_i
         "without --onnx, or without token_method")
 
 
+@pytest.mark.e2e
 def test_the_lmms_eval_cli_answers_with_the_pruner_attached(tiny_checkpoints, tmp_path):
     from lmms_topo_plugin.generation import generate
     from lmms_topo_plugin.synthbench import load_split

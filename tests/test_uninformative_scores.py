@@ -81,6 +81,7 @@ def test_topology_scores_of_three_samples_are_constant_and_name_calib_limit_and_
                                           "point were used)")
 
 
+@pytest.mark.e2e
 def test_topology_with_three_calibration_samples_exits_5_before_evaluating(tiny_checkpoints, tmp_path):
     """The issue's run: `method=topology,calib_limit=3,sparsity=0.25` on an 8-layer LLaVA, through lmms-eval."""
     args = f"pretrained={tiny_checkpoints('llava', 8)},method=topology,sparsity=0.25,device=cpu,calib_limit=3"
