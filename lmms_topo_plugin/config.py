@@ -51,7 +51,8 @@ GENERAL_PARAMS: dict[str, Param] = {
     "token_keep": Param(float, 0.5, "fraction of the visual tokens token_method keeps", low=0.0, high=1.0,
                         check=lambda value: None if value > 0 else "expected a float in (0, 1]"),
     "token_layer": Param(int, 2, "decoder layer (of the pruned model) from which visual tokens are dropped; "
-                         "halfv: its IVR layer (topo-prune analyze --what entropy detects it)", low=0),
+                         "halfv: its IVR layer (topo-prune analyze --what entropy detects it); from 1 on, since generation "
+                         "sizes its attention mask by layer 0's KV cache, which must hold the whole prompt", low=1),
     "token_anchor": Param(float, 0.1, "halfv: fraction of the kept visual tokens chosen by relevance (the rest by "
                           "diversity)", low=0.0, high=1.0),
     "token_ssr_mode": Param(str, "auto", "halfv step 2 from the SSR layer: freeze (visual tokens give keys and values "
@@ -60,7 +61,7 @@ GENERAL_PARAMS: dict[str, Param] = {
                             "a KL of at most 1e-3 on the calibration prompts, else top5)",
                             choices=("auto", "freeze", "top5", "off")),
     "token_ssr_layer": Param(int, None, "halfv: the SSR layer (of the pruned model) where step 2 starts; default: "
-                             "detected (the visual entropy curve's minimum)", low=0),
+                             "detected (the visual entropy curve's minimum)", low=1),
 }
 TOKEN_KEYS = ("token_keep", "token_layer", "token_anchor", "token_ssr_mode", "token_ssr_layer")
 HALFV_KEYS = ("token_anchor", "token_ssr_mode", "token_ssr_layer")

@@ -33,8 +33,12 @@ class Param:
         if self.low is not None or self.high is not None:
             low = "-inf" if self.low is None else self.low
             high = "inf" if self.high is None else self.high
-            return f"a {self.type.__name__} in [{low}, {high}{']' if self.high_inclusive else ')'}"
-        return f"a {self.type.__name__}"
+            return f"{self.article} {self.type.__name__} in [{low}, {high}{']' if self.high_inclusive else ')'}"
+        return f"{self.article} {self.type.__name__}"
+
+    @property
+    def article(self) -> str:
+        return "an" if self.type.__name__[0] in "aeiou" else "a"
 
     def parse(self, name: str, raw: Any) -> Any:
         """Convert ``raw`` (a string from the command line or a Python value) and validate it."""

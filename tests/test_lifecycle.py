@@ -22,7 +22,7 @@ def test_truncated_matrix_entropy_by_hand():
 @pytest.mark.parametrize("curve,stages", [
     ([3.0, 3.01, 2.99, 3.0, 2.6, 2.1, 1.7, 1.5, 1.6, 1.8], Stages(3, 7)),  # plateau 0-3, decline from 3, min at 7
     ([2.0, 1.5, 1.2, 1.0, 1.1], Stages(1, 3)),                             # declines at once
-    ([1.0, 2.0, 3.0], Stages(0, 0)),                                       # minimum first: no stage II
+    ([1.0, 2.0, 3.0], Stages(1, 0)),                                       # minimum first: no stage II; IVR never 0
 ])
 def test_stages_are_detected_on_synthetic_curves(curve, stages):
     assert detect_stages(curve) == stages

@@ -187,7 +187,8 @@ def test_halfv_top5_keeps_the_visual_tokens_with_the_most_rotary_attention(tiny_
 
 @pytest.mark.parametrize("make,message", [
     (lambda: FastV(keep=0.0), "model_args: token_keep=0.0 is out of range; expected a float in (0, 1]"),
-    (lambda: FastV(layer=-1), "model_args: token_layer=-1 is out of range; expected an int >= 0"),
+    (lambda: FastV(layer=0), "model_args: token_layer=0 is out of range; expected an int >= 1 (layer 0's KV cache "
+                             "must hold the whole prompt: generation sizes its mask by it)"),
 ])
 def test_bad_pruner_parameters_are_named(make, message):
     with pytest.raises(ModelArgsError) as error:
@@ -255,6 +256,8 @@ def test_halfv_detects_its_stages_and_ssr_mode_on_the_pruned_model(tiny_checkpoi
      "model_args: token_ssr_layer=3 is out of range; with token_ssr_mode=top5 it must be >= 4 (token_layer=3 + 1)"),
     ({"token_method": "halfv", "token_layer": "3", "token_ssr_mode": "freeze", "token_ssr_layer": "2"},
      "model_args: token_ssr_layer=2 is out of range; with token_ssr_mode=freeze it must be >= 3 (token_layer=3)"),
+    ({"token_method": "fastv", "token_layer": "0"},
+     "model_args: token_layer='0' is out of range; expected an int in [1, inf]"),
     ({"token_method": "fastv", "backend": "onnxruntime", "pretrained": "build"},
      "model_args: token_method= cannot run with backend=onnxruntime: the ONNX graphs do not include token pruning"),
 ])
@@ -382,3 +385,25 @@ def test_a_token_layer_beyond_the_pruned_decoder_is_refused_before_loading(tiny_
     with pytest.raises(ModelArgsError) as error:
         prepare(config, load_calibration=False)
     assert str(error.value) == "model_args: token_layer=3 is out of range; the pruned model has 3 decoder layers"
+
+
+def test_halfv_whose_ssr_is_layer_0_starts_at_layer_1_and_generates_with_the_cache(tiny_checkpoints):
+    """On this tiny Qwen2.5-VL the visual entropy is lowest at layer 0: step 1 starts at layer 1 (a stage at layer 0
+    would shrink the cache generation sizes its mask by) and step 2, which cannot start before it, is left out."""
+    from lmms_topo_plugin.generation import generate
+    from lmms_topo_plugin.synthbench import load_split
+    from lmms_topo_plugin.tokens import token_pruner
+    from lmms_topo_plugin.training.data import prompts_of
+
+    loaded, _ = load_pruned({"pretrained": str(tiny_checkpoints("qwen2_5_vl", 6)), "device": "cpu",
+                             "token_method": "halfv", "calib_limit": "8"})
+    record = loaded.model.config.topo_pruning["token_pruning"]
+    assert (record["detected"]["ivr_layer"], record["detected"]["ssr_layer"]) == (1, 0)
+    assert (record["layer"], record["ssr_mode"], record["ssr_layer"]) == (1, "off", None)
+    assert record["detected"]["step_2_left_out"] == ("SSR layer 0 is before layer 1, where freeze could start "
+                                                     "(step 1 at layer 1)")
+    prompts = prompts_of(load_split("test", ["count"])[:2])
+    with token_pruner(record).attach(loaded.adapter):
+        batch = generate(loaded, prompts, {"max_new_tokens": 3, "do_sample": False}, [])
+        single = [generate(loaded, [prompt], {"max_new_tokens": 3, "do_sample": False}, [])[0] for prompt in prompts]
+    assert batch == single

@@ -72,8 +72,9 @@ class TokenPruner:
     def __post_init__(self) -> None:
         if not 0.0 < self.keep <= 1.0:
             raise ModelArgsError(f"model_args: token_keep={self.keep} is out of range; expected a float in (0, 1]")
-        if self.layer < 0:
-            raise ModelArgsError(f"model_args: token_layer={self.layer} is out of range; expected an int >= 0")
+        if self.layer < FIRST_TOKEN_LAYER:
+            raise ModelArgsError(f"model_args: token_layer={self.layer} is out of range; expected an int >= "
+                                 f"{FIRST_TOKEN_LAYER} ({WHY_NOT_LAYER_0})")
 
     def selection_layers(self) -> tuple[int, ...]:
         """The decoder layers at whose input visual tokens are selected, ascending."""
@@ -207,6 +208,12 @@ class TokenPruner:
             local = torch.searchsorted(previous.contiguous(), prompt.stages[stage].to(hidden.device))
         local = with_generated(local, previous.shape[1], hidden.shape[1] - previous.shape[1])
         return hidden.gather(1, local[..., None].expand(-1, -1, hidden.shape[-1]))
+
+
+# transformers sizes a decoding step's attention mask and positions by layer 0's KV cache, so that cache must hold
+# the whole prompt: no token stage may drop tokens from layer 0's input
+FIRST_TOKEN_LAYER = 1
+WHY_NOT_LAYER_0 = "layer 0's KV cache must hold the whole prompt: generation sizes its mask by it"
 
 
 def kept_count(count: int, fraction: float) -> int:

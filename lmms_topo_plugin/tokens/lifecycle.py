@@ -85,7 +85,8 @@ class Stages:
 
 def detect_stages(curve: Sequence[float], plateau: float = 0.05, span: int = 2) -> Stages:
     """SSR = argmin of ``curve``; IVR = the first layer ``l ≥ 1`` before SSR from which the curve falls at every
-    step for ``span`` layers (or until SSR), by more than ``plateau`` of its range in all (layer 1 when none does)."""
+    step for ``span`` layers (or until SSR), by more than ``plateau`` of its range in all (layer 1 when none does, also
+    when SSR is layer 0: step 2 is then left out, since it cannot start before step 1)."""
     values = list(curve)
     ssr = min(range(len(values)), key=lambda layer: (values[layer], layer))
     tolerance = plateau * (max(values) - min(values))
@@ -93,7 +94,7 @@ def detect_stages(curve: Sequence[float], plateau: float = 0.05, span: int = 2) 
         end = min(layer + span, ssr)
         if values[layer] - values[end] > tolerance and all(values[j + 1] < values[j] for j in range(layer, end)):
             return Stages(layer, ssr)
-    return Stages(min(1, ssr), ssr)
+    return Stages(1, ssr)  # never 0: no token stage starts at layer 0 (tokens/base.py, FIRST_TOKEN_LAYER)
 
 
 def ssr_mode_choice(kl: float | None, visual_tokens: int, kl_threshold: float = KL_THRESHOLD,
