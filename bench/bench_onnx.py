@@ -7,9 +7,12 @@
 Each model is measured dense and with every other decoder layer removed (``surgery.layers_removed``); for each,
 the three graphs are exported (``exporters.onnx.graphs.export_graphs``, fp32) and run with
 ``exporters.onnx.runner.OnnxVLM``. Both runtimes do the same work on the same fixed prompt with an image:
-prefill = vision tower + embedding + decoder over the whole prompt with logits for every position (the ONNX
-decoder graph's contract), KV cache filled; decode = ``--decode-tokens`` greedy one-token steps with the KV cache
-(per-token time). Medians of ``--repeats`` after one warm-up, one thread in both runtimes. The random model
+prefill = vision tower + embedding + decoder over the whole prompt with logits for every position, KV cache filled
+(ONNX Runtime also with the last position's logits only, ``prefill_s_last_logits``: what generation runs); decode =
+``--decode-tokens`` greedy one-token steps with the KV cache (per-token time; ONNX Runtime with the cache fed as
+numpy arrays, as the runner decodes on the CPU, and bound on the session's device, ``decode_s_per_token_bound``, as
+it decodes on a GPU). Medians of ``--repeats`` after one warm-up (ONNX Runtime's variants measured in turn in each round, in
+wall time and, under ``thread_cpu``, in this thread's CPU time), one thread in both runtimes. The random model
 (``bench_speed.build_model``: a Llama decoder of ``--layers`` x ``--hidden`` behind a small CLIP tower giving
 ``--image-tokens`` image tokens) is one whose decoder dominates the cost. Writes ``--out`` (default
 ``bench/results/onnx.json``) atomically.
@@ -45,23 +48,68 @@ def torch_costs(loaded, prompt, decode_tokens: int, repeats: int) -> dict[str, f
     return {"prefill_s": prefill_s, "decode_s_per_token": decode_s / decode_tokens}
 
 
-def ort_costs(runner, prompt, decode_tokens: int, repeats: int) -> dict[str, float]:
-    def prefill():
-        embeds, mask, _ = runner.prefill_inputs([prompt])
-        return runner.decoder_step(embeds, mask, runner.empty_past(1)), mask
+def interleaved_medians(steps: dict, repeats: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median wall time and median CPU time of this thread (where ONNX Runtime computes with one thread: what a
+    busy machine's other processes do not inflate) of each step, over ``repeats`` rounds after one warm-up round,
+    the steps taken in turn in every round (so that a busy machine slows the variants they compare alike)."""
+    wall, cpu = ({name: [] for name in steps} for _ in range(2))
+    for round_ in range(repeats + 1):
+        for name, step in steps.items():
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            step()
+            if round_:
+                wall[name].append(time.perf_counter() - start)
+                cpu[name].append(time.thread_time() - start_cpu)
+    return ({name: float(np.median(values)) for name, values in wall.items()},
+            {name: float(np.median(values)) for name, values in cpu.items()})
 
-    def steps(prefilled):
-        (logits, past), mask = prefilled
+
+def ort_costs(runner, prompt, decode_tokens: int, repeats: int) -> dict[str, float]:
+    """The runner's prefill with logits for every position (``prefill_s``) and for the last one only
+    (``prefill_s_last_logits``, what generation runs); decoding with the cache fed as numpy arrays in and out of
+    ``InferenceSession.run`` (``decode_s_per_token``, the CPU runner's default) and bound on the device
+    (``decode_s_per_token_bound``, ``OnnxVLM.next_step`` with ``bind_cache=True``, the GPU default), the same steps
+    otherwise."""
+    from lmms_topo_plugin.exporters.onnx.positions import next_positions
+
+    session = runner.sessions["decoder_model_merged"]
+    past_names = runner.manifest["graphs"]["decoder_model_merged"]["inputs"][3:]
+
+    def prefill(last_only: bool):
+        embeds, mask, positions = runner.prefill_inputs([prompt])
+        logits, past = runner.decode(embeds, mask, runner.empty_past(1), positions, last_only=last_only)
+        return logits, past, mask, positions
+
+    def bound_steps(prefilled):
+        logits, past, mask, positions = prefilled
+        for _ in range(decode_tokens):
+            logits, mask, past, positions = runner.next_step(logits[:, -1].argmax(-1), mask, past, positions)
+
+    def numpy_steps(prefilled):
+        logits, past, mask, positions = prefilled
+        past = [value.numpy() for value in past]
         for _ in range(decode_tokens):
             token = logits[:, -1].argmax(-1)
             mask = np.concatenate([mask, np.ones((1, 1), dtype=np.int64)], axis=1)
             embeds = runner.sessions["embed_tokens"].run(None, {"input_ids": token[:, None].astype(np.int64)})[0]
-            logits, past = runner.decoder_step(embeds, mask, past)
+            positions = next_positions(positions)
+            logits, *past = session.run(None, {"inputs_embeds": embeds, "attention_mask": mask,
+                                               "position_ids": positions, **dict(zip(past_names, past))})
+        return past
 
-    prefill_s = bench_speed.median_seconds(prefill, repeats)
-    prefilled = prefill()
-    decode_s = bench_speed.median_seconds(lambda: steps(prefilled), repeats)
-    return {"prefill_s": prefill_s, "decode_s_per_token": decode_s / decode_tokens}
+    prefilled = prefill(True)
+    wall, cpu = interleaved_medians({"prefill_s": lambda: prefill(False),
+                                     "prefill_s_last_logits": lambda: prefill(True),
+                                     "decode_s_per_token": lambda: numpy_steps(prefilled),
+                                     "decode_s_per_token_bound": lambda: bound_steps(prefilled)}, repeats)
+    last_past = numpy_steps(prefilled)
+    for costs in (wall, cpu):
+        for name in ("decode_s_per_token", "decode_s_per_token_bound"):
+            costs[name] /= decode_tokens
+        costs.update(prefill_speedup_last_logits=costs["prefill_s"] / costs["prefill_s_last_logits"],
+                     decode_speedup_iobinding=costs["decode_s_per_token"] / costs["decode_s_per_token_bound"])
+    # what the numpy path hands ONNX Runtime at the last step and gets back (host <-> device on a GPU)
+    return {**wall, "thread_cpu": cpu, "cache_bytes_per_step_numpy": 2 * sum(value.nbytes for value in last_past)}
 
 
 def measure_model(name: str, loaded, prompt, args) -> list[dict]:
@@ -81,7 +129,7 @@ def measure_model(name: str, loaded, prompt, args) -> list[dict]:
             export_s = time.perf_counter() - start
             loaded.processor.save_pretrained(build)
             loaded.model.config.save_pretrained(build)
-            runner = OnnxVLM(build, provider="cpu", threads=1)
+            runner = OnnxVLM(build, provider="cpu", threads=1, bind_cache=True)  # bound vs numpy, side by side
             rows.append({
                 "model": name, "config": config, "layers": loaded.adapter.num_layers, "removed": removed,
                 "pytorch": torch_costs(loaded, prompt, args.decode_tokens, args.repeats),

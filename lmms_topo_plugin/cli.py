@@ -141,11 +141,21 @@ def cmd_onnx_generate(args: argparse.Namespace) -> int:
     from .prompting import Prompt
 
     check_build(args.build)
+    if args.benchmark and (args.repeats < 1 or args.max_new_tokens < 1):
+        raise UsageError("--benchmark needs --repeats and --max-new-tokens of at least 1")
     images = [read_image(path) for path in args.image]
     runner = OnnxVLM(args.build, provider=args.provider, allow_cpu_fallback=args.allow_cpu_fallback,
                      precision=args.precision)
-    (text,) = runner.generate([Prompt.from_text(args.prompt, images)], max_new_tokens=args.max_new_tokens)
+    prompt = Prompt.from_text(args.prompt, images)
+    (text,) = runner.generate([prompt], max_new_tokens=args.max_new_tokens)
     print(text)
+    if args.benchmark:
+        costs = runner.benchmark(prompt, args.max_new_tokens, args.repeats)
+        print(f"benchmark: provider {runner.device_type}, precision {args.precision}, {costs['prompt_tokens']} prompt "
+              f"tokens, {costs['new_tokens']} new tokens, medians of {costs['repeats']} runs after a warm-up")
+        print(f"prefill: {costs['prefill_s'] * 1e3:.3f} ms")
+        print(f"decode: {costs['decode_s_per_token'] * 1e3:.3f} ms/token")
+        print(f"throughput: {costs['tokens_per_s']:.1f} tokens/s")
     return 0
 
 
@@ -309,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--precision", default="fp32", help="fp32, fp16 or int4 (as exported)")
     generate.add_argument("--allow-cpu-fallback", action="store_true",
                           help="accept a session that ONNX Runtime put on the CPU instead of the requested provider")
+    generate.add_argument("--benchmark", action="store_true", help="after the answer, print the prefill latency, "
+                          "the decode latency per token and tokens per second (medians of --repeats runs after a "
+                          "warm-up, each decoding --max-new-tokens tokens), with the provider and precision")
+    generate.add_argument("--repeats", type=int, default=5, help="with --benchmark: timed runs (default 5)")
     example = commands.add_parser("example-image", help="write one image of the bundled benchmark to OUT, print "
                                   "its question on stdout (the prompt the bundled model is evaluated with) and the "
                                   "expected answer on stderr")

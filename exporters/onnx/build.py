@@ -62,7 +62,7 @@ def decode_difference(loaded: LoadedModel, runner: OnnxVLM, prompts: list[Prompt
                              return_dict_in_generate=True)
     fed = out.sequences[:, inputs["input_ids"].shape[1]:].cpu().numpy()
     embeds, mask, positions = runner.prefill_inputs(prompts)
-    _, past = runner.decoder_step(embeds, mask, runner.empty_past(len(prompts)), positions)
+    _, past = runner.decode(embeds, mask, runner.empty_past(len(prompts)), positions)
     worst = 0.0
     for step, reference in enumerate(out.logits[1:]):
         logits, mask, past, positions = runner.next_step(fed[:, step], mask, past, positions)
@@ -87,7 +87,7 @@ def build_onnx(loaded: LoadedModel, build_dir: Path, precisions: tuple[str, ...]
     expected_logits, expected_tokens = torch_reference(loaded, prompts)
     runner = OnnxVLM(build_dir, provider="cpu")
     embeds, mask, positions = runner.prefill_inputs(prompts)
-    logits, _ = runner.decoder_step(embeds, mask, runner.empty_past(len(prompts)), positions)
+    logits, _ = runner.decode(embeds, mask, runner.empty_past(len(prompts)), positions)
     real = mask.astype(bool)
     difference = float(np.abs(logits - expected_logits)[real].max())
     tokens = [onnx_tokens(runner, prompt, len(expected)) for prompt, expected in zip(prompts, expected_tokens)]
@@ -121,7 +121,7 @@ def add_variant(build_dir: Path, precision: str, prompts: list[Prompt], fp32_log
     write_manifest(onnx_dir, manifest)
     runner = OnnxVLM(build_dir, provider="cpu", precision=precision)
     embeds, mask, positions = runner.prefill_inputs(prompts)
-    logits, _ = runner.decoder_step(embeds, mask, runner.empty_past(len(prompts)), positions)
+    logits, _ = runner.decode(embeds, mask, runner.empty_past(len(prompts)), positions)
     tokens = [onnx_tokens(runner, prompt, len(reference)) for prompt, reference in zip(prompts, fp32_tokens)]
     pairs = [(mine, theirs) for row, reference in zip(tokens, fp32_tokens) for mine, theirs in zip(row, reference)]
     return {"max_abs_logit_difference_vs_fp32": float(np.abs(logits - fp32_logits)[mask.astype(bool)].max()),

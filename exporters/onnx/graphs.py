@@ -81,7 +81,10 @@ class EmbedTokens(nn.Module):
 
 
 class Decoder(nn.Module):
-    """``inputs_embeds, attention_mask, position_ids, past (key, value per layer)`` → ``logits, present``."""
+    """``inputs_embeds, attention_mask, position_ids, past (key, value per layer), logits_to_keep`` →
+    ``logits, present``. ``logits_to_keep`` (int64 scalar, as transformers' ``logits_to_keep``): the LM head runs
+    over the last ``logits_to_keep`` positions only, or over every position for 0 (its default in the graph,
+    :data:`OPTIONAL_INPUTS`)."""
 
     def __init__(self, loaded: LoadedModel) -> None:
         super().__init__()
@@ -89,7 +92,7 @@ class Decoder(nn.Module):
         self.text_config = loaded.adapter.text_config
         self.num_layers = loaded.adapter.num_layers
 
-    def forward(self, inputs_embeds, attention_mask, position_ids, past):
+    def forward(self, inputs_embeds, attention_mask, position_ids, past, logits_to_keep):
         cache = DynamicCache(config=self.text_config)
         for layer in range(self.num_layers):
             cache.update(past[2 * layer], past[2 * layer + 1], layer)
@@ -98,7 +101,34 @@ class Decoder(nn.Module):
         present = []
         for layer in output.past_key_values.layers:
             present += [layer.keys, layer.values]
-        return (self.lm_head(output.last_hidden_state), *present)
+        hidden = output.last_hidden_state
+        # the kept positions as an index, their count set by the input's value at run time
+        position = torch.arange(hidden.shape[1], device=hidden.device)
+        first = torch.where(logits_to_keep > 0, hidden.shape[1] - logits_to_keep, torch.zeros_like(logits_to_keep))
+        return (self.lm_head(hidden.index_select(1, position[position >= first])), *present)
+
+
+# decoder inputs after the cache that a build may have, with the value the graph uses when they are not fed (an
+# initializer of the same name): runners and onnxruntime-genai that do not know them get the old behaviour
+OPTIONAL_INPUTS = {"logits_to_keep": 0}
+
+
+def add_input_defaults(path: Path, defaults: dict[str, int]) -> None:
+    """Give the int64 scalar graph inputs ``defaults`` of the graph at ``path`` a default value (an initializer
+    of the same name, which ONNX Runtime lets a feed override), so that they become optional."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    if not defaults:
+        return
+    model = onnx.load(str(path), load_external_data=False)
+    missing = set(defaults) - {value.name for value in model.graph.input}
+    if missing:
+        raise ValueError(f"{path.name} has no input {sorted(missing)}")
+    model.graph.initializer.extend(numpy_helper.from_array(np.array(value, dtype=np.int64), name)
+                                   for name, value in defaults.items())
+    onnx.save(model, str(path))
 
 
 def kv_shape(loaded: LoadedModel) -> tuple[int, int]:
@@ -147,20 +177,25 @@ def export_graphs(loaded: LoadedModel, vision_inputs: Mapping[str, torch.Tensor]
                          ({0: "batch", 1: "sequence_length"},)),
         "decoder_model_merged": (
             Decoder(loaded), (torch.zeros(batch, seq, hidden), torch.ones(batch, total, dtype=torch.int64), positions,
-                              past),
+                              past, torch.tensor(1, dtype=torch.int64)),
             ["inputs_embeds", "attention_mask", "position_ids", *past_names(num_layers, "past_key_values")],
             ["logits", *past_names(num_layers, "present")],
             ({0: "batch", 1: "sequence_length"}, {0: "batch", 1: "total_sequence_length"},
-             position_axes, tuple(cache_axes for _ in past))),
+             position_axes, tuple(cache_axes for _ in past), None)),
     }
     files = {}
     with torch.no_grad():
         for name, (module, args, inputs, outputs, axes) in graphs.items():
             path = onnx_dir / f"{name}.onnx"
+            optional = OPTIONAL_INPUTS if isinstance(module, Decoder) else {}
             with getattr(module, "exporting", contextlib.nullcontext)():
-                export_onnx(module, args, path, input_names=inputs, output_names=outputs, dynamic_shapes=axes)
+                export_onnx(module, args, path, input_names=[*inputs, *optional], output_names=outputs,
+                            dynamic_shapes=axes)
+            add_input_defaults(path, optional)
             files[name] = {"file": path.name, "inputs": inputs, "outputs": outputs, "variants": {"fp32": path.name},
                            "files": {"fp32": graph_files(onnx_dir, path.name)}}
+            if optional:  # not in "inputs", which lists what every run must feed (the cache from inputs[3:] on)
+                files[name]["optional_inputs"] = dict(optional)
     manifest = {
         "schema": MANIFEST_SCHEMA, "version": 1, "model_type": model.config.model_type, "graphs": files,
         "precisions": ["fp32"],
