@@ -3,8 +3,9 @@
 
     python3 scripts/dev.py demo    # prune the bundled model + evaluate it on topo_synth through lmms-eval
     python3 scripts/dev.py test    # the test suite's default tier (pytest; extra arguments go to pytest)
-    python3 scripts/dev.py test -m e2e   # the end-to-end tier: real CLI runs, exports, several processes
-    python3 scripts/dev.py setup   # only create/refresh .venv from the lock
+    python3 scripts/dev.py test -m e2e   # the end-to-end tier: real CLI runs, exports, several processes, and the
+                                         # cross-checks against dionysus (built for this tier only)
+    python3 scripts/dev.py setup   # only create/refresh .venv from the lock (--topology: also build dionysus)
     python3 scripts/dev.py lock    # re-resolve the lock from pyproject.toml's ranges, rebuild .venv, run the suite
 
 The environment lives in ``.venv`` next to this repository and is installed from ``requirements-cpu.lock``:
@@ -94,11 +95,16 @@ def new_venv(path: Path) -> Path:
     return path / "bin" / "python"
 
 
-def setup(force: bool = False) -> None:
-    """Install ``.venv`` from the lock (torch first, then every pin with ``--no-deps``); skipped when up to date."""
-    if not force and STAMP.exists() and STAMP.read_text() == setup_fingerprint() and PYTHON.exists():
-        return
+def setup(force: bool = False, topology: bool = False) -> None:
+    """Install ``.venv`` from the lock (torch first, then every pin with ``--no-deps``); skipped when up to date.
+
+    dionysus (built from source, minutes) only with ``topology``: the demo and the default test tier run without
+    it (the default zigzag engine is numpy); the end-to-end tier's cross-checks against it need it."""
     pins = read_lock()
+    if not force and STAMP.exists() and STAMP.read_text() == setup_fingerprint() and PYTHON.exists():
+        if topology and not importable(PYTHON, "dionysus"):
+            install_topology(PYTHON, "--requirement", f"dionysus=={pins['dionysus']}", "--", "--no-deps")
+        return
     python = new_venv(VENV)
     run(python, *PIP, "--no-deps", f"torch=={pins['torch']}", *torch_index())
     rest = VENV / "locked-requirements.txt"
@@ -106,10 +112,26 @@ def setup(force: bool = False) -> None:
                             if name != "torch" and name not in BUILT_SEPARATELY))
     run(python, *PIP, "--no-deps", "-r", rest)
     run(python, *PIP, "--no-deps", "--no-build-isolation", "-e", ROOT)
-    install_topology(python, "--requirement", f"dionysus=={pins['dionysus']}", "--", "--no-deps")
+    if topology:
+        install_topology(python, "--requirement", f"dionysus=={pins['dionysus']}", "--", "--no-deps")
     check_requirements(python)
-    run(python, "-c", "import torch, transformers, lmms_eval, lmms_topo_plugin, dionysus, onnxruntime")
+    run(python, "-c", "import torch, transformers, lmms_eval, lmms_topo_plugin, onnxruntime"
+        + (", dionysus" if topology else ""))
     STAMP.write_text(setup_fingerprint())
+
+
+def importable(python: Path, module: str) -> bool:
+    return subprocess.run([str(python), "-c", f"import {module}"], capture_output=True).returncode == 0
+
+
+def wants_topology(command: str, extra: list[str]) -> bool:
+    """Whether the command needs dionysus: ``setup --topology``, or ``test`` selecting the end-to-end tier
+    (``-m e2e``, ``-m "e2e or not e2e"``; not ``-m "not e2e"``)."""
+    if command == "setup":
+        return "--topology" in extra
+    markers = [extra[i + 1] for i, arg in enumerate(extra[:-1]) if arg == "-m"]
+    markers += [arg[2:] for arg in extra if arg.startswith("-m") and len(arg) > 2]
+    return command == "test" and any(marker.replace("not e2e", "").find("e2e") >= 0 for marker in markers)
 
 
 def check_requirements(python: Path) -> None:
@@ -181,7 +203,7 @@ def main() -> None:
         sys.exit(__doc__)
     command, extra = sys.argv[1], sys.argv[2:]
     if command != "lock":
-        setup()
+        setup(topology=wants_topology(command, extra))
     try:
         commands[command](extra)
     except subprocess.CalledProcessError as error:

@@ -31,6 +31,19 @@ def test_installed_versions_equal_the_lock():
         pytest.skip("not running in the project's locked .venv (python3 scripts/dev.py test runs there)")
     installed = {dev.canonical(d.metadata["Name"]): d.version for d in distributions()}
     pins = dev.read_lock()
-    drift = {name: (version, installed.get(name)) for name, version in pins.items() if installed.get(name) != version}
+    optional = {name for name in dev.BUILT_SEPARATELY if name not in installed}  # dionysus: the e2e tier's setup only
+    drift = {name: (version, installed.get(name)) for name, version in pins.items()
+             if installed.get(name) != version and name not in optional}
     extra = sorted(set(installed) - set(pins) - dev.NOT_LOCKED)
     assert (drift, extra) == ({}, []), f"locked vs installed {drift}; not in the lock: {extra}"
+
+
+@pytest.mark.parametrize("command, extra, expected", [
+    ("test", [], False), ("test", ["-q"], False), ("test", ["-q", "-m", "e2e"], True), ("test", ["-me2e"], True),
+    ("test", ["-m", "e2e or not e2e"], True), ("test", ["-m", "not e2e"], False), ("demo", ["-m", "e2e"], False),
+    ("setup", [], False), ("setup", ["--topology"], True),
+])
+def test_dionysus_is_built_only_for_the_tier_that_needs_it(command, extra, expected):
+    """The demo and the default tier set up without dionysus (minutes of building); the end-to-end tier, whose
+    cross-checks compare the default engine with it, and `setup --topology` build it."""
+    assert dev.wants_topology(command, extra) is expected
