@@ -371,10 +371,10 @@ def test_token_schedule_of_each_method():
                                         LayerTokens(0.05), LayerTokens(0.05)]
     # top5 keeps 5% of the original tokens, but never more than step 1 left
     assert [entry.share for entry in token_schedule(halfv | {"keep": 0.02}, 6)] == [1.0, 1.0, 0.02, 0.02, 0.02, 0.02]
-    random = {"method": "random", "keep": 0.75, "layer": 0, "seed": 3}
-    assert token_schedule(random, 3) == [LayerTokens(0.75)] * 3
+    random = {"method": "random", "keep": 0.75, "layer": 1, "seed": 3}
+    assert token_schedule(random, 3) == [LayerTokens(1.0)] + [LayerTokens(0.75)] * 2
     assert token_summary(random) == ("visual-token pruning token_method=random (token_keep=0.75, seed=3, from "
-                                     "decoder layer 0)")
+                                     "decoder layer 1)")
     assert token_summary(halfv | {"ssr_mode": "off", "ssr_layer": None}) == (
         "visual-token pruning token_method=halfv (token_keep=0.25, anchor 0.1, IVR layer 2, no step 2)")
 
