@@ -493,6 +493,7 @@ def genai_cuda(args, builds: dict[str, Path]) -> dict[str, Any]:
     import torch
     from lmms_topo_plugin.calibration import move_inputs
     from lmms_topo_plugin.config import PruneConfig
+    from lmms_topo_plugin.exporters.onnx.genai import og_greedy_tokens
     from lmms_topo_plugin.loading import load_config, load_model
     from lmms_topo_plugin.prompting import Prompt, encode
     from lmms_topo_plugin.testing.tiny_models import example_image
@@ -515,21 +516,8 @@ def genai_cuda(args, builds: dict[str, Path]) -> dict[str, Any]:
         expected = loaded.model.generate(**move_inputs(inputs, "cpu", loaded.model.dtype), max_new_tokens=new_tokens,
                                          do_sample=False, suppress_tokens=None,
                                          )[0, inputs["input_ids"].shape[1]:].tolist()
-    ids = inputs["input_ids"].numpy().astype(np.int32)
-
     def run(n: int) -> list[int]:
-        named = og.NamedTensors()
-        named["input_ids"] = ids
-        named["pixel_values"] = inputs["pixel_values"].float().numpy()
-        named["image_grid_thw"] = inputs["image_grid_thw"].numpy()
-        named["num_image_tokens"] = np.array([int((ids == loaded.adapter.image_token_id).sum())], dtype=np.int64)
-        params = og.GeneratorParams(model)
-        params.set_search_options(do_sample=False, max_length=ids.shape[1] + n)
-        generator = og.Generator(model, params)
-        generator.set_inputs(named)
-        while not generator.is_done():
-            generator.generate_next_token()
-        return generator.get_sequence(0)[ids.shape[1]:].tolist()
+        return og_greedy_tokens(og, model, inputs, loaded.adapter.image_token_id, n)
 
     tokens = run(new_tokens)
     timing = generate_timing(lambda n: len(run(n)), new_tokens - 1, 3)

@@ -66,8 +66,7 @@ def save_checkpoint(model: Any, processor: Any, out: str | os.PathLike, dtype: t
     from ..cache import atomic_write_json, umask_mode
 
     out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_checkpoint(out))):
-        raise UsageError(f"{out} exists and is not a checkpoint directory; choose another destination or remove {out}")
+    check_destination(out, "destination", overwrite=True)  # a previous checkpoint there is replaced whole
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
     try:

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from lmms_topo_plugin.calibration import move_inputs
+from lmms_topo_plugin.exporters.onnx.genai import og_greedy_tokens
 from lmms_topo_plugin.prompting import Prompt, encode
 from lmms_topo_plugin.testing.tiny_models import example_image
 from onnx_helpers import export_build, pruned_model
@@ -52,20 +53,7 @@ def test_the_manifest_lists_og_s_files_for_the_pruned_decoder(genai_build):
 
 def og_tokens(model, inputs, image_token_id: int) -> list[int]:
     """Greedy new tokens of og fed one processed prompt as named tensors."""
-    ids = inputs["input_ids"].numpy().astype(np.int32)
-    named = og.NamedTensors()
-    named["input_ids"] = ids
-    if "pixel_values" in inputs:
-        named["pixel_values"] = inputs["pixel_values"].float().numpy()
-        named["image_grid_thw"] = inputs["image_grid_thw"].numpy()
-        named["num_image_tokens"] = np.array([int((ids == image_token_id).sum())], dtype=np.int64)
-    params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=ids.shape[1] + NEW_TOKENS)
-    generator = og.Generator(model, params)
-    generator.set_inputs(named)
-    while not generator.is_done():
-        generator.generate_next_token()
-    return generator.get_sequence(0)[ids.shape[1]:].tolist()
+    return og_greedy_tokens(og, model, inputs, image_token_id, NEW_TOKENS)
 
 
 PROMPTS = {

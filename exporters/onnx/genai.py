@@ -133,3 +133,24 @@ def write_genai(loaded: LoadedModel, manifest: dict[str, Any], onnx_dir: Path) -
     return {"runtime": "onnxruntime-genai", "config": CONFIG, "model_type": loaded.model.config.model_type,
             "files": sorted({CONFIG, *graph_files(onnx_dir, EMBEDDING), PROCESSOR,
                              *(Path(file).name for file in tokenizer_files)})}
+
+
+def og_greedy_tokens(og: Any, model: Any, inputs: Any, image_token_id: int, max_new_tokens: int) -> list[int]:
+    """Greedy new tokens of an ``og.Model`` fed one processed prompt (``inputs``: the processor's tensors) as named
+    tensors: the ids, and for a prompt with images their pixels, grids and image-token count."""
+    import numpy as np
+
+    ids = inputs["input_ids"].numpy().astype(np.int32)
+    named = og.NamedTensors()
+    named["input_ids"] = ids
+    if "pixel_values" in inputs:
+        named["pixel_values"] = inputs["pixel_values"].float().numpy()
+        named["image_grid_thw"] = inputs["image_grid_thw"].numpy()
+        named["num_image_tokens"] = np.array([int((ids == image_token_id).sum())], dtype=np.int64)
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=ids.shape[1] + max_new_tokens)
+    generator = og.Generator(model, params)
+    generator.set_inputs(named)
+    while not generator.is_done():
+        generator.generate_next_token()
+    return generator.get_sequence(0)[ids.shape[1]:].tolist()
