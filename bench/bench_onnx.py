@@ -36,8 +36,8 @@ DEFAULT_OUT = bench_speed.ROOT / "bench" / "results" / "onnx.json"
 
 
 def torch_costs(loaded, prompt, decode_tokens: int, repeats: int) -> dict[str, float]:
-    from lmms_topo_plugin.calibration import move_inputs
-    from lmms_topo_plugin.prompting import encode
+    from lmms_topo_plugin.calibration.collect import move_inputs
+    from lmms_topo_plugin.models.prompting import encode
     from lmms_topo_plugin.search.measure import decode
 
     inputs = move_inputs(encode(loaded.processor, loaded.adapter, [prompt]), "cpu", loaded.model.dtype)
@@ -115,9 +115,9 @@ def ort_costs(runner, prompt, decode_tokens: int, repeats: int) -> dict[str, flo
 def measure_model(name: str, loaded, prompt, args) -> list[dict]:
     """Dense and half-removed rows of one model: PyTorch and ONNX Runtime costs, graph sizes."""
     from lmms_topo_plugin.exporters.onnx.graphs import export_graphs
-    from lmms_topo_plugin.exporters.onnx.runner import OnnxVLM
-    from lmms_topo_plugin.prompting import encode
-    from lmms_topo_plugin.surgery import layers_removed
+    from lmms_topo_plugin.runtime.onnx_runner import OnnxVLM
+    from lmms_topo_plugin.models.prompting import encode
+    from lmms_topo_plugin.surgery.layers import layers_removed
 
     rows = []
     layers = loaded.adapter.num_layers
@@ -152,8 +152,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     from lmms_topo_plugin.cache import atomic_write_json
-    from lmms_topo_plugin.config import PruneConfig
-    from lmms_topo_plugin.loading import load_config, load_model, resolve_pretrained
+    from lmms_topo_plugin.config.prune import PruneConfig
+    from lmms_topo_plugin.models.loading import load_config, load_model, resolve_pretrained
     from lmms_topo_plugin.search.measure import default_cost_prompt
 
     prompt = default_cost_prompt()

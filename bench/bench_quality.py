@@ -74,7 +74,7 @@ def sweep(out: Path, methods: list[str], model_args: dict[str, str], limit: int 
 def reload_overhead(methods: list[str], model_args: dict[str, str]) -> dict:
     """Seconds of one fresh ``load_pruned`` per method (recomputed, then cached scores) and of the dense load."""
     from lmms_topo_plugin.api import load_pruned
-    from lmms_topo_plugin.registry import DENSE_METHOD
+    from lmms_topo_plugin.scorers.registry import DENSE_METHOD
 
     base = {key: value for key, value in model_args.items() if key != "recompute"}
     fresh, cached, timings = {}, {}, {}
@@ -139,7 +139,7 @@ def command_line() -> str:
 
 
 def main() -> int:
-    from lmms_topo_plugin.registry import DENSE_METHOD, available_methods
+    from lmms_topo_plugin.scorers.registry import DENSE_METHOD, available_methods
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", help="layer methods (default: every one in the registry)")

@@ -9,7 +9,7 @@ weights): a Llama decoder of ``--layers`` layers of width ``--hidden`` (16 heads
 behind a small CLIP tower (2 layers of width 32) whose 14 px patches give ``--image-tokens`` image tokens
 (576 = a 336 px image), so that the decoder dominates the cost. It is measured dense, then with a quarter of
 the layers removed (every fourth), then with half removed (every other), in place with
-``lmms_topo_plugin.surgery.remove_layers``, by ``lmms_topo_plugin.search.measure.measure_cost`` on its fixed
+``lmms_topo_plugin.surgery.layers.remove_layers``, by ``lmms_topo_plugin.search.measure.measure_cost`` on its fixed
 prompt: prefill latency (the whole prompt with its image, logits for the last position as ``generate`` does),
 per-token decode latency (``--decode-tokens`` one-token steps with the KV cache), peak RSS; medians of
 ``--repeats`` after one warm-up.
@@ -56,8 +56,8 @@ HEADS = 16
 def build_model(layers: int, hidden: int, image_tokens: int):
     """A random-weight LLaVA-shaped ``LoadedModel`` (float32, CPU) and its processor's image size."""
     from lmms_topo_plugin.adapters import adapter_class_for
-    from lmms_topo_plugin.loading import LoadedModel
-    from lmms_topo_plugin.processors import image_only_processor_class
+    from lmms_topo_plugin.models.loading import LoadedModel
+    from lmms_topo_plugin.models.processors import image_only_processor_class
     from lmms_topo_plugin.synthbench import vocabulary
     from lmms_topo_plugin.testing.tiny_models import tiny_config, tiny_model, tiny_tokenizer
 
@@ -131,8 +131,8 @@ def median_seconds(step, repeats: int) -> float:
 
 def fixed_parts(loaded, prompt, repeats: int) -> dict[str, float]:
     """The vision tower + projector and the LM head timed on their own, on the cost prompt's inputs."""
-    from lmms_topo_plugin.calibration import move_inputs
-    from lmms_topo_plugin.prompting import encode
+    from lmms_topo_plugin.calibration.collect import move_inputs
+    from lmms_topo_plugin.models.prompting import encode
 
     model = loaded.model
     inputs = move_inputs(encode(loaded.processor, loaded.adapter, [prompt]), model.device, model.dtype)
@@ -245,7 +245,7 @@ def main() -> None:
 
     from lmms_topo_plugin.cache import atomic_write_json
     from lmms_topo_plugin.search.measure import default_cost_prompt
-    from lmms_topo_plugin.surgery import remove_layers
+    from lmms_topo_plugin.surgery.layers import remove_layers
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -77,7 +77,7 @@ def speed_row(loaded, inputs, pruner, repeats: int, decode_tokens: int) -> dict:
 
 
 def measure_speed(args) -> list[dict]:
-    from lmms_topo_plugin.prompting import encode
+    from lmms_topo_plugin.models.prompting import encode
     from lmms_topo_plugin.search.measure import default_cost_prompt
 
     loaded, _ = bench_speed.build_model(args.layers, args.hidden, 576)
@@ -103,10 +103,10 @@ def measure_accuracy(args) -> tuple[list[dict], dict]:
     """topo_synth exact match of the bundled model: dense, each pruner x keep (HalfV at the IVR layer its lifecycle
     analysis detects on 100 calibration prompts), and FastV on top of layer removal; and that analysis."""
     from lmms_topo_plugin.api import load_pruned
-    from lmms_topo_plugin.calib_data import default_calibration_prompts
-    from lmms_topo_plugin.config import PruneConfig
-    from lmms_topo_plugin.lmms_model import TopoPrunedChat
-    from lmms_topo_plugin.search.evaluate import evaluate, flatten_results, task_manager
+    from lmms_topo_plugin.calibration.sources import default_calibration_prompts
+    from lmms_topo_plugin.config.prune import PruneConfig
+    from lmms_topo_plugin.integrations.lmms_eval.model import TopoPrunedChat
+    from lmms_topo_plugin.integrations.lmms_eval.evaluate import evaluate, flatten_results, task_manager
     from lmms_topo_plugin.tokens.lifecycle import analyze_lifecycle
 
     manager = task_manager()

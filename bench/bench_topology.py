@@ -92,9 +92,9 @@ def real_states(sizes: list[int], path: str, send) -> dict:
     from tqdm import tqdm
     from transformers.utils import logging as transformers_logging
 
-    from lmms_topo_plugin.calibration import calibrate
-    from lmms_topo_plugin.config import PruneConfig
-    from lmms_topo_plugin.loading import load_model
+    from lmms_topo_plugin.calibration.collect import calibrate
+    from lmms_topo_plugin.config.prune import PruneConfig
+    from lmms_topo_plugin.models.loading import load_model
     from lmms_topo_plugin.pipeline import prepare
 
     def config(n: int):

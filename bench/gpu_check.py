@@ -184,7 +184,7 @@ class Models:
 
     def path(self, name: str) -> str:
         if name == "bundled":
-            from lmms_topo_plugin.loading import resolve_pretrained
+            from lmms_topo_plugin.models.loading import resolve_pretrained
 
             return resolve_pretrained(None)
         if name not in self.built:
@@ -214,9 +214,9 @@ def answer(loaded, docs: list[dict]) -> list[str]:
     """Greedy answers through the plugin's generation path, the recorded token pruner attached (as lmms-eval's)."""
     from contextlib import nullcontext
 
-    from lmms_topo_plugin.generation import generate
+    from lmms_topo_plugin.runtime.generation import generate
     from lmms_topo_plugin.tokens import token_pruner
-    from lmms_topo_plugin.training.data import prompts_of
+    from lmms_topo_plugin.tools.training.data import prompts_of
 
     # as lmms_model.recorded_token_pruner, which needs lmms_eval (not installed on the lent machine)
     pruner = token_pruner((getattr(loaded.model.config, "topo_pruning", None) or {}).get("token_pruning"))
@@ -286,7 +286,7 @@ def plugin_eval(args, models: Models) -> dict[str, Any]:
 def cpu_copy(loaded):
     """The loaded model moved to CPU float32 (the ONNX export traces on CPU), the device copy left as it was."""
     from lmms_topo_plugin.adapters import get_adapter
-    from lmms_topo_plugin.loading import LoadedModel
+    from lmms_topo_plugin.models.loading import LoadedModel
 
     import torch
 
@@ -332,7 +332,7 @@ def to_device(loaded, device: str, dtype):
 
 def dense_and_half(loaded, prompt, decode_tokens: int, repeats: int) -> dict[str, Any]:
     from lmms_topo_plugin.search.measure import measure_cost, speedup_table
-    from lmms_topo_plugin.surgery import layers_removed
+    from lmms_topo_plugin.surgery.layers import layers_removed
 
     dense = measure_cost(loaded, prompt, repeats=repeats, decode_tokens=decode_tokens)
     with layers_removed(loaded.adapter, list(range(1, loaded.adapter.num_layers, 2))):
@@ -343,8 +343,8 @@ def dense_and_half(loaded, prompt, decode_tokens: int, repeats: int) -> dict[str
 def torch_speed(args, models: Models) -> dict[str, Any]:
     import torch
     import bench_speed
-    from lmms_topo_plugin.config import PruneConfig
-    from lmms_topo_plugin.loading import load_config, load_model
+    from lmms_topo_plugin.config.prune import PruneConfig
+    from lmms_topo_plugin.models.loading import load_config, load_model
     from lmms_topo_plugin.search.measure import default_cost_prompt
 
     dtype = getattr(torch, args.dtype)
@@ -404,8 +404,8 @@ def generate_timing(generate_n: Callable[[int], int], decode_tokens: int, repeat
 
 def torch_generate_timing(loaded, prompt, decode_tokens: int, repeats: int) -> dict[str, Any]:
     import torch
-    from lmms_topo_plugin.calibration import move_inputs
-    from lmms_topo_plugin.prompting import encode
+    from lmms_topo_plugin.calibration.collect import move_inputs
+    from lmms_topo_plugin.models.prompting import encode
 
     model = loaded.model
     inputs = move_inputs(encode(loaded.processor, loaded.adapter, [prompt]), model.device, model.dtype)
@@ -425,9 +425,9 @@ def ort_cuda(args) -> dict[str, Any]:
     import torch
     import bench_speed
     from lmms_topo_plugin.exporters.onnx.build import build_onnx
-    from lmms_topo_plugin.exporters.onnx.runner import OnnxVLM
+    from lmms_topo_plugin.runtime.onnx_runner import OnnxVLM
     from lmms_topo_plugin.search.measure import default_cost_prompt
-    from lmms_topo_plugin.surgery import layers_removed
+    from lmms_topo_plugin.surgery.layers import layers_removed
 
     layers, hidden, image_tokens, decode_tokens, repeats = args.ort_size
     prompt = default_cost_prompt()
@@ -491,11 +491,11 @@ def genai_cuda(args, builds: dict[str, Path]) -> dict[str, Any]:
                       "onnxruntime-gpu missing)")
     import numpy as np
     import torch
-    from lmms_topo_plugin.calibration import move_inputs
-    from lmms_topo_plugin.config import PruneConfig
+    from lmms_topo_plugin.calibration.collect import move_inputs
+    from lmms_topo_plugin.config.prune import PruneConfig
     from lmms_topo_plugin.exporters.onnx.genai import og_greedy_tokens
-    from lmms_topo_plugin.loading import load_config, load_model
-    from lmms_topo_plugin.prompting import Prompt, encode
+    from lmms_topo_plugin.models.loading import load_config, load_model
+    from lmms_topo_plugin.models.prompting import Prompt, encode
     from lmms_topo_plugin.testing.tiny_models import example_image
 
     if "qwen2_5_vl" not in builds:
@@ -530,7 +530,7 @@ def genai_cuda(args, builds: dict[str, Path]) -> dict[str, Any]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from lmms_topo_plugin.registry import DENSE_METHOD, available_methods
+    from lmms_topo_plugin.scorers.registry import DENSE_METHOD, available_methods
 
     methods = [name for name in available_methods() if name != DENSE_METHOD]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

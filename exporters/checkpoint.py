@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import UsageError
+from lmms_topo_plugin.errors import UsageError
 
 if TYPE_CHECKING:  # torch is imported where it is used: the CLI imports this module for SAVE_DTYPES
     import torch
@@ -63,7 +63,7 @@ def save_checkpoint(model: Any, processor: Any, out: str | os.PathLike, dtype: t
     so that no user directory is replaced by mistake. ``validate(staging_dir)`` runs on the written checkpoint
     before it is renamed into place (raise to refuse it); its result is saved there as ``export_report.json``.
     """
-    from ..cache import atomic_write_json, umask_mode
+    from lmms_topo_plugin.cache import atomic_write_json, umask_mode
 
     out = Path(out)
     check_destination(out, "destination", overwrite=True)  # a previous checkpoint there is replaced whole

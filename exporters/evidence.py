@@ -22,10 +22,10 @@ SWEEP_FILES = ("results.md", "results.csv", "pareto.png")
 
 def sweep_evidence(record: dict[str, Any], sweep_dir: Path, selected_as: str) -> dict[str, bytes]:
     """The files of one sweep configuration (``selected_as``: ``winner`` or ``pareto_front``), by name."""
-    from ..report_files import score_figures
-    from ..scorers import LayerScores
-    from ..search.sweep import scores_path
-    from ..search.variants import label_of
+    from lmms_topo_plugin.reports import score_figures
+    from lmms_topo_plugin.scorers import LayerScores
+    from lmms_topo_plugin.search.sweep import scores_path
+    from lmms_topo_plugin.search.variants import label_of
 
     files = {SWEEP_RECORD: (json.dumps({**record, "selected_as": selected_as}, indent=2) + "\n").encode()}
     files.update({name: (sweep_dir / name).read_bytes() for name in SWEEP_FILES if (sweep_dir / name).is_file()})
@@ -45,7 +45,7 @@ def sweep_evidence(record: dict[str, Any], sweep_dir: Path, selected_as: str) ->
 
 def writer(files: dict[str, bytes]) -> Callable[[Path], None]:
     """A callable that writes ``files`` into ``<build>/pruning/`` (for :func:`export_checkpoint`'s ``evidence``)."""
-    from ..cache import atomic_write_bytes
+    from lmms_topo_plugin.cache import atomic_write_bytes
 
     def write(build: Path) -> None:
         for name, data in files.items():
@@ -56,6 +56,6 @@ def writer(files: dict[str, bytes]) -> Callable[[Path], None]:
 
 def report_writer(report: Any) -> Callable[[Path], None]:
     """A callable that writes a single run's pruning report and plots into ``<build>/pruning/``."""
-    from ..report_files import write_report
+    from lmms_topo_plugin.reports import write_report
 
     return lambda build: write_report(report, build / EVIDENCE_DIR)

@@ -15,12 +15,12 @@ from typing import Any, Callable
 
 import torch
 
-from ..config import PruneConfig
-from ..errors import ModelArgsError, PluginError
-from ..loading import LoadedModel, load_config, load_model
-from ..pipeline import PrunePlan, apply_plan, model_fingerprint, prepare
-from .checkpoint import is_checkpoint, save_checkpoint, save_dtype
-from .evidence import report_writer, sweep_evidence, writer
+from lmms_topo_plugin.config.prune import PruneConfig
+from lmms_topo_plugin.errors import ModelArgsError, PluginError
+from lmms_topo_plugin.models.loading import LoadedModel, load_config, load_model
+from lmms_topo_plugin.pipeline import PrunePlan, apply_plan, model_fingerprint, prepare
+from lmms_topo_plugin.exporters.checkpoint import is_checkpoint, save_checkpoint, save_dtype
+from lmms_topo_plugin.exporters.evidence import report_writer, sweep_evidence, writer
 
 WINNER_SCHEMA = "lmms_topo_plugin.sweep_winner"
 PARETO_SCHEMA = "lmms_topo_plugin.sweep_pareto"
@@ -64,7 +64,7 @@ def export_pareto(sweep_dir: str | Path, out: str | Path, dtype_choice: str = "b
                   onnx_precisions: tuple[str, ...] = ()) -> Path:
     """Export every configuration on the sweep's front into ``out/<method>-<budget>-<calibration>/``, and write
     ``out/index.json`` listing them; returns the index path."""
-    from ..cache import atomic_write_json
+    from lmms_topo_plugin.cache import atomic_write_json
 
     out = Path(out)
     entries = []
@@ -117,7 +117,7 @@ def export_model_args(model_args: dict[str, str], out: str | Path, dtype_choice:
                       onnx_precisions: tuple[str, ...] = (), check: Callable[[LoadedModel], None] | None = None) -> Path:
     """Prune as ``model_args`` describe (a single run: calibration and scores from the cache), in the dtype it
     will be saved in, and export it to ``out`` with the run's pruning report; returns ``out``."""
-    from ..api import load_pruned
+    from lmms_topo_plugin.api import load_pruned
 
     if "dtype" not in model_args or dtype_choice != "base":
         prepared = prepare(PruneConfig.from_model_args(model_args), load_calibration=False)
@@ -140,7 +140,7 @@ def export_checkpoint(loaded: LoadedModel, out: str | Path, onnx_precisions: tup
     ``onnx_precisions`` (fp32 always first), also the ONNX build in ``out/onnx``, validated against PyTorch
     (:mod:`~lmms_topo_plugin.exporters.onnx.build`); ``evidence(build_dir)`` adds the configuration's reports
     (:mod:`.evidence`). Nothing is renamed into place unless every validation passes."""
-    from ..search.measure import default_cost_prompt
+    from lmms_topo_plugin.search.measure import default_cost_prompt
 
     prompt = default_cost_prompt()
     expected = prompt_logits(loaded, [prompt])
@@ -157,7 +157,7 @@ def export_checkpoint(loaded: LoadedModel, out: str | Path, onnx_precisions: tup
             raise ExportValidationError(f"the saved checkpoint does not reload to the pruned model "
                                         f"(max logit difference {difference:.3g}, layer counts {counts}); not saved")
         if onnx_precisions:
-            from .onnx.build import build_onnx
+            from lmms_topo_plugin.exporters.onnx.build import build_onnx
 
             report["onnx"] = build_onnx(loaded, staging, onnx_precisions)
         if evidence is not None:
@@ -169,8 +169,8 @@ def export_checkpoint(loaded: LoadedModel, out: str | Path, onnx_precisions: tup
 
 def prompt_logits(loaded: LoadedModel, prompts) -> torch.Tensor:
     """Float32 logits of a (left-padded) batch of prompts, every position, no cache."""
-    from ..calibration import move_inputs
-    from ..prompting import encode
+    from lmms_topo_plugin.calibration.collect import move_inputs
+    from lmms_topo_plugin.models.prompting import encode
 
     inputs = encode(loaded.processor, loaded.adapter, prompts)
     with torch.inference_mode():

@@ -7,16 +7,16 @@ from typing import Any
 
 from loguru import logger
 
-from .cache import DiskCache
-from .config import PruneConfig
-from .distributed import compute_on_rank0, is_distributed
-from .errors import ModelArgsError
-from .loading import LoadedModel, load_model
-from .pipeline import (
+from lmms_topo_plugin.cache import DiskCache
+from lmms_topo_plugin.config.prune import PruneConfig
+from lmms_topo_plugin.distributed import compute_on_rank0, is_distributed
+from lmms_topo_plugin.errors import ModelArgsError
+from lmms_topo_plugin.models.loading import LoadedModel, load_model
+from lmms_topo_plugin.pipeline import (
     PruneReport, apply_plan, build_report, calibration_prompts, compute_plan, compute_scores, count_parameters,
     log_plan, model_fingerprint, prepare,
 )
-from .scorers import LayerScores
+from lmms_topo_plugin.scorers import LayerScores
 
 
 def load_pruned(config: PruneConfig | dict[str, Any]) -> tuple[LoadedModel, PruneReport]:
@@ -54,7 +54,7 @@ def detect_token_stages(config: PruneConfig, prepared, loaded: LoadedModel, remo
     """HalfV's IVR and SSR layers and SSR mode on the pruned model, where ``config`` leaves them open: written
     into ``config`` and, with what was detected, into the model's pruning record. A step 2 that would start
     before step 1 (top5: not after it) is left out, with a warning and the reason in the record."""
-    from .tokens.auto_layer import LIFECYCLE_SAMPLES, detected_stages
+    from lmms_topo_plugin.tokens.auto_layer import LIFECYCLE_SAMPLES, detected_stages
 
     prompts = calibration_prompts(config, config.calib_limit or LIFECYCLE_SAMPLES)
     model_id = model_fingerprint(prepared.pretrained, prepared.hf_config, config.revision)

@@ -16,7 +16,7 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator
 
-from .errors import OutOfMemory, PluginError
+from lmms_topo_plugin.errors import OutOfMemory, PluginError
 
 MAX_MESSAGE = 400
 INTERRUPTED = 130  # the shell's code for a command ended by SIGINT

@@ -17,20 +17,20 @@ import torch
 from loguru import logger
 from transformers import PretrainedConfig
 
-from .cache import DiskCache, cache_key
-from .calib_data import (
+from lmms_topo_plugin.cache import DiskCache, cache_key
+from lmms_topo_plugin.calibration.sources import (
     DOMAINS, default_calibration_prompts, domain_calibration_prompts, prompts_fingerprint, task_calibration_prompts,
 )
-from .calibration import COLLECTORS_VERSION, calibrate
-from .config import PruneConfig
-from .errors import ModelArgsError
-from .failures import out_of_memory_as_failure
-from .loading import LoadedModel, load_config, resolve_pretrained
-from .adapters import adapter_class_for
-from .prompting import Prompt
-from .registry import DENSE_METHOD, get_method
-from .scorers import LayerScorer, LayerScores
-from .surgery import remove_layers
+from lmms_topo_plugin.calibration.collect import COLLECTORS_VERSION, calibrate
+from lmms_topo_plugin.config.prune import PruneConfig
+from lmms_topo_plugin.errors import ModelArgsError
+from lmms_topo_plugin.failures import out_of_memory_as_failure
+from lmms_topo_plugin.models.loading import LoadedModel, load_config, resolve_pretrained
+from lmms_topo_plugin.adapters import adapter_class_for
+from lmms_topo_plugin.models.prompting import Prompt
+from lmms_topo_plugin.scorers.registry import DENSE_METHOD, get_method
+from lmms_topo_plugin.scorers import LayerScorer, LayerScores
+from lmms_topo_plugin.surgery.layers import remove_layers
 
 REPORT_SCHEMA = "topo_pruned.report/v1"
 

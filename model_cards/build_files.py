@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelArgsError
-from ..exporters.evidence import EVIDENCE_DIR, SWEEP_RECORD
+from lmms_topo_plugin.errors import ModelArgsError
+from lmms_topo_plugin.exporters.evidence import EVIDENCE_DIR, SWEEP_RECORD
 
 CARD_NAME = "README.md"
 
@@ -52,7 +52,7 @@ def _json(path: Path, flag: str = "build") -> dict[str, Any]:
 
 def read_build(root: str | Path) -> BuildFiles:
     """Read ``root``; a one-line error naming the build directory when it is not a ``topo-prune export`` output."""
-    from ..report_files import LATEST_POINTER
+    from lmms_topo_plugin.reports import LATEST_POINTER
 
     root = Path(root)
     for name in ("config.json", "export_report.json"):

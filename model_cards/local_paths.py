@@ -55,7 +55,7 @@ def is_bundled_model(base: str | None) -> bool:
     """Whether ``base`` is the plugin's bundled default model (wherever the plugin was installed)."""
     if not base or not is_local_base(base):
         return False
-    from ..loading import BUNDLED_MODEL_DIR
+    from lmms_topo_plugin.models.loading import BUNDLED_MODEL_DIR
 
     path = Path(split_suffix(base)[0]).expanduser()
     try:

@@ -16,9 +16,10 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from .build_files import EVIDENCE_DIR, SWEEP_RECORD, BuildFiles
-from .local_paths import (BUNDLED_MODEL_NAME, fingerprint_hash, is_absolute_path, is_bundled_model, is_local_base,
-                          portable)
+from lmms_topo_plugin.model_cards.build_files import EVIDENCE_DIR, SWEEP_RECORD, BuildFiles
+from lmms_topo_plugin.model_cards.local_paths import (
+    BUNDLED_MODEL_NAME, fingerprint_hash, is_absolute_path, is_bundled_model, is_local_base, portable,
+)
 
 LMMS_EVAL_URL = "https://github.com/EvolvingLMMs-Lab/lmms-eval"
 TEMPLATE = "pruned_model.md"
@@ -36,7 +37,7 @@ class CardInputs:
 
 
 def bundled_task_names() -> set[str]:
-    from ..calib_data import bundled_tasks_dir
+    from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
 
     return {path.stem for path in Path(bundled_tasks_dir()).rglob("*.yaml") if not path.stem.startswith("_")}
 
@@ -194,7 +195,7 @@ def public_model_args(model_args: dict[str, Any], inputs: CardInputs) -> dict[st
 
 def template_context(build: BuildFiles, inputs: CardInputs) -> dict[str, Any]:
     """Everything the template shows, already formatted, with the file each part comes from."""
-    from ..registry import get_method
+    from lmms_topo_plugin.scorers.registry import get_method
 
     pruning = build.pruning or {}
     method = pruning.get("method")
@@ -223,7 +224,7 @@ def template_context(build: BuildFiles, inputs: CardInputs) -> dict[str, Any]:
         "token_pruning": token_pruning_text(pruning.get("token_pruning")),
     }
     if record:
-        from ..config import PruneConfig
+        from lmms_topo_plugin.config.prune import PruneConfig
 
         model_args = {**public_model_args(record["model_args"], inputs), "method": method,
                       "sparsity": f"{record['winner']['budget']:g}",

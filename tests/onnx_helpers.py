@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from lmms_topo_plugin.api import load_pruned
-from lmms_topo_plugin.calibration import move_inputs
-from lmms_topo_plugin.cli import main
-from lmms_topo_plugin.prompting import encode
+from lmms_topo_plugin.calibration.collect import move_inputs
+from lmms_topo_plugin.cli.main import main
+from lmms_topo_plugin.models.prompting import encode
 
 MODEL_ARGS = "method=block_influence,n_remove=2,device=cpu,calib_limit=4"
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lmms_topo_plugin.cache import DiskCache, atomic_write_bytes, cache_key
-from lmms_topo_plugin.compat import install_loglikelihood_fix
+from lmms_topo_plugin.integrations.lmms_eval.compat import install_loglikelihood_fix
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):

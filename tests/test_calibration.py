@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from lmms_topo_plugin.adapters import get_adapter
-from lmms_topo_plugin.calibration import calibrate, move_inputs
-from lmms_topo_plugin.config import PruneConfig
-from lmms_topo_plugin.loading import load_config, load_model
-from lmms_topo_plugin.prompting import Prompt, encode
+from lmms_topo_plugin.calibration.collect import calibrate, move_inputs
+from lmms_topo_plugin.config.prune import PruneConfig
+from lmms_topo_plugin.models.loading import load_config, load_model
+from lmms_topo_plugin.models.prompting import Prompt, encode
 from lmms_topo_plugin.testing.tiny_models import example_image
 
 

@@ -4,8 +4,8 @@ import json
 
 from transformers import AutoModelForImageTextToText
 
-from lmms_topo_plugin.calib_data import bundled_tasks_dir
-from lmms_topo_plugin.cli import main
+from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
+from lmms_topo_plugin.cli.main import main
 
 
 def test_tasks_dir_prints_the_bundled_tasks(capsys):

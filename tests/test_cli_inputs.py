@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from lmms_topo_plugin.cli import main
+from lmms_topo_plugin.cli.main import main
 from lmms_topo_plugin.exporters import export
 
 # a model that does not exist: a refusal printed instead of a load error proves the check came before loading
@@ -102,10 +102,10 @@ def test_an_unexpected_error_names_the_command_once(tiny_checkpoints, tmp_path, 
 
 
 def test_bad_input_through_the_installed_command(tmp_path):
-    """The same line and exit code from the console command (``python -m lmms_topo_plugin.cli``)."""
+    """The same line and exit code from the console command (``python -m lmms_topo_plugin.cli.main``)."""
     (tmp_path / "build").mkdir()
     (tmp_path / "build" / "config.json").write_text(json.dumps({}))
-    result = subprocess.run([sys.executable, "-m", "lmms_topo_plugin.cli", "export", "--model-args", NOWHERE, "--out",
+    result = subprocess.run([sys.executable, "-m", "lmms_topo_plugin.cli.main", "export", "--model-args", NOWHERE, "--out",
                              str(tmp_path / "build")], capture_output=True, text=True, timeout=300)
     assert (result.returncode, result.stderr.splitlines(), result.stdout) == (2, [
         f"topo-prune: --out {tmp_path / 'build'} already holds an export; pass --overwrite to replace it, or choose "

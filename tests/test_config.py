@@ -2,7 +2,7 @@
 
 import pytest
 
-from lmms_topo_plugin.config import PruneConfig
+from lmms_topo_plugin.config.prune import PruneConfig
 from lmms_topo_plugin.errors import ModelArgsError
 
 

@@ -11,13 +11,13 @@ import pytest
 from safetensors import safe_open
 
 from lmms_topo_plugin.api import load_pruned
-from lmms_topo_plugin.calib_data import bundled_tasks_dir
-from lmms_topo_plugin.generation import generate
-from lmms_topo_plugin.loading import BUNDLED_MODEL_DIR, resolve_pretrained
+from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
+from lmms_topo_plugin.runtime.generation import generate
+from lmms_topo_plugin.models.loading import BUNDLED_MODEL_DIR, resolve_pretrained
 from lmms_topo_plugin.synthbench import KINDS, exact_match, load_split
 from lmms_topo_plugin.testing.lmms_eval_output import logged_samples, response_text
-from lmms_topo_plugin.training.data import prompts_of
-from lmms_topo_plugin.training.evaluate import SETTINGS, evaluate
+from lmms_topo_plugin.tools.training.data import prompts_of
+from lmms_topo_plugin.tools.training.evaluate import SETTINGS, evaluate
 
 # Dense exact match on the first 20 test docs of each kind, measured: every answer right (the whole test split
 # measured 0.992 overall: count 0.99, math 0.97, the other kinds 1.00, as in the README). Greedy decoding on the CPU

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from lmms_topo_plugin.api import load_pruned
-from lmms_topo_plugin.calib_data import domain_calibration_prompts
-from lmms_topo_plugin.cli import main
+from lmms_topo_plugin.calibration.sources import domain_calibration_prompts
+from lmms_topo_plugin.cli.main import main
 from lmms_topo_plugin.errors import ModelArgsError
-from lmms_topo_plugin.prompting import encode
+from lmms_topo_plugin.models.prompting import encode
 from lmms_topo_plugin.search.regimes import RegimeRule, budget_table
 
 from test_lmms_eval_cli import lmms_eval
@@ -69,7 +69,7 @@ def test_domain_scores_are_the_per_domain_mean_token_cosine(method, weight, tiny
      "tasks`; add a directory with include_path=)"),
 ])
 def test_bad_domain_arguments_are_refused_before_loading(extra, message, tiny_checkpoints):
-    from lmms_topo_plugin.config import PruneConfig
+    from lmms_topo_plugin.config.prune import PruneConfig
     from lmms_topo_plugin.pipeline import prepare
 
     with pytest.raises(ModelArgsError) as error:

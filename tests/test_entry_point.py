@@ -31,13 +31,13 @@ def test_loading_the_entry_point_imports_neither_torch_nor_transformers():
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines() == [
         "[]",
-        "topo_pruned lmms_topo_plugin.lmms_model.TopoPrunedChat lmms_topo_plugin.lmms_model.TopoPrunedSimple",
+        "topo_pruned lmms_topo_plugin.integrations.lmms_eval.model.TopoPrunedChat lmms_topo_plugin.integrations.lmms_eval.model.TopoPrunedSimple",
     ]
 
 
 def test_the_registered_class_paths_resolve_to_the_model_classes():
-    from lmms_topo_plugin.lmms_model import TopoPrunedChat, TopoPrunedSimple
-    from lmms_topo_plugin.manifest import manifests
+    from lmms_topo_plugin.integrations.lmms_eval.model import TopoPrunedChat, TopoPrunedSimple
+    from lmms_topo_plugin.integrations.lmms_eval.manifest import manifests
 
     (manifest,) = manifests()
     classes = []
@@ -49,7 +49,7 @@ def test_the_registered_class_paths_resolve_to_the_model_classes():
 
 def test_an_incompatible_lmms_eval_gets_a_warning_not_an_exception():
     result = run_python("""
-        from lmms_topo_plugin.manifest import manifests
+        from lmms_topo_plugin.integrations.lmms_eval.manifest import manifests
         print(manifests())
     """, pythonpath=FIXTURES / "old_lmms_eval")
     assert result.returncode == 0, result.stderr[-2000:]

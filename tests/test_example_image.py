@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lmms_topo_plugin.calib_data import bundled_tasks_dir
-from lmms_topo_plugin.cli import main
+from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
+from lmms_topo_plugin.cli.main import main
 
 DATA = Path(__file__).resolve().parent.parent / "tasks" / "topo_synth" / "data"
 TOPO_PRUNE = Path(sys.executable).with_name("topo-prune")
@@ -67,9 +67,9 @@ def test_the_bundled_model_answers_the_example_in_the_benchmarks_format(tmp_path
     """The prompt and image as ``onnx-generate`` builds them (``Prompt.from_text``), decoded greedily for
     onnx-generate's default 32 new tokens: the bundled model answers and stops (eos), right, for every kind."""
     from lmms_topo_plugin.api import load_pruned
-    from lmms_topo_plugin.cli import read_image
-    from lmms_topo_plugin.generation import generate
-    from lmms_topo_plugin.prompting import Prompt
+    from lmms_topo_plugin.cli.main import read_image
+    from lmms_topo_plugin.runtime.generation import generate
+    from lmms_topo_plugin.models.prompting import Prompt
 
     prompts, answers = [], []
     for index in (0, 100, 201, 300, 450):

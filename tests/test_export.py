@@ -8,11 +8,11 @@ import torch
 from transformers import AutoModelForImageTextToText
 
 from lmms_topo_plugin.api import load_pruned
-from lmms_topo_plugin.cli import main
+from lmms_topo_plugin.cli.main import main
 from lmms_topo_plugin.exporters import export
-from lmms_topo_plugin.loading import LoadedModel, load_config
+from lmms_topo_plugin.models.loading import LoadedModel, load_config
 from lmms_topo_plugin.pipeline import model_fingerprint
-from lmms_topo_plugin.processors import load_processor
+from lmms_topo_plugin.models.processors import load_processor
 from lmms_topo_plugin.search.measure import default_cost_prompt
 
 pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lmms_topo_plugin.calib_data import bundled_tasks_dir
+from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
 from lmms_topo_plugin.errors import NonFiniteError
 from lmms_topo_plugin.scorers import LayerScores
 from lmms_topo_plugin.topology.zigzag import INSTALL_HINT

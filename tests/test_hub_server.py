@@ -16,7 +16,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, co
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from huggingface_hub.utils import _http
 
-from lmms_topo_plugin.testing.hub_server import CLIENT_CONSTANTS, CLIENT_ENV, HubStandIn
+from lmms_topo_plugin.tools.hub_server import CLIENT_CONSTANTS, CLIENT_ENV, HubStandIn
 
 BIG = os.urandom((1 << 20) + 1234)  # above the default 1 MiB threshold => LFS
 
@@ -200,7 +200,7 @@ def test_storage_directory_keeps_repos(tmp_path):
 
 
 def test_cli_serves_until_interrupted():
-    process = subprocess.Popen([sys.executable, "-m", "lmms_topo_plugin.testing.hub_server", "--port", "0",
+    process = subprocess.Popen([sys.executable, "-m", "lmms_topo_plugin.tools.hub_server", "--port", "0",
                                 "--token", "hf_demo:demo-user"], stdout=subprocess.PIPE, text=True)
     try:
         url = process.stdout.readline().split()[4]

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from lmms_topo_plugin import install_topology as it
-from lmms_topo_plugin.cli import main
+from lmms_topo_plugin.cli import install_topology as it
+from lmms_topo_plugin.cli.main import main
 
 PYTHON = "/venv/bin/python"
 READY = it.Environment(python=PYTHON, dionysus=False, compiler="/usr/bin/c++", cmake=(3, 25, 1), boost=108100,

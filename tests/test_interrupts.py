@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from lmms_topo_plugin.calib_data import bundled_tasks_dir
+from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
 
 pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e
 
 FAULTS = Path(__file__).parent / "fixtures" / "faults"
 LMMS_EVAL = Path(sys.executable).with_name("lmms-eval")
-TOPO_PRUNE = [sys.executable, "-m", "lmms_topo_plugin.cli"]
+TOPO_PRUNE = [sys.executable, "-m", "lmms_topo_plugin.cli.main"]
 RESTARTS = "re-running starts over, reusing the calibration and layer scores already cached"
 
 

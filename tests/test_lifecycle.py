@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from lmms_topo_plugin.cli import main
+from lmms_topo_plugin.cli.main import main
 from lmms_topo_plugin.tokens.lifecycle import Stages, detect_stages, freezing_kl, truncated_matrix_entropy
 
 

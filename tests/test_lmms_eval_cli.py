@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from lmms_topo_plugin.api import load_pruned
-from lmms_topo_plugin.calib_data import bundled_tasks_dir
-from lmms_topo_plugin.generation import generate
+from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
+from lmms_topo_plugin.runtime.generation import generate
 from lmms_topo_plugin.synthbench import exact_match, load_split
 from lmms_topo_plugin.testing.lmms_eval_output import logged_samples, response_text
 from lmms_topo_plugin.testing.tiny_models import FAMILIES
-from lmms_topo_plugin.training.data import prompts_of
+from lmms_topo_plugin.tools.training.data import prompts_of
 
 pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e
 

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from lmms_topo_plugin.calibration import move_inputs
-from lmms_topo_plugin.config import PruneConfig
-from lmms_topo_plugin.loading import load_config, load_model
-from lmms_topo_plugin.prompting import encode
+from lmms_topo_plugin.calibration.collect import move_inputs
+from lmms_topo_plugin.config.prune import PruneConfig
+from lmms_topo_plugin.models.loading import load_config, load_model
+from lmms_topo_plugin.models.prompting import encode
 from lmms_topo_plugin.search.measure import (
     COST_KEYS,
     default_cost_prompt,
@@ -16,7 +16,7 @@ from lmms_topo_plugin.search.measure import (
     measure_cost,
     speedup_table,
 )
-from lmms_topo_plugin.surgery import remove_layers
+from lmms_topo_plugin.surgery.layers import remove_layers
 
 
 def _load(path):

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from lmms_topo_plugin.cli import main
+from lmms_topo_plugin.cli.main import main
 from lmms_topo_plugin.exporters.onnx import build
 from lmms_topo_plugin.errors import PluginError
-from lmms_topo_plugin.exporters.onnx.runner import OnnxVLM, ProviderError
-from lmms_topo_plugin.calibration import move_inputs
-from lmms_topo_plugin.prompting import encode
+from lmms_topo_plugin.runtime.onnx_runner import OnnxVLM, ProviderError
+from lmms_topo_plugin.calibration.collect import move_inputs
+from lmms_topo_plugin.models.prompting import encode
 from onnx_helpers import MODEL_ARGS, assert_fp32_parity, export_build, prefill_against_pytorch, pruned_model
 
 pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e
@@ -140,7 +140,7 @@ def test_a_build_without_parity_is_not_left_behind(tiny_checkpoints, tmp_path, m
 
 def test_wrong_decoding_positions_fail_the_build(tiny_checkpoints, tmp_path, monkeypatch, capsys):
     """Positions one off in every decoding step: the prefill still matches, the decoding-step check does not."""
-    from lmms_topo_plugin.exporters.onnx import runner
+    from lmms_topo_plugin.runtime import onnx_runner as runner
 
     right = runner.next_positions
     monkeypatch.setattr(runner, "next_positions", lambda positions, count=1: right(positions, count) + 1)
@@ -171,7 +171,7 @@ def lmms_eval_run(model_args: str, out, tasks: str, include: str, *extra: str):
 def test_backend_onnxruntime_answers_like_pytorch_through_lmms_eval(onnx_build, tmp_path, task, extra):
     from pathlib import Path
 
-    from lmms_topo_plugin.calib_data import bundled_tasks_dir
+    from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
     from lmms_topo_plugin.testing.lmms_eval_output import logged_samples
 
     _, out = onnx_build
@@ -191,9 +191,9 @@ def test_backend_onnxruntime_answers_like_pytorch_through_lmms_eval(onnx_build, 
 
 
 def test_backend_onnxruntime_refuses_a_method_or_a_directory_without_a_build(onnx_build, tiny_checkpoints):
-    from lmms_topo_plugin.config import PruneConfig
+    from lmms_topo_plugin.config.prune import PruneConfig
     from lmms_topo_plugin.errors import ModelArgsError
-    from lmms_topo_plugin.backends import OnnxBackend
+    from lmms_topo_plugin.runtime.backends import OnnxBackend
 
     _, out = onnx_build
     with pytest.raises(ModelArgsError, match="backend=onnxruntime evaluates an exported build as it is"):

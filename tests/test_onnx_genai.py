@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from lmms_topo_plugin.calibration import move_inputs
+from lmms_topo_plugin.calibration.collect import move_inputs
 from lmms_topo_plugin.exporters.onnx.genai import og_greedy_tokens
-from lmms_topo_plugin.prompting import Prompt, encode
+from lmms_topo_plugin.models.prompting import Prompt, encode
 from lmms_topo_plugin.testing.tiny_models import example_image
 from onnx_helpers import export_build, pruned_model
 

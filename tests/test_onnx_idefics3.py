@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from lmms_topo_plugin.exporters.onnx.runner import OnnxVLM
-from lmms_topo_plugin.prompting import Prompt, encode
+from lmms_topo_plugin.runtime.onnx_runner import OnnxVLM
+from lmms_topo_plugin.models.prompting import Prompt, encode
 from lmms_topo_plugin.testing.tiny_models import example_image
 from onnx_helpers import (
     assert_fp32_parity, assert_generates_like_pytorch, export_build, prefill_against_pytorch, pruned_model,

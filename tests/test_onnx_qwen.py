@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from lmms_topo_plugin.api import load_pruned
-from lmms_topo_plugin.calibration import move_inputs
+from lmms_topo_plugin.calibration.collect import move_inputs
 from lmms_topo_plugin.exporters.onnx import build
 from lmms_topo_plugin.exporters.onnx.positions import mrope_positions, next_positions, text_positions
-from lmms_topo_plugin.exporters.onnx.runner import OnnxVLM
-from lmms_topo_plugin.generation import continuation_nll
-from lmms_topo_plugin.prompting import Prompt, encode
+from lmms_topo_plugin.runtime.onnx_runner import OnnxVLM
+from lmms_topo_plugin.runtime.generation import continuation_nll
+from lmms_topo_plugin.models.prompting import Prompt, encode
 from lmms_topo_plugin.testing.tiny_models import example_image
 from onnx_helpers import assert_fp32_parity, export_build, prefill_against_pytorch, pruned_model
 
@@ -126,7 +126,7 @@ def test_continuation_likelihoods_are_pytorch_s(qwen_build):
 
 
 def test_backend_onnxruntime_answers_like_the_pytorch_backend(qwen_build):
-    from lmms_topo_plugin.backends import OnnxBackend, TorchBackend
+    from lmms_topo_plugin.runtime.backends import OnnxBackend, TorchBackend
 
     _, pruned, out = qwen_build
     onnx, torch_backend = OnnxBackend(str(out), provider="cpu"), TorchBackend(pruned)

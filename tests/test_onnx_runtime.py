@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-from lmms_topo_plugin.cli import main
+from lmms_topo_plugin.cli.main import main
 from lmms_topo_plugin.exporters.onnx import build
-from lmms_topo_plugin.exporters.onnx.runner import OnnxVLM
+from lmms_topo_plugin.runtime.onnx_runner import OnnxVLM
 from lmms_topo_plugin.exporters.onnx.positions import next_positions
 from lmms_topo_plugin.testing.tiny_models import example_image
 from onnx_helpers import export_build
@@ -206,7 +206,7 @@ def test_onnx_generate_benchmark_prints_latencies_with_the_provider_and_precisio
     assert lines[0] == answer and len(lines) == 1 + len(BENCHMARK_LINES)
     found = [re.fullmatch(pattern, line) for pattern, line in zip(BENCHMARK_LINES, lines[1:])]
     assert all(found), lines
-    from lmms_topo_plugin.prompting import Prompt
+    from lmms_topo_plugin.models.prompting import Prompt
     from PIL import Image
 
     runner = OnnxVLM(llava_build, provider="cpu")

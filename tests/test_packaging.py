@@ -59,13 +59,13 @@ def test_wheel_contains_tasks_data_and_entry_point(wheel):
                     "lmms_topo_plugin/tasks/topo_synth/topo_synth_dev_presence.yaml",
                     "lmms_topo_plugin/tasks/topo_synth/data/dev_math.jsonl",
                     "lmms_topo_plugin/default_model/training_log.json",  # synthbench.seen replays it to build dev
-                    "lmms_topo_plugin/install_topology.py",  # topo-prune install-topology
-                    "lmms_topo_plugin/model_cards/__init__.py", "lmms_topo_plugin/lmms_model.py"):
+                    "lmms_topo_plugin/cli/install_topology.py",  # topo-prune install-topology
+                    "lmms_topo_plugin/model_cards/__init__.py", "lmms_topo_plugin/integrations/lmms_eval/model.py"):
         assert shipped in names, shipped
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "[lmms_eval.models]" in text and "topo_pruned = lmms_topo_plugin.manifest:manifests" in text
-    assert "topo-prune = lmms_topo_plugin.cli:main" in text
+    assert "[lmms_eval.models]" in text and "topo_pruned = lmms_topo_plugin.integrations.lmms_eval.manifest:manifests" in text
+    assert "topo-prune = lmms_topo_plugin.cli.main:main" in text
 
 
 def test_wheel_contains_every_subpackage(wheel):
@@ -86,7 +86,7 @@ def test_installed_wheel_serves_its_own_tasks(wheel, tmp_path):
         import lmms_topo_plugin, sys
         from importlib.metadata import entry_points
         from lmms_eval.tasks import TaskManager, get_task_dict
-        from lmms_topo_plugin.calib_data import bundled_tasks_dir
+        from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
         assert lmms_topo_plugin.__file__.startswith(sys.argv[1]), lmms_topo_plugin.__file__
         assert bundled_tasks_dir().startswith(sys.argv[1]), bundled_tasks_dir()
         assert any(ep.name == "topo_pruned" for ep in entry_points(group="lmms_eval.models"))

@@ -1,6 +1,6 @@
 """``topo-prune push``: a sweep winner's build and its generated card arrive on a Hub stand-in in one commit.
 
-The real huggingface_hub client talks to :class:`~lmms_topo_plugin.testing.hub_server.HubStandIn` on 127.0.0.1.
+The real huggingface_hub client talks to :class:`~lmms_topo_plugin.tools.hub_server.HubStandIn` on 127.0.0.1.
 """
 
 import hashlib
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from lmms_topo_plugin.cli import main
-from lmms_topo_plugin.loading import BUNDLED_MODEL_DIR
-from lmms_topo_plugin.testing.hub_server import CLIENT_CONSTANTS, CLIENT_ENV, HubStandIn
+from lmms_topo_plugin.cli.main import main
+from lmms_topo_plugin.models.loading import BUNDLED_MODEL_DIR
+from lmms_topo_plugin.tools.hub_server import CLIENT_CONSTANTS, CLIENT_ENV, HubStandIn
 
 pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e
 
@@ -183,8 +183,8 @@ def test_the_bundled_model_is_published_by_name_and_its_onnx_example_runs(bundle
     assert run.returncode == 0, run.stderr[-2000:]
     from PIL import Image
 
-    from lmms_topo_plugin.exporters.onnx.runner import OnnxVLM
-    from lmms_topo_plugin.prompting import Prompt
+    from lmms_topo_plugin.runtime.onnx_runner import OnnxVLM
+    from lmms_topo_plugin.models.prompting import Prompt
 
     question = subprocess.run(["topo-prune", "example-image", str(tmp_path / "mine.png")], env=env,
                               capture_output=True, text=True, check=True).stdout.rstrip("\n")

@@ -15,11 +15,11 @@ from transformers import AutoModelForImageTextToText
 
 from lmms_topo_plugin.api import load_pruned, score_layers
 from lmms_topo_plugin.cache import DiskCache, atomic_write_bytes
-from lmms_topo_plugin.cli import main
-from lmms_topo_plugin.loading import load_config, load_model
+from lmms_topo_plugin.cli.main import main
+from lmms_topo_plugin.models.loading import load_config, load_model
 from lmms_topo_plugin.pipeline import model_fingerprint
-from lmms_topo_plugin.config import PruneConfig
-from lmms_topo_plugin.prompting import Prompt, encode
+from lmms_topo_plugin.config.prune import PruneConfig
+from lmms_topo_plugin.models.prompting import Prompt, encode
 from lmms_topo_plugin.testing.tiny_models import example_image
 
 
@@ -78,7 +78,7 @@ def test_encoding_left_pads_without_changing_the_shared_processor(tiny_checkpoin
 def test_parsing_model_args_and_drawing_plots_leave_matplotlib_alone():
     code = textwrap.dedent("""
         import sys
-        from lmms_topo_plugin.config import PruneConfig
+        from lmms_topo_plugin.config.prune import PruneConfig
         PruneConfig.from_model_args({"method": "topology", "sparsity": "0.25"})
         print("matplotlib" in sys.modules)
         import matplotlib
@@ -183,7 +183,7 @@ def _umask() -> int:
 
 
 def test_the_results_folder_names_the_latest_report_and_its_plots(tiny_checkpoints, tmp_path):
-    from lmms_topo_plugin.report_files import write_report
+    from lmms_topo_plugin.reports import write_report
 
     _, report = load_pruned({"pretrained": str(tiny_checkpoints("llava", 6)), "method": "block_influence",
                              "n_remove": 1, "device": "cpu", "calib_limit": 4})

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lmms_topo_plugin.registry import available_methods, get_method, register_layer_method
+from lmms_topo_plugin.scorers.registry import available_methods, get_method, register_layer_method
 from lmms_topo_plugin.scorers import LayerScorer, LayerScores
 from lmms_topo_plugin.scorers.baselines import evenly_spaced
 

@@ -10,10 +10,10 @@ from transformers import AutoConfig, AutoModelForImageTextToText
 
 from lmms_topo_plugin.adapters import get_adapter
 from lmms_topo_plugin.api import load_pruned
-from lmms_topo_plugin.calibration import move_inputs
-from lmms_topo_plugin.processors import load_processor
-from lmms_topo_plugin.prompting import Prompt, encode
-from lmms_topo_plugin.surgery import remove_layers
+from lmms_topo_plugin.calibration.collect import move_inputs
+from lmms_topo_plugin.models.processors import load_processor
+from lmms_topo_plugin.models.prompting import Prompt, encode
+from lmms_topo_plugin.surgery.layers import remove_layers
 from lmms_topo_plugin.testing.tiny_models import FAMILIES, build_tiny_vlm, example_image
 
 NUM_LAYERS = 6

@@ -13,19 +13,19 @@ import pytest
 import torch
 
 from lmms_topo_plugin.api import load_pruned
-from lmms_topo_plugin.calib_data import bundled_tasks_dir
-from lmms_topo_plugin.cli import main
-from lmms_topo_plugin.config import PruneConfig
+from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
+from lmms_topo_plugin.cli.main import main
+from lmms_topo_plugin.config.prune import PruneConfig
 from lmms_topo_plugin.errors import ModelArgsError
-from lmms_topo_plugin.loading import load_config, load_model
+from lmms_topo_plugin.models.loading import load_config, load_model
 from lmms_topo_plugin.pipeline import model_fingerprint
-from lmms_topo_plugin.prompting import Prompt, encode
-from lmms_topo_plugin.calibration import move_inputs
+from lmms_topo_plugin.models.prompting import Prompt, encode
+from lmms_topo_plugin.calibration.collect import move_inputs
 from lmms_topo_plugin.search import SweepSpec, run_sweep
 from lmms_topo_plugin.search.rules import SweepArgsError
 from lmms_topo_plugin.search.sweep import configurations
 from lmms_topo_plugin.search.variants import parse_variant, split_methods
-from lmms_topo_plugin.surgery import layers_removed, remove_layers
+from lmms_topo_plugin.surgery.layers import layers_removed, remove_layers
 from lmms_topo_plugin.testing.tiny_models import example_image
 
 TOPO_PRUNE = Path(sys.executable).with_name("topo-prune")
@@ -159,7 +159,7 @@ def test_two_processes_score_once_and_split_the_evaluation(tmp_path):
     args = ["sweep", "--model_args", "device=cpu", "--methods", "block_influence", "--budgets", "0.25",
             "--calib-limits", "8", "--tasks", "topo_synth_count", "--limit", "6", "--cost-repeats", "1",
             "--rule", "metric>=0"]
-    torchrun = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "-m", "lmms_topo_plugin.cli"]
+    torchrun = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "-m", "lmms_topo_plugin.cli.main"]
     together = subprocess.run([*torchrun, *args, "--out", str(tmp_path / "two")], capture_output=True, text=True,
                               env=os.environ.copy(), timeout=600)
     assert together.returncode == 0, together.stderr[-3000:]

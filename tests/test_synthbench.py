@@ -133,7 +133,7 @@ def test_training_items_are_those_of_the_bundled_run():
 
 
 def test_replay_matches_the_training_mixture():
-    from lmms_topo_plugin.training import data
+    from lmms_topo_plugin.tools.training import data
 
     def fields(docs):
         return [(d["id"], d["kind"], d["question"], d["answer"], d["background"], d["scene"]) for d in docs]
@@ -332,7 +332,7 @@ def test_topo_synth_group_has_the_five_test_tasks(lmms_eval_tasks):
 
 
 def test_topo_synth_dev_mirrors_the_test_group(lmms_eval_tasks):
-    from lmms_topo_plugin.search.evaluate import available_metrics
+    from lmms_topo_plugin.integrations.lmms_eval.evaluate import available_metrics
 
     (dev,) = offline_task_dicts((["topo_synth_dev"], {}))
     (group, subgroups), = dev.items()

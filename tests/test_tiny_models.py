@@ -7,8 +7,8 @@ import transformers
 from transformers import AutoModelForImageTextToText
 from transformers.utils import is_torchvision_available
 
-from lmms_topo_plugin import processors
-from lmms_topo_plugin.processors import load_processor
+from lmms_topo_plugin.models import processors
+from lmms_topo_plugin.models.processors import load_processor
 from lmms_topo_plugin.testing.tiny_models import (
     FAMILIES,
     build_tiny_vlm,

@@ -12,7 +12,7 @@ from loguru import logger
 
 from lmms_topo_plugin.api import load_pruned
 from lmms_topo_plugin.exporters.onnx.build import validation_prompts
-from lmms_topo_plugin.prompting import encode
+from lmms_topo_plugin.models.prompting import encode
 from lmms_topo_plugin.tokens import FastV, HalfV, RandomTokens
 from lmms_topo_plugin.tokens.base import kept_count
 from lmms_topo_plugin.tokens.lifecycle import ssr_mode_choice
@@ -69,7 +69,7 @@ def test_every_token_stage_keeps_at_least_one_visual_token_and_says_so_once(prun
 def test_the_floor_is_per_prompt_and_rows_still_drop_alike(tiny_checkpoints, warnings):
     """Rows of 32 and 16 visual tokens at 5%: 1 and 1 (the floor) kept; each row drops the smaller row's 15, so
     the first keeps 17. Only the 16-token row needed the floor."""
-    from lmms_topo_plugin.prompting import Prompt
+    from lmms_topo_plugin.models.prompting import Prompt
     from lmms_topo_plugin.testing.tiny_models import example_image
 
     loaded = tiny_llava(tiny_checkpoints)
@@ -109,7 +109,7 @@ def test_the_prune_command_logs_and_records_what_halfv_detection_cost(tiny_check
     would keep none of 16 visual tokens; the detection line gives its time (the clock is fixed here), its
     prompts and batch size, then "cached" on the second run; the checkpoint's record holds the seconds and the
     reason, the report the timing."""
-    from lmms_topo_plugin.cli import main
+    from lmms_topo_plugin.cli.main import main
     from lmms_topo_plugin.tokens import auto_layer
 
     clock = iter([100.0, 112.5, 200.0, 200.25])
@@ -144,7 +144,7 @@ def test_detection_chooses_by_the_kl_when_top5_keeps_tokens(tiny_checkpoints, tm
     """With a top5 share that keeps tokens of 16 (25%: 4), the mode comes from the freezing KL at the SSR layer,
     the same KL and mode as ``analyze --what entropy``'s computation."""
     from lmms_topo_plugin.cache import DiskCache
-    from lmms_topo_plugin.config import PruneConfig
+    from lmms_topo_plugin.config.prune import PruneConfig
     from lmms_topo_plugin.pipeline import calibration_prompts
     from lmms_topo_plugin.tokens.auto_layer import detected_stages
     from lmms_topo_plugin.tokens.lifecycle import analyze_lifecycle

@@ -9,7 +9,7 @@ import torch
 from lmms_topo_plugin.api import load_pruned
 from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.exporters.onnx.build import validation_prompts
-from lmms_topo_plugin.prompting import encode
+from lmms_topo_plugin.models.prompting import encode
 from lmms_topo_plugin.testing.tiny_models import FAMILIES
 from lmms_topo_plugin.tokens import FastV, HalfV, RandomTokens
 
@@ -121,7 +121,7 @@ def test_fastv_keeps_the_visual_tokens_the_last_token_attends_to_most(tiny_check
 
 def uneven_prompts():
     """A left-padded batch whose rows have different numbers of visual tokens (two images, one image)."""
-    from lmms_topo_plugin.prompting import Prompt
+    from lmms_topo_plugin.models.prompting import Prompt
     from lmms_topo_plugin.testing.tiny_models import example_image
 
     return [Prompt.from_text("Compare them.", [example_image(1), example_image(2)]),
@@ -210,8 +210,8 @@ def test_a_layer_beyond_the_decoder_is_refused(tiny_checkpoints):
 
 
 def test_halfv_detects_its_stages_and_ssr_mode_on_the_pruned_model(tiny_checkpoints, tmp_path):
-    from lmms_topo_plugin.config import PruneConfig
-    from lmms_topo_plugin.lmms_model import recorded_token_pruner
+    from lmms_topo_plugin.config.prune import PruneConfig
+    from lmms_topo_plugin.integrations.lmms_eval.model import recorded_token_pruner
     from lmms_topo_plugin.pipeline import calibration_prompts
     from lmms_topo_plugin.tokens.lifecycle import analyze_lifecycle
 
@@ -262,7 +262,7 @@ def test_halfv_detects_its_stages_and_ssr_mode_on_the_pruned_model(tiny_checkpoi
      "model_args: token_method= cannot run with backend=onnxruntime: the ONNX graphs do not include token pruning"),
 ])
 def test_bad_token_arguments_are_refused_before_loading(extra, message):
-    from lmms_topo_plugin.config import PruneConfig
+    from lmms_topo_plugin.config.prune import PruneConfig
 
     with pytest.raises(ModelArgsError) as error:
         PruneConfig.from_model_args(extra)
@@ -270,8 +270,8 @@ def test_bad_token_arguments_are_refused_before_loading(extra, message):
 
 
 def test_a_saved_checkpoint_carries_its_token_pruning_and_the_plugin_reapplies_it(tiny_checkpoints, tmp_path, capsys):
-    from lmms_topo_plugin.cli import main
-    from lmms_topo_plugin.lmms_model import recorded_token_pruner
+    from lmms_topo_plugin.cli.main import main
+    from lmms_topo_plugin.integrations.lmms_eval.model import recorded_token_pruner
 
     args = f"pretrained={tiny_checkpoints('llava', 6)},method=random,n_remove=1,device=cpu,token_method=fastv,token_keep=0.25"
     assert main(["prune", "--model-args", args, "--save", str(tmp_path / "saved"),
@@ -289,10 +289,10 @@ def test_a_saved_checkpoint_carries_its_token_pruning_and_the_plugin_reapplies_i
 
 @pytest.mark.e2e
 def test_the_lmms_eval_cli_answers_with_the_pruner_attached(tiny_checkpoints, tmp_path):
-    from lmms_topo_plugin.generation import generate
+    from lmms_topo_plugin.runtime.generation import generate
     from lmms_topo_plugin.synthbench import load_split
     from lmms_topo_plugin.testing.lmms_eval_output import logged_samples, response_text
-    from lmms_topo_plugin.training.data import prompts_of
+    from lmms_topo_plugin.tools.training.data import prompts_of
 
     from test_lmms_eval_cli import lmms_eval
 
@@ -358,7 +358,7 @@ def test_halfv_keeps_relevance_anchors_and_fills_the_rest_for_diversity(tiny_che
 
 
 def test_the_recorded_token_pruning_rebuilds_the_same_pruner():
-    from lmms_topo_plugin.config import PruneConfig
+    from lmms_topo_plugin.config.prune import PruneConfig
     from lmms_topo_plugin.tokens import token_pruner
 
     config = PruneConfig.from_model_args({"token_method": "halfv", "token_layer": "4", "token_anchor": "0.2",
@@ -377,7 +377,7 @@ def test_the_recorded_token_pruning_rebuilds_the_same_pruner():
 
 
 def test_a_token_layer_beyond_the_pruned_decoder_is_refused_before_loading(tiny_checkpoints):
-    from lmms_topo_plugin.config import PruneConfig
+    from lmms_topo_plugin.config.prune import PruneConfig
     from lmms_topo_plugin.pipeline import prepare
 
     config = PruneConfig.from_model_args({"pretrained": str(tiny_checkpoints("llava", 4)), "method": "random",
@@ -390,10 +390,10 @@ def test_a_token_layer_beyond_the_pruned_decoder_is_refused_before_loading(tiny_
 def test_halfv_whose_ssr_is_layer_0_starts_at_layer_1_and_generates_with_the_cache(tiny_checkpoints):
     """On this tiny Qwen2.5-VL the visual entropy is lowest at layer 0: step 1 starts at layer 1 (a stage at layer 0
     would shrink the cache generation sizes its mask by) and step 2, which cannot start before it, is left out."""
-    from lmms_topo_plugin.generation import generate
+    from lmms_topo_plugin.runtime.generation import generate
     from lmms_topo_plugin.synthbench import load_split
     from lmms_topo_plugin.tokens import token_pruner
-    from lmms_topo_plugin.training.data import prompts_of
+    from lmms_topo_plugin.tools.training.data import prompts_of
 
     loaded, _ = load_pruned({"pretrained": str(tiny_checkpoints("qwen2_5_vl", 6)), "device": "cpu",
                              "token_method": "halfv", "calib_limit": "8"})

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from lmms_topo_plugin.config import GENERAL_PARAMS, PruneConfig
+from lmms_topo_plugin.config.prune import GENERAL_PARAMS, PruneConfig
 from lmms_topo_plugin.errors import ModelArgsError
-from lmms_topo_plugin.registry import get_method
+from lmms_topo_plugin.scorers.registry import get_method
 from lmms_topo_plugin.scorers.base import LayerScores
 from lmms_topo_plugin.topology import analyze_topology, select_epsilon, write_topology_plots
 from lmms_topo_plugin.topology.complexes import (

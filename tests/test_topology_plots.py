@@ -9,7 +9,7 @@ from matplotlib.image import imread
 from matplotlib.colors import to_hex
 from matplotlib.text import Text
 
-from lmms_topo_plugin.registry import get_method
+from lmms_topo_plugin.scorers.registry import get_method
 from lmms_topo_plugin.scorers.base import LayerScores
 from lmms_topo_plugin.topology import plots
 from lmms_topo_plugin.topology.plots import (
@@ -216,7 +216,7 @@ def test_angular_figure_shows_the_distance_of_every_block_start(angular):
 
 
 def test_angular_report_replaces_the_per_layer_chart(angular):
-    from lmms_topo_plugin.report_files import score_figures
+    from lmms_topo_plugin.reports import score_figures
 
     scorer_class, scores, figure_of = angular
     assert len(figure_of(scores.details["depth_distance_matrix"], []).axes) == 2  # the heatmap and its colour bar
@@ -280,7 +280,7 @@ def prune(checkpoint, report_dir, model_args: str) -> dict:
     """``topo-prune prune`` into ``report_dir``; the pointer file it leaves."""
     import json
 
-    from lmms_topo_plugin.cli import main
+    from lmms_topo_plugin.cli.main import main
 
     assert main(["prune", "--model-args", f"pretrained={checkpoint},device=cpu,calib_limit=4,{model_args}",
                  "--report-dir", str(report_dir)]) == 0
@@ -290,7 +290,7 @@ def prune(checkpoint, report_dir, model_args: str) -> dict:
 def test_prune_marks_protected_layers_and_plots_the_visual_tokens(tiny_checkpoints, tmp_path, monkeypatch):
     import json
 
-    from lmms_topo_plugin import report_files
+    from lmms_topo_plugin import reports as report_files
     from lmms_topo_plugin.tokens import plots as token_plots
 
     scores_figures = capture(monkeypatch, report_files, "layer_scores_figure")
@@ -381,7 +381,7 @@ def test_token_schedule_of_each_method():
 
 def test_protected_layers_of_a_report_without_candidates():
     from lmms_topo_plugin.pipeline import PruneReport
-    from lmms_topo_plugin.report_files import protected_layers
+    from lmms_topo_plugin.reports import protected_layers
 
     def report(plan, **config):
         return PruneReport("s", "p", "llava", config, {"num_layers": 6, **plan}, [], 0, 0)

@@ -6,11 +6,11 @@ import torch
 from transformers import AutoModelForImageTextToText
 
 from lmms_topo_plugin.adapters import get_adapter
-from lmms_topo_plugin.processors import load_processor
+from lmms_topo_plugin.models.processors import load_processor
 from lmms_topo_plugin.synthbench import load_split
-from lmms_topo_plugin.training import data
-from lmms_topo_plugin.training.model import ModelSpec, build_model
-from lmms_topo_plugin.training.train import (
+from lmms_topo_plugin.tools.training import data
+from lmms_topo_plugin.tools.training.model import ModelSpec, build_model
+from lmms_topo_plugin.tools.training.train import (
     PatchHead,
     TrainConfig,
     caption_accuracy,

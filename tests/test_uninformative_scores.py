@@ -4,10 +4,10 @@ selected from: the run stops before surgery with one line and exit code 5, namin
 import pytest
 import torch
 
-from lmms_topo_plugin.config import PruneConfig
+from lmms_topo_plugin.config.prune import PruneConfig
 from lmms_topo_plugin.errors import NonFiniteError, UninformativeScoresError
 from lmms_topo_plugin.pipeline import plan_from_scores
-from lmms_topo_plugin.registry import get_method
+from lmms_topo_plugin.scorers.registry import get_method
 from lmms_topo_plugin.scorers import LayerScores
 from lmms_topo_plugin.scorers.topology import TopologyScorer
 

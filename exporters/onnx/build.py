@@ -9,14 +9,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...calibration import move_inputs
-from ...errors import PluginError
-from ...loading import LoadedModel
-from ...prompting import Prompt, encode
-from .genai import MODEL_TYPES as GENAI_MODEL_TYPES, write_genai
-from .graphs import check_supported, export_graphs, graph_files, write_manifest
-from .precision import write_variant
-from .runner import OnnxVLM
+from lmms_topo_plugin.calibration.collect import move_inputs
+from lmms_topo_plugin.errors import PluginError
+from lmms_topo_plugin.models.loading import LoadedModel
+from lmms_topo_plugin.models.prompting import Prompt, encode
+from lmms_topo_plugin.exporters.onnx.genai import MODEL_TYPES as GENAI_MODEL_TYPES, write_genai
+from lmms_topo_plugin.exporters.onnx.graphs import check_supported, export_graphs, graph_files, write_manifest
+from lmms_topo_plugin.exporters.onnx.precision import write_variant
+from lmms_topo_plugin.runtime.onnx_runner import OnnxVLM
 
 MAX_FP32_LOGIT_DIFFERENCE = 1e-4
 VALIDATION_TOKENS = 8
@@ -30,7 +30,7 @@ def validation_prompts() -> list[Prompt]:
     """Two fixed prompts of different lengths, each with a synthbench scene (a left-padded batch)."""
     import random
 
-    from ...synthbench.scene import random_scene, render_image
+    from lmms_topo_plugin.synthbench.scene import random_scene, render_image
 
     images = [render_image(random_scene(random.Random(seed))) for seed in (0, 1)]
     return [Prompt.from_text("What is in the image?", [images[0]]),
@@ -39,7 +39,7 @@ def validation_prompts() -> list[Prompt]:
 
 def torch_reference(loaded: LoadedModel, prompts: list[Prompt]) -> tuple[np.ndarray, list[list[int]]]:
     """Prefill logits of the batch and each prompt's greedy tokens from ``model.generate``."""
-    from ..export import prompt_logits
+    from lmms_topo_plugin.exporters.export import prompt_logits
 
     model = loaded.model
     logits = prompt_logits(loaded, prompts).cpu().numpy()

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from ...loading import LoadedModel
-from .graphs import EmbedTokens, export_onnx, graph_files, kv_shape
+from lmms_topo_plugin.models.loading import LoadedModel
+from lmms_topo_plugin.exporters.onnx.graphs import EmbedTokens, export_onnx, graph_files, kv_shape
 
 MODEL_TYPES = ("qwen2_5_vl",)  # model_type values og 0.18 runs from our graphs
 CONFIG = "genai_config.json"

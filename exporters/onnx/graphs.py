@@ -17,9 +17,9 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from ...errors import ModelArgsError
-from ...loading import LoadedModel
-from .families import FAMILIES, SUPPORTED, OnnxFamily
+from lmms_topo_plugin.errors import ModelArgsError
+from lmms_topo_plugin.models.loading import LoadedModel
+from lmms_topo_plugin.exporters.onnx.families import FAMILIES, SUPPORTED, OnnxFamily
 
 MANIFEST_SCHEMA = "lmms_topo_plugin.onnx_build"
 OPSET = 18

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig, PreTrainedModel
 
-from ..errors import UnsupportedArchitectureError
-from .base import VLMAdapter
-from .families import ADAPTER_CLASSES
+from lmms_topo_plugin.errors import UnsupportedArchitectureError
+from lmms_topo_plugin.adapters.base import VLMAdapter
+from lmms_topo_plugin.adapters.families import ADAPTER_CLASSES
 
 _BY_MODEL_TYPE: dict[str, type[VLMAdapter]] = {
     model_type: cls for cls in ADAPTER_CLASSES for model_type in cls.model_types

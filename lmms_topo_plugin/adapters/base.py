@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from .layers import DecoderLayerAdapter
+from lmms_topo_plugin.adapters.layers import DecoderLayerAdapter
 
 
 class VLMAdapter:

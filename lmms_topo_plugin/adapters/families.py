@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import VLMAdapter
+from lmms_topo_plugin.adapters.base import VLMAdapter
 
 
 class LlavaAdapter(VLMAdapter):

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import torch
 
-from ..errors import NonFiniteError, UninformativeScoresError
+from lmms_topo_plugin.errors import NonFiniteError, UninformativeScoresError
 
 # candidate importances within this (relative to 1 or their size) of each other are equal: no signal to rank by
 TIE_TOLERANCE = 1e-9

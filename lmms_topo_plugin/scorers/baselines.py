@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..registry import register_layer_method
-from .base import LayerScorer, LayerScores
+from lmms_topo_plugin.scorers.registry import register_layer_method
+from lmms_topo_plugin.scorers.base import LayerScorer, LayerScores
 
 
 @register_layer_method("random", description="uniformly random layers, reproducible with seed=")

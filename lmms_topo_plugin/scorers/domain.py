@@ -13,10 +13,10 @@ from typing import ClassVar
 
 import torch
 
-from ..calib_data import DOMAINS
-from ..params import Param
-from ..registry import register_layer_method
-from .base import LayerScorer, LayerScores
+from lmms_topo_plugin.calibration.sources import DOMAINS
+from lmms_topo_plugin.config.params import Param
+from lmms_topo_plugin.scorers.registry import register_layer_method
+from lmms_topo_plugin.scorers.base import LayerScorer, LayerScores
 
 DATA_PARAMS = {
     "calib_task_math": Param(str, None, "lmms-eval task whose documents are the math calibration set (default: the "

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from ..registry import register_layer_method
-from .base import LayerScorer, LayerScores
+from lmms_topo_plugin.scorers.registry import register_layer_method
+from lmms_topo_plugin.scorers.base import LayerScorer, LayerScores
 
 
 @register_layer_method(
@@ -60,7 +60,7 @@ class AngularDistance(LayerScorer):
         matrix = scores.details.get("depth_distance_matrix")
         if not matrix:
             return {}
-        from ..plotting import figure_png
+        from lmms_topo_plugin.plotting import figure_png
 
         return {"scores": figure_png(angular_block_figure(matrix, removed, protected))}
 
@@ -74,7 +74,7 @@ def angular_block_figure(matrix: list[list[float]], removed: list[int], protecte
     block would hold a ``protected`` layer, by ``keep_first_last``, hatched: no choice) and for every n."""
     import numpy as np
 
-    from ..plotting import integer_ticks, subplots
+    from lmms_topo_plugin.plotting import integer_ticks, subplots
 
     distance = np.asarray(matrix, dtype=float)
     num_layers = len(distance) - 1

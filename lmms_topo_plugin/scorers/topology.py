@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import torch
 
-from ..params import Param
-from ..registry import register_layer_method
-from ..topology.analysis import SCORES, analyze_topology, select_epsilon
-from ..topology.clouds import DEFAULT_K, MIN_POINTS
-from ..topology.multiscale import DEFAULT_SCALES
-from ..topology.per_depth import METRICS
-from ..topology.zigzag import DEFAULT_ENGINE, DIONYSUS_ENGINES, ENGINES, require_dionysus
-from .base import LayerScorer, LayerScores
+from lmms_topo_plugin.config.params import Param
+from lmms_topo_plugin.scorers.registry import register_layer_method
+from lmms_topo_plugin.topology.analysis import SCORES, analyze_topology, select_epsilon
+from lmms_topo_plugin.topology.clouds import DEFAULT_K, MIN_POINTS
+from lmms_topo_plugin.topology.multiscale import DEFAULT_SCALES
+from lmms_topo_plugin.topology.per_depth import METRICS
+from lmms_topo_plugin.topology.zigzag import DEFAULT_ENGINE, DIONYSUS_ENGINES, ENGINES, require_dionysus
+from lmms_topo_plugin.scorers.base import LayerScorer, LayerScores
 
 DEFAULT_SCALES_TEXT = ":".join(f"{s:g}" for s in DEFAULT_SCALES)
 
@@ -100,7 +100,7 @@ class TopologyScorer(LayerScorer):
         if states.shape[1] != num_layers + 1:
             raise ValueError(f"{points} holds {states.shape[1]} depths, expected {num_layers + 1}")
         if "metric" in self.analysis_params:
-            from ..topology.per_depth import per_depth_importance
+            from lmms_topo_plugin.topology.per_depth import per_depth_importance
 
             result = per_depth_importance(states, **self.analysis_params)
             result["layer_consistency"] = [1.0 - value for value in result["importance"]]
@@ -114,7 +114,7 @@ class TopologyScorer(LayerScorer):
                      ) -> dict[str, bytes]:
         """Zigzag scores: barcode over depth, EPI heatmap, per-layer consistency with the removed layers marked,
         and the diagnostics; per-depth scores: the diagram distance across each layer."""
-        from ..topology import plots
+        from lmms_topo_plugin.topology import plots
 
         details = scores.details
         if "layer_distance" in details:

@@ -5,6 +5,6 @@
                         tasks=["topo_synth"], out=Path("sweep"), rule="keep>=0.95", objective="layers"))
 """
 
-from .sweep import SweepSpec, run_sweep
+from lmms_topo_plugin.search.sweep import SweepSpec, run_sweep
 
 __all__ = ["SweepSpec", "run_sweep"]

@@ -27,10 +27,10 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from ..calibration import move_inputs
-from ..loading import LoadedModel
-from ..prompting import Prompt, encode
-from ..synthbench import prompt_for, random_scene, render_image
+from lmms_topo_plugin.calibration.collect import move_inputs
+from lmms_topo_plugin.models.loading import LoadedModel
+from lmms_topo_plugin.models.prompting import Prompt, encode
+from lmms_topo_plugin.synthbench import prompt_for, random_scene, render_image
 
 COST_KEYS = (
     "prefill_s", "decode_s_per_token", "peak_memory_bytes", "memory_kind", "parameters", "num_layers", "repeats",

@@ -11,9 +11,11 @@ import io
 import json
 from pathlib import Path
 
-from ..cache import atomic_write_bytes
-from .rules import DENSE, Rule, dense_row, is_dense, pareto_front, passing, removed_fraction, x_value
-from .variants import label_of
+from lmms_topo_plugin.cache import atomic_write_bytes
+from lmms_topo_plugin.search.rules import (
+    DENSE, Rule, dense_row, is_dense, pareto_front, passing, removed_fraction, x_value,
+)
+from lmms_topo_plugin.search.variants import label_of
 
 WINNER_SCHEMA = "lmms_topo_plugin.sweep_winner"
 WINNER_VERSION = 1
@@ -233,7 +235,7 @@ def pareto_figure(rows: list[dict], metric: str, winner: dict | None):
     point stays where its true value is, and a legitimately large spread (token pruning beside dense, say) is
     not mistaken for an outlier.
     """
-    from ..plotting import subplots
+    from lmms_topo_plugin.plotting import subplots
 
     figure, axes = subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for axis, (x, label, scale) in zip(axes, _PANELS):
@@ -251,7 +253,7 @@ def pareto_figure(rows: list[dict], metric: str, winner: dict | None):
 
 def pareto_png(rows: list[dict], metric: str, winner: dict | None) -> bytes:
     """:func:`pareto_figure` as PNG bytes (``pareto.png``)."""
-    from ..plotting import figure_png
+    from lmms_topo_plugin.plotting import figure_png
 
     return figure_png(pareto_figure(rows, metric, winner))
 

@@ -22,9 +22,9 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelArgsError
-from .rules import is_dense
-from .variants import label_of
+from lmms_topo_plugin.errors import ModelArgsError
+from lmms_topo_plugin.search.rules import is_dense
+from lmms_topo_plugin.search.variants import label_of
 
 REGIMES = ("ranking-sensitive", "converging", "continuity-dominated")
 COLOURS = {"ranking-sensitive": "#f4cccc", "converging": "#d9ead3", "continuity-dominated": "#cfe2f3"}
@@ -103,7 +103,7 @@ def markdown(table: list[dict], metric: str, rule: RegimeRule, dense: float) -> 
 
 def regimes_png(table: list[dict], metric: str, dense: float) -> bytes:
     """The metric against the budget per method, each budget's regime shaded (half-way to its neighbours)."""
-    from ..plotting import figure_png, subplots
+    from lmms_topo_plugin.plotting import figure_png, subplots
 
     budgets = [entry["budget"] for entry in table]
     edges = [budgets[0] - (budgets[1] - budgets[0]) / 2 if len(budgets) > 1 else budgets[0] - 0.05]
@@ -131,7 +131,7 @@ def regimes_png(table: list[dict], metric: str, dense: float) -> bytes:
 def write_regimes(folder: Path, metric: str | None = None, rule: RegimeRule = RegimeRule(),
                   out: Path | None = None) -> dict[str, Any]:
     """Read the sweep in ``folder``, write ``regimes.{json,md,png}`` into ``out`` (default ``folder``)."""
-    from ..cache import atomic_write_bytes, atomic_write_json
+    from lmms_topo_plugin.cache import atomic_write_bytes, atomic_write_json
 
     rows = read_sweep_rows(folder)
     if metric is None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
-from ..errors import PluginError
+from lmms_topo_plugin.errors import PluginError
 
 DENSE = "none"
 

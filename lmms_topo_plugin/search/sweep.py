@@ -2,7 +2,7 @@
 
 Per method (and calibration size) the scores come from one calibration pass (cached like a single run); every
 budget's plan is then :func:`~lmms_topo_plugin.pipeline.plan_from_scores` of those scores, applied with
-:func:`~lmms_topo_plugin.surgery.layers_removed` to the one loaded model (the same surgery a saved checkpoint
+:func:`~lmms_topo_plugin.surgery.layers.layers_removed` to the one loaded model (the same surgery a saved checkpoint
 gets, undone after the evaluation), evaluated by lmms-eval's ``simple_evaluate`` and measured
 (:mod:`~lmms_topo_plugin.search.measure`) side by side with the dense reference. Each configuration's result is
 written atomically to ``<out>/configs/`` as it finishes, so a re-run evaluates only what is missing.
@@ -20,24 +20,28 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..cache import DiskCache, atomic_write_json, cache_key
-from ..calib_data import prompts_fingerprint
-from ..config import PruneConfig
-from ..distributed import compute_on_rank0, join_launched_processes, rank
-from ..errors import ModelArgsError
-from ..loading import LoadedModel, load_model
-from ..pipeline import Prepared, compute_scores, model_fingerprint, plan_from_scores, prepare
-from ..registry import DENSE_METHOD
-from ..surgery import layers_removed
-from ..tokens import token_pruner
-from .evaluate import available_metrics, evaluate, flatten_results, load_tasks, task_manager
-from .measure import default_cost_prompt, measure_cost
-from .outputs import (
+from lmms_topo_plugin.cache import DiskCache, atomic_write_json, cache_key
+from lmms_topo_plugin.calibration.sources import prompts_fingerprint
+from lmms_topo_plugin.config.prune import PruneConfig
+from lmms_topo_plugin.distributed import compute_on_rank0, join_launched_processes, rank
+from lmms_topo_plugin.errors import ModelArgsError
+from lmms_topo_plugin.models.loading import LoadedModel, load_model
+from lmms_topo_plugin.pipeline import Prepared, compute_scores, model_fingerprint, plan_from_scores, prepare
+from lmms_topo_plugin.scorers.registry import DENSE_METHOD
+from lmms_topo_plugin.surgery.layers import layers_removed
+from lmms_topo_plugin.tokens import token_pruner
+from lmms_topo_plugin.integrations.lmms_eval.evaluate import (
+    available_metrics, evaluate, flatten_results, load_tasks, task_manager,
+)
+from lmms_topo_plugin.search.measure import default_cost_prompt, measure_cost
+from lmms_topo_plugin.search.outputs import (
     pareto_png, render_markdown, render_skipped, results_table, winner_record, write_csv, write_if_changed,
     write_markdown, write_winner,
 )
-from .rules import Rule, check_metric, is_dense, pareto_front, parse_objective, parse_rule, pick_winner
-from .variants import file_stem, parse_variant
+from lmms_topo_plugin.search.rules import (
+    Rule, check_metric, is_dense, pareto_front, parse_objective, parse_rule, pick_winner,
+)
+from lmms_topo_plugin.search.variants import file_stem, parse_variant
 
 SWEEP_KEYS = ("method", "sparsity", "n_remove", "calib_limit")  # set by the sweep, not by --model-args
 PARETO_SCHEMA = "lmms_topo_plugin.sweep_pareto"
@@ -171,7 +175,7 @@ def run_sweep(spec: SweepSpec) -> dict[str, Any]:
 
 def default_metric(tasks: list[str], metrics: set[str]) -> str:
     """The first task's only metric when it has one; otherwise the user must say which (``--metric``)."""
-    from .rules import SweepArgsError
+    from lmms_topo_plugin.search.rules import SweepArgsError
 
     own = sorted(name for name in metrics if name.split("/", 1)[0] == tasks[0])
     if len(own) != 1:
@@ -234,7 +238,7 @@ def reusable_results(points: list[Configuration], out: Path) -> dict[str, dict]:
 def evaluate_missing(spec: SweepSpec, points: list[Configuration], done: dict, groups: dict[tuple, Prepared],
                      loaded: LoadedModel, manager) -> dict[str, dict]:
     """Evaluate and measure every configuration without a result, method by method (one scoring each)."""
-    from ..lmms_model import TopoPrunedChat
+    from lmms_topo_plugin.integrations.lmms_eval.model import TopoPrunedChat
 
     todo = [point for point in points if point.key not in done]
     prompt = default_cost_prompt()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from .rules import SweepArgsError
+from lmms_topo_plugin.search.rules import SweepArgsError
 
 _VARIANT = re.compile(r"([A-Za-z0-9_]+)(?:\[([^\[\]]*)\])?")
 

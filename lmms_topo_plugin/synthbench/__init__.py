@@ -6,25 +6,15 @@ repeats a `calib` or `test` item, and `dev` avoids every item the bundled model 
 Rebuild the stored files with `python -m lmms_topo_plugin.synthbench build [--out DIR]`.
 """
 
-from .questions import DOMAINS, KINDS
-from .scene import (
-    BACKGROUNDS,
-    CELL,
-    COLORS,
-    GRID,
-    MAX_ITEMS,
-    MIN_ITEMS,
-    SHAPES,
-    Item,
-    Scene,
-    random_scene,
-    render_image,
+from lmms_topo_plugin.synthbench.questions import DOMAINS, KINDS
+from lmms_topo_plugin.synthbench.scene import (
+    BACKGROUNDS, CELL, COLORS, GRID, MAX_ITEMS, MIN_ITEMS, SHAPES, Item, Scene, random_scene, render_image,
 )
-from .scoring import exact_match, pope_f1, pope_pair, pope_precision, pope_recall
-from .build import build_files, write_files
-from .splits import SPLITS, iter_examples, load_split
-from .storage import data_dir, scene_of
-from .text import INSTRUCTION, normalize_answer, prompt_for, tokenize, vocabulary
+from lmms_topo_plugin.synthbench.scoring import exact_match, pope_f1, pope_pair, pope_precision, pope_recall
+from lmms_topo_plugin.synthbench.build import build_files, write_files
+from lmms_topo_plugin.synthbench.splits import SPLITS, iter_examples, load_split
+from lmms_topo_plugin.synthbench.storage import data_dir, scene_of
+from lmms_topo_plugin.synthbench.text import INSTRUCTION, normalize_answer, prompt_for, tokenize, vocabulary
 
 __all__ = [
     "BACKGROUNDS",

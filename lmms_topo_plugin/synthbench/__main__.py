@@ -6,8 +6,8 @@ import argparse
 import hashlib
 from pathlib import Path
 
-from .build import write_files
-from .storage import data_dir
+from lmms_topo_plugin.synthbench.build import write_files
+from lmms_topo_plugin.synthbench.storage import data_dir
 
 
 def main(argv: list[str] | None = None) -> None:

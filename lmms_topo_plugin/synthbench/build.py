@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 from typing import Union
 
-from .questions import KINDS
-from .seen import bundled_training_keys
-from .splits import SPLITS, Key, build_docs, doc_key
-from .storage import encode_line, file_name
+from lmms_topo_plugin.synthbench.questions import KINDS
+from lmms_topo_plugin.synthbench.seen import bundled_training_keys
+from lmms_topo_plugin.synthbench.splits import SPLITS, Key, build_docs, doc_key
+from lmms_topo_plugin.synthbench.storage import encode_line, file_name
 
 
 def excluded(split: str, earlier: frozenset[Key]) -> frozenset[Key]:

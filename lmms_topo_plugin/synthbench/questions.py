@@ -12,7 +12,7 @@ from collections import Counter
 from itertools import permutations
 from typing import Callable, NamedTuple, Optional, Sequence
 
-from .scene import COLORS, MAX_ITEMS, SHAPES, Item
+from lmms_topo_plugin.synthbench.scene import COLORS, MAX_ITEMS, SHAPES, Item
 
 KINDS = ("presence", "attribute", "count", "spatial", "math")
 DOMAINS = ("math", "nonmath")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .text import normalize_answer
+from lmms_topo_plugin.synthbench.text import normalize_answer
 
 Pair = tuple[str, str]
 

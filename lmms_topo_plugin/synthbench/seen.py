@@ -17,8 +17,8 @@ from importlib.resources import files
 from itertools import islice
 from typing import Iterator, Union
 
-from .questions import KINDS
-from .splits import Key, doc_key, stream_docs
+from lmms_topo_plugin.synthbench.questions import KINDS
+from lmms_topo_plugin.synthbench.splits import Key, doc_key, stream_docs
 
 Stage = tuple[Union[int, str], dict[str, float], int]  # mixture seed, kind weights, docs drawn
 

@@ -16,9 +16,9 @@ from functools import lru_cache
 from itertools import count
 from typing import Iterator, Optional, Sequence, Union
 
-from .questions import KINDS, YES_NO, ask, domain_of
-from .scene import Scene, random_scene, render_image
-from .storage import decode_image, read_records, scene_of
+from lmms_topo_plugin.synthbench.questions import KINDS, YES_NO, ask, domain_of
+from lmms_topo_plugin.synthbench.scene import Scene, random_scene, render_image
+from lmms_topo_plugin.synthbench.storage import decode_image, read_records, scene_of
 
 SPLIT_SIZES = {"calib": 64, "test": 100, "dev": 100}  # docs per kind, built in this order; each avoids the earlier
 SPLITS = tuple(SPLIT_SIZES)

@@ -14,8 +14,8 @@ from importlib.resources.abc import Traversable
 
 from PIL import Image
 
-from .png import encode_png
-from .scene import Scene, render
+from lmms_topo_plugin.synthbench.png import encode_png
+from lmms_topo_plugin.synthbench.scene import Scene, render
 
 
 def data_dir() -> Traversable:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import string
 
-from .questions import ANSWERS, FILLERS, TEMPLATES
+from lmms_topo_plugin.synthbench.questions import ANSWERS, FILLERS, TEMPLATES
 
 INSTRUCTION = "Answer with a single word or number."
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")

@@ -18,7 +18,7 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
 from transformers.processing_utils import ProcessorMixin
 
-from lmms_topo_plugin.processors import image_only_processor_class
+from lmms_topo_plugin.models.processors import image_only_processor_class
 from lmms_topo_plugin.testing.tokenizer import build_tokenizer
 
 FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .base import PrunedPrompt, TokenPruner
-from .methods import FastV, HalfV, RandomTokens
+from lmms_topo_plugin.tokens.base import PrunedPrompt, TokenPruner
+from lmms_topo_plugin.tokens.methods import FastV, HalfV, RandomTokens
 
 TOKEN_METHODS: dict[str, type[TokenPruner]] = {cls.name: cls for cls in (FastV, HalfV, RandomTokens)}
 

@@ -18,14 +18,14 @@ from typing import Any
 
 from loguru import logger
 
-from ..cache import DiskCache, cache_key
-from ..calib_data import prompts_fingerprint
-from ..calibration import run_collectors
-from ..loading import LoadedModel
-from .lifecycle import (
+from lmms_topo_plugin.cache import DiskCache, cache_key
+from lmms_topo_plugin.calibration.sources import prompts_fingerprint
+from lmms_topo_plugin.calibration.collect import run_collectors
+from lmms_topo_plugin.models.loading import LoadedModel
+from lmms_topo_plugin.tokens.lifecycle import (
     TOKEN_SETS, EntropyCollector, detect_stages, fewest_visual_tokens, freezing_kl, ssr_mode_choice, top5_is_empty,
 )
-from .methods import SSR_KEEP
+from lmms_topo_plugin.tokens.methods import SSR_KEEP
 
 LIFECYCLE_SAMPLES = 100
 ENTROPY_K = 50

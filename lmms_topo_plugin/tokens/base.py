@@ -29,10 +29,10 @@ from typing import Any, ClassVar, Iterator, Sequence
 import torch
 from loguru import logger
 
-from ..adapters import VLMAdapter
-from ..adapters.layers import DecoderLayerAdapter, gather_tokens
-from ..errors import ModelArgsError
-from ..hooks import HookSet
+from lmms_topo_plugin.adapters import VLMAdapter
+from lmms_topo_plugin.adapters.layers import DecoderLayerAdapter, gather_tokens
+from lmms_topo_plugin.errors import ModelArgsError
+from lmms_topo_plugin.calibration.hooks import HookSet
 
 
 @dataclass

@@ -22,11 +22,11 @@ from typing import Any, Sequence
 
 import torch
 
-from ..adapters import VLMAdapter
-from ..calibration import BatchContext, Collector, move_inputs, run_collectors
-from ..hooks import HookSet
-from ..prompting import Prompt, encode
-from .methods import SSR_KEEP
+from lmms_topo_plugin.adapters import VLMAdapter
+from lmms_topo_plugin.calibration.collect import BatchContext, Collector, move_inputs, run_collectors
+from lmms_topo_plugin.calibration.hooks import HookSet
+from lmms_topo_plugin.models.prompting import Prompt, encode
+from lmms_topo_plugin.tokens.methods import SSR_KEEP
 
 TOKEN_SETS = ("visual", "text", "all")
 KL_THRESHOLD = 1e-3  # METHODS.md §2.4: deep layers are inactive on visual tokens (freeze) at ~1e-4 or less
@@ -168,7 +168,7 @@ def fewest_visual_tokens(counts: Sequence[int]) -> int:
 
 def lifecycle_png(report: dict[str, Any]) -> bytes:
     """The three TME curves with the stages shaded, and the freezing KL per layer (log scale) below."""
-    from ..plotting import figure_png, subplots
+    from lmms_topo_plugin.plotting import figure_png, subplots
 
     curves, layers = report["curves"], len(report["freezing_kl"])
     figure, (top, bottom) = subplots(2, 1, figsize=(9, 7), sharex=True, gridspec_kw={"height_ratios": [3, 2]})

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..adapters.layers import DecoderLayerAdapter
-from ..errors import ModelArgsError
-from .base import TokenPruner, drop_lowest
+from lmms_topo_plugin.adapters.layers import DecoderLayerAdapter
+from lmms_topo_plugin.errors import ModelArgsError
+from lmms_topo_plugin.tokens.base import TokenPruner, drop_lowest
 
 SSR_MODES = ("freeze", "top5", "off")
 SSR_KEEP = 0.05  # HalfV's top5: the share of the original visual tokens kept from the SSR layer on

@@ -15,7 +15,7 @@ from typing import Sequence
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from . import token_pruner
+from lmms_topo_plugin.tokens import token_pruner
 
 KEPT_COLOUR, FROZEN_COLOUR, STAGE_COLOUR = "#1f77b4", "#9ecae1", "#d62728"
 
@@ -88,7 +88,7 @@ def token_figure(record: dict, num_layers: int, *, kept_layers: Sequence[int] | 
     share written where it changes. ``kept_layers`` (the original index of each layer) adds that index under
     the layer number when layers were removed; ``layer_method`` and ``original_num_layers`` name the layer
     pruning in the title."""
-    from ..plotting import subplots
+    from lmms_topo_plugin.plotting import subplots
 
     schedule = token_schedule(record, num_layers)
     stages = token_stages(record)
@@ -143,6 +143,6 @@ def token_figure(record: dict, num_layers: int, *, kept_layers: Sequence[int] | 
 
 def token_png(record: dict, num_layers: int, **kwargs) -> bytes:
     """:func:`token_figure` as PNG bytes."""
-    from ..plotting import figure_png
+    from lmms_topo_plugin.plotting import figure_png
 
     return figure_png(token_figure(record, num_layers, **kwargs))

@@ -6,13 +6,13 @@ complexes), ``zigzag`` (the intersection zigzag, dionysus, bars → depths), ``c
 ``analysis`` (the pipeline and the ε rule), ``plots``, ``synthetic`` (test and benchmark clouds).
 """
 
-from .analysis import analyze_topology, select_epsilon
+from lmms_topo_plugin.topology.analysis import analyze_topology, select_epsilon
 
 
 def __getattr__(name: str):
     """``write_topology_plots`` is imported on first use: matplotlib stays out of ``import`` time."""
     if name == "write_topology_plots":
-        from .plots import write_topology_plots
+        from lmms_topo_plugin.topology.plots import write_topology_plots
 
         return write_topology_plots
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,12 +8,14 @@ import numpy as np
 import torch
 from loguru import logger
 
-from .clouds import DEFAULT_K, check_states, effective_k
-from .complexes import knn_flag_complex
-from .consistency import classes_at, consistency, group_dim, persistence_image, topological_activity
-from .diagnostics import depth_health, diagnostics
-from .multiscale import DEFAULT_SCALES, multiscale_bars
-from .zigzag import DEFAULT_ENGINE, bars_to_depths, build_zigzag, depth_rows, raw_barcode
+from lmms_topo_plugin.topology.clouds import DEFAULT_K, check_states, effective_k
+from lmms_topo_plugin.topology.complexes import knn_flag_complex
+from lmms_topo_plugin.topology.consistency import (
+    classes_at, consistency, group_dim, persistence_image, topological_activity,
+)
+from lmms_topo_plugin.topology.diagnostics import depth_health, diagnostics
+from lmms_topo_plugin.topology.multiscale import DEFAULT_SCALES, multiscale_bars
+from lmms_topo_plugin.topology.zigzag import DEFAULT_ENGINE, bars_to_depths, build_zigzag, depth_rows, raw_barcode
 
 def _json(values: np.ndarray) -> list:
     """Nested lists of floats (or ints) with NaN as ``None``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from loguru import logger
 
-from ..errors import NonFiniteError
+from lmms_topo_plugin.errors import NonFiniteError
 
 MIN_POINTS = 3
 # neighbours per point: chosen on the bundled benchmark's dev split among 5 / 15 / 25 (15 is the paper's best;

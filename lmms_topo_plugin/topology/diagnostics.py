@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .consistency import group_dim, nanmean
+from lmms_topo_plugin.topology.consistency import group_dim, nanmean
 
 MIN_RANK = 2
 RANK_CAP = 8  # ranks are measured up to this: enough to tell a degenerate cloud, at O(N·d) per depth

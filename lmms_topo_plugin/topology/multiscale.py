@@ -27,8 +27,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .complexes import FlagComplex, nearest_neighbours, squared_distances, symmetrised_edges, triangles
-from .zigzag import build_zigzag, depth_rows, raw_barcode
+from lmms_topo_plugin.topology.complexes import (
+    FlagComplex, nearest_neighbours, squared_distances, symmetrised_edges, triangles,
+)
+from lmms_topo_plugin.topology.zigzag import build_zigzag, depth_rows, raw_barcode
 
 DEFAULT_SCALES = (0.1, 0.25, 0.5, 1.0)
 

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 
-from .clouds import DEFAULT_K, check_states, effective_k
-from .complexes import knn_indices, squared_distances, symmetrised_edges
+from lmms_topo_plugin.topology.clouds import DEFAULT_K, check_states, effective_k
+from lmms_topo_plugin.topology.complexes import knn_indices, squared_distances, symmetrised_edges
 
 if TYPE_CHECKING:
     import gudhi

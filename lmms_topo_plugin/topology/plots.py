@@ -16,9 +16,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from ..cache import atomic_write_bytes
-from ..plotting import figure_png, integer_ticks, subplots
-from .diagnostics import RANK_CAP
+from lmms_topo_plugin.cache import atomic_write_bytes
+from lmms_topo_plugin.plotting import figure_png, integer_ticks, subplots
+from lmms_topo_plugin.topology.diagnostics import RANK_CAP
 
 DIMS = (0, 1)
 DIM_NAMES = {0: "connected components", 1: "loops"}

@@ -26,8 +26,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import MissingDependencyError
-from .complexes import FlagComplex
+from lmms_topo_plugin.errors import MissingDependencyError
+from lmms_topo_plugin.topology.complexes import FlagComplex
 
 # "quiver" (zigzag_quiver.py, the default) needs no dionysus: numpy homology of every complex + the quiver
 # decomposition; "fast" (FastZigzag cone) and "classic" are dionysus' and cross-check it
@@ -36,7 +36,7 @@ DEFAULT_ENGINE = "quiver"
 DIONYSUS_ENGINES = ("fast", "classic")
 INSTALL_HINT = ("topo_engine=fast|classic needs dionysus (zigzag persistent homology), which does not import here "
                 "(the default topo_engine=quiver does not); install it "
-                f"with `topo-prune install-topology` (or `{sys.executable} -m lmms_topo_plugin.cli install-topology`): "
+                f"with `topo-prune install-topology` (or `{sys.executable} -m lmms_topo_plugin.cli.main install-topology`): "
                 "it builds dionysus==2.2.3 from source, or prints the steps this platform needs first")
 
 
@@ -120,7 +120,7 @@ def raw_barcode(zigzag: ZigzagInput, engine: str = DEFAULT_ENGINE) -> dict[int, 
     if engine not in ENGINES:
         raise ValueError(f"unknown zigzag engine {engine!r}; expected one of {', '.join(ENGINES)}")
     if engine == "quiver":
-        from .zigzag_quiver import quiver_barcode
+        from lmms_topo_plugin.topology.zigzag_quiver import quiver_barcode
 
         return quiver_barcode(zigzag)
     dionysus = require_dionysus()

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .zigzag import ZigzagInput
+from lmms_topo_plugin.topology.zigzag import ZigzagInput
 
 
 def _key(position: int) -> int:

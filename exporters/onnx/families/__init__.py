@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .base import OnnxFamily
-from .idefics3 import IDEFICS3
-from .llava import LLAVA
-from .llava_next import LLAVA_NEXT
-from .qwen import QWEN
+from lmms_topo_plugin.exporters.onnx.families.base import OnnxFamily
+from lmms_topo_plugin.exporters.onnx.families.idefics3 import IDEFICS3
+from lmms_topo_plugin.exporters.onnx.families.llava import LLAVA
+from lmms_topo_plugin.exporters.onnx.families.llava_next import LLAVA_NEXT
+from lmms_topo_plugin.exporters.onnx.families.qwen import QWEN
 
 FAMILIES: dict[str, OnnxFamily] = {
     "llava": LLAVA,

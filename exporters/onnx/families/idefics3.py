@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import OnnxFamily, flat_features
+from lmms_topo_plugin.exporters.onnx.families.base import OnnxFamily, flat_features
 
 
 class Idefics3VisionEncoder(nn.Module):

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import OnnxFamily, batch_example, flat_features
+from lmms_topo_plugin.exporters.onnx.families.base import OnnxFamily, batch_example, flat_features
 
 
 class VisionEncoder(nn.Module):

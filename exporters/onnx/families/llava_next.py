@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from transformers.image_processing_utils import select_best_resolution
 
-from ....errors import PluginError
-from .base import OnnxFamily
-from .llava import VisionEncoder
+from lmms_topo_plugin.errors import PluginError
+from lmms_topo_plugin.exporters.onnx.families.base import OnnxFamily
+from lmms_topo_plugin.exporters.onnx.families.llava import VisionEncoder
 
 
 def constants(model: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import OnnxFamily, flat_features
+from lmms_topo_plugin.exporters.onnx.families.base import OnnxFamily, flat_features
 
 
 class QwenVisionEncoder(nn.Module):
