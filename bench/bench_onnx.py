@@ -152,14 +152,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     from lmms_topo_plugin.cache import atomic_write_json
-    from lmms_topo_plugin.config.prune import PruneConfig
+    from lmms_topo_plugin.config.prune import LoadConfig
     from lmms_topo_plugin.models.loading import load_config, load_model, resolve_pretrained
     from lmms_topo_plugin.search.measure import default_cost_prompt
 
     prompt = default_cost_prompt()
     started = time.perf_counter()
     bundled = resolve_pretrained(None)
-    rows = measure_model("bundled", load_model(PruneConfig(device="cpu"), bundled, load_config(bundled)), prompt, args)
+    rows = measure_model("bundled", load_model(LoadConfig(device="cpu"), bundled, load_config(bundled)), prompt, args)
     random_model, _ = bench_speed.build_model(args.layers, args.hidden, args.image_tokens)
     rows += measure_model(f"random LLaVA-shaped ({args.layers} x {args.hidden}, {args.image_tokens} image tokens)",
                           random_model, prompt, args)

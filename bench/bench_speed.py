@@ -55,11 +55,10 @@ HEADS = 16
 
 def build_model(layers: int, hidden: int, image_tokens: int):
     """A random-weight LLaVA-shaped ``LoadedModel`` (float32, CPU) and its processor's image size."""
-    from lmms_topo_plugin.adapters import adapter_class_for
+    from lmms_topo_plugin.families import adapter_class_for, image_only_processor_class
+    from lmms_topo_plugin.families.tiny import tiny_config, tiny_model, tiny_tokenizer
     from lmms_topo_plugin.models.loading import LoadedModel
-    from lmms_topo_plugin.models.processors import image_only_processor_class
     from lmms_topo_plugin.synthbench import vocabulary
-    from lmms_topo_plugin.testing.tiny_models import tiny_config, tiny_model, tiny_tokenizer
 
     side = math.isqrt(image_tokens)
     if side * side != image_tokens:

@@ -106,7 +106,8 @@ def measure_accuracy(args) -> tuple[list[dict], dict]:
     from lmms_topo_plugin.calibration.sources import default_calibration_prompts
     from lmms_topo_plugin.config.prune import PruneConfig
     from lmms_topo_plugin.integrations.lmms_eval.model import TopoPrunedChat
-    from lmms_topo_plugin.integrations.lmms_eval.evaluate import evaluate, flatten_results, task_manager
+    from lmms_topo_plugin.integrations.lmms_eval.evaluate import evaluate, flatten_results
+    from lmms_topo_plugin.integrations.lmms_eval.tasks import task_manager
     from lmms_topo_plugin.tokens.lifecycle import analyze_lifecycle
 
     manager = task_manager()

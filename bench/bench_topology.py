@@ -104,7 +104,7 @@ def real_states(sizes: list[int], path: str, send) -> dict:
     transformers_logging.disable_progress_bar()
     tqdm.set_lock(threading.RLock())  # tqdm's default lock is a multiprocessing semaphore that a child leaks
     prepared = prepare(config(sizes[0]))
-    loaded = load_model(prepared.config, prepared.pretrained, prepared.hf_config)
+    loaded = load_model(prepared.config.load, prepared.pretrained, prepared.hf_config)
     states, seconds = {}, {}
     for n in sizes:
         prompts = prepare(config(n)).calibration_prompts

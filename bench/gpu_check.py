@@ -13,7 +13,7 @@ any failed):
   LLaVA-shaped model (``bench_speed.build_model``, 16 x 1024, 576 image tokens) and on the bundled model.
 - ``plugin_eval``: every layer method (``topo-prune methods``) and every token pruner (fastv, halfv, random) through
   ``lmms_topo_plugin.api.load_pruned`` (``device=cuda,dtype=bfloat16,attn_implementation=sdpa``) on a tiny model of
-  each family (``testing.tiny_models.build_tiny_vlm``, 6 layers) and on the bundled model; each pruned model
+  each family (``families.tiny.build_tiny_vlm``, 6 layers) and on the bundled model; each pruned model
   answers a fixed slice of the bundled benchmark (synthbench test split, ``--items-per-kind`` of each kind, greedy,
   5 new tokens, the plugin's own generation path as ``training/evaluate.py``), next to the same configuration
   pruned and run on CPU in float32: answer agreement, same removed layers, exact-match accuracy of both.
@@ -189,7 +189,7 @@ class Models:
             return resolve_pretrained(None)
         if name not in self.built:
             from lmms_topo_plugin.synthbench import vocabulary
-            from lmms_topo_plugin.testing.tiny_models import build_tiny_vlm
+            from lmms_topo_plugin.families.tiny import build_tiny_vlm
 
             self.built[name] = str(build_tiny_vlm(name, self.workdir / "models" / name, num_layers=TINY_LAYERS,
                                                   vocab_words=vocabulary()))
@@ -285,7 +285,7 @@ def plugin_eval(args, models: Models) -> dict[str, Any]:
 
 def cpu_copy(loaded):
     """The loaded model moved to CPU float32 (the ONNX export traces on CPU), the device copy left as it was."""
-    from lmms_topo_plugin.adapters import get_adapter
+    from lmms_topo_plugin.families import get_adapter
     from lmms_topo_plugin.models.loading import LoadedModel
 
     import torch
@@ -343,7 +343,7 @@ def dense_and_half(loaded, prompt, decode_tokens: int, repeats: int) -> dict[str
 def torch_speed(args, models: Models) -> dict[str, Any]:
     import torch
     import bench_speed
-    from lmms_topo_plugin.config.prune import PruneConfig
+    from lmms_topo_plugin.config.prune import LoadConfig
     from lmms_topo_plugin.models.loading import load_config, load_model
     from lmms_topo_plugin.search.measure import default_cost_prompt
 
@@ -359,7 +359,7 @@ def torch_speed(args, models: Models) -> dict[str, Any]:
 
     def bundled():
         path = models.path("bundled")
-        config = PruneConfig(device=args.device, dtype=args.dtype, attn_implementation="sdpa")
+        config = LoadConfig(device=args.device, dtype=args.dtype, attn_implementation="sdpa")
         loaded = load_model(config, path, load_config(path))
         return {"model": "bundled", "dtype": str(loaded.model.dtype),
                 **dense_and_half(loaded, prompt, decode_tokens, repeats)}
@@ -492,11 +492,11 @@ def genai_cuda(args, builds: dict[str, Path]) -> dict[str, Any]:
     import numpy as np
     import torch
     from lmms_topo_plugin.calibration.collect import move_inputs
-    from lmms_topo_plugin.config.prune import PruneConfig
+    from lmms_topo_plugin.config.prune import LoadConfig
     from lmms_topo_plugin.exporters.onnx.genai import og_greedy_tokens
     from lmms_topo_plugin.models.loading import load_config, load_model
     from lmms_topo_plugin.models.prompting import Prompt, encode
-    from lmms_topo_plugin.testing.tiny_models import example_image
+    from lmms_topo_plugin.families.tiny import example_image
 
     if "qwen2_5_vl" not in builds:
         raise Blocked("no Qwen2.5-VL build: onnx_export did not build qwen2_5_vl (not asked for, or it failed)")
@@ -507,7 +507,7 @@ def genai_cuda(args, builds: dict[str, Path]) -> dict[str, Any]:
         config.append_provider("cuda")
     model = og.Model(config)
     build = str(builds["qwen2_5_vl"])  # the exported pruned checkpoint itself: the PyTorch reference
-    loaded = load_model(PruneConfig(device="cpu", dtype="float32"), build, load_config(build))
+    loaded = load_model(LoadConfig(device="cpu", dtype="float32"), build, load_config(build))
     prompt = Prompt.from_text("What is in the image?", [example_image(1, (48, 32))])
     inputs = encode(loaded.processor, loaded.adapter, [prompt])
     new_tokens = 8

@@ -15,15 +15,17 @@ from typing import Any, Callable
 
 import torch
 
-from lmms_topo_plugin.config.prune import PruneConfig
+from lmms_topo_plugin.config.prune import LoadConfig, PruneConfig
 from lmms_topo_plugin.errors import ModelArgsError, PluginError
 from lmms_topo_plugin.models.loading import LoadedModel, load_config, load_model
-from lmms_topo_plugin.pipeline import PrunePlan, apply_plan, model_fingerprint, prepare
+from lmms_topo_plugin.pipeline import apply_plan, model_fingerprint, prepare
+from lmms_topo_plugin.records import PARETO, WINNER
+from lmms_topo_plugin.plan import plan_from_record
+from lmms_topo_plugin.tokens import record_model_args
 from lmms_topo_plugin.exporters.checkpoint import is_checkpoint, save_checkpoint, save_dtype
 from lmms_topo_plugin.exporters.evidence import report_writer, sweep_evidence, writer
+from lmms_topo_plugin.runtime.generation import prompt_logits
 
-WINNER_SCHEMA = "lmms_topo_plugin.sweep_winner"
-PARETO_SCHEMA = "lmms_topo_plugin.sweep_pareto"
 MAX_LOGIT_DIFFERENCE = 1e-5  # reloaded vs in-memory, same dtype and weights: equal up to kernel noise
 
 
@@ -33,24 +35,15 @@ class ExportValidationError(PluginError):
 
 def read_winner(path: str | Path) -> dict[str, Any]:
     """A sweep's ``winner.json``, checked for its schema; a one-line error naming ``--winner`` otherwise."""
-    try:
-        record = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ModelArgsError(f"--winner: cannot read {path}: {error}") from None
-    if record.get("schema") != WINNER_SCHEMA or record.get("version") != 1:
-        raise ModelArgsError(f"--winner: {path} is not a {WINNER_SCHEMA} v1 record (written by topo-prune sweep)")
-    return record
+    return WINNER.read(path, "--winner")
 
 
 def read_pareto(sweep_dir: str | Path) -> list[dict[str, Any]]:
     """The winner-style records of a sweep's ``pareto.json`` (one per pruned configuration on its front)."""
     path = Path(sweep_dir) / "pareto.json"
-    try:
-        front = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ModelArgsError(f"--pareto: cannot read {path} (written by topo-prune sweep): {error}") from None
-    if front.get("schema") != PARETO_SCHEMA or not front.get("records"):
-        raise ModelArgsError(f"--pareto: {path} holds no {PARETO_SCHEMA} configurations")
+    front = PARETO.read(path, "--pareto")
+    if not front.get("records"):
+        raise ModelArgsError(f"--pareto: {path} holds no {PARETO.name} configurations")
     return front["records"]
 
 
@@ -84,17 +77,16 @@ def rebuild_winner(record: dict[str, Any], dtype_choice: str = "base") -> Loaded
     """The base model, loaded in the dtype it will be saved in, with the winner's layers removed (and its
     visual-token pruning in the pruning record), after checking the base is the one the sweep measured."""
     winner = record["winner"]
-    model_args = {**record["model_args"], **PruneConfig.token_model_args(winner.get("token_pruning"))}
+    model_args = {**record["model_args"], **record_model_args(winner.get("token_pruning"))}
     prepared = prepare(PruneConfig.from_model_args(model_args))
     config = PruneConfig.from_model_args({**model_args, "dtype": saveddtype_name(prepared, dtype_choice)})
-    fingerprint = model_fingerprint(prepared.pretrained, prepared.hf_config, config.revision)
+    fingerprint = model_fingerprint(prepared.pretrained, prepared.hf_config, config.load.revision)
     if fingerprint != record["model"]:
         raise ModelArgsError(f"--winner: the base model changed since the sweep (it measured {record['model']}, "
                              f"now {fingerprint}); re-run the sweep")
-    loaded = load_model(config, prepared.pretrained, prepared.hf_config)
+    loaded = load_model(config.load, prepared.pretrained, prepared.hf_config)
     num_layers = loaded.adapter.num_layers
-    plan = PrunePlan(winner["method"], num_layers, len(winner["removed_layers"]), winner["removed_layers"], None,
-                     config.removable_candidates(num_layers))
+    plan = plan_from_record(winner["method"], num_layers, winner["removed_layers"], config)
     details = {"method_params": winner.get("method_params") or {}, "calibration": winner.get("calibration"),
                "budget": winner["budget"], "selected_by": {key: record[key] for key in ("rule", "objective", "metric")}}
     apply_plan(plan, prepared, loaded, details)
@@ -146,7 +138,7 @@ def export_checkpoint(loaded: LoadedModel, out: str | Path, onnx_precisions: tup
     expected = prompt_logits(loaded, [prompt])
 
     def validate(staging: Path) -> dict[str, Any]:
-        reloaded = load_model(PruneConfig(device=str(loaded.model.device), dtype=dtype_name(loaded.model.dtype)),
+        reloaded = load_model(LoadConfig(device=str(loaded.model.device), dtype=dtype_name(loaded.model.dtype)),
                               str(staging), load_config(str(staging)))
         difference = (prompt_logits(reloaded, [prompt]) - expected).abs().max().item()
         counts = decoder_layer_counts(json.loads((staging / "config.json").read_text()))
@@ -165,16 +157,6 @@ def export_checkpoint(loaded: LoadedModel, out: str | Path, onnx_precisions: tup
         return report
 
     return save_checkpoint(loaded.model, loaded.processor, out, dtype=None, validate=validate)
-
-
-def prompt_logits(loaded: LoadedModel, prompts) -> torch.Tensor:
-    """Float32 logits of a (left-padded) batch of prompts, every position, no cache."""
-    from lmms_topo_plugin.calibration.collect import move_inputs
-    from lmms_topo_plugin.models.prompting import encode
-
-    inputs = encode(loaded.processor, loaded.adapter, prompts)
-    with torch.inference_mode():
-        return loaded.model(**move_inputs(inputs, loaded.model.device, loaded.model.dtype), use_cache=False).logits.float()
 
 
 def decoder_layer_counts(config: dict[str, Any]) -> dict[str, int]:

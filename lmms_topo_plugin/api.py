@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -9,6 +10,8 @@ from loguru import logger
 
 from lmms_topo_plugin.cache import DiskCache
 from lmms_topo_plugin.config.prune import PruneConfig
+from lmms_topo_plugin.records import pruning_record_of, set_pruning_record
+from lmms_topo_plugin.tokens.configs import HalfVConfig
 from lmms_topo_plugin.distributed import compute_on_rank0, is_distributed
 from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.models.loading import LoadedModel, load_model
@@ -33,10 +36,10 @@ def load_pruned(config: PruneConfig | dict[str, Any]) -> tuple[LoadedModel, Prun
     prepared = prepare(config, load_calibration=is_rank0)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    loaded = load_model(config, prepared.pretrained, prepared.hf_config)
+    loaded = load_model(config.load, prepared.pretrained, prepared.hf_config)
     timings["load"] = time.perf_counter() - start
     params_before = count_parameters(loaded.model)
-    cache = DiskCache(config.cache_dir, enabled=not config.recompute)
+    cache = DiskCache(config.run.cache_dir, enabled=not config.run.recompute)
     plan, cache_info = compute_on_rank0(lambda: compute_plan(prepared, loaded, cache, timings))
     start = time.perf_counter()
     kept = apply_plan(plan, prepared, loaded)
@@ -44,35 +47,38 @@ def load_pruned(config: PruneConfig | dict[str, Any]) -> tuple[LoadedModel, Prun
     log_plan(plan)
     if config.needs_token_detection:
         start = time.perf_counter()
-        detect_token_stages(config, prepared, loaded, plan.removed_layers, cache)
+        tokens = detect_token_stages(config, prepared, loaded, plan.removed_layers, cache)
+        prepared = dataclasses.replace(prepared, config=dataclasses.replace(config, tokens=tokens))
         timings["token_stages"] = time.perf_counter() - start
     return loaded, build_report(prepared, loaded, plan, kept, params_before, cache_info, timings)
 
 
 def detect_token_stages(config: PruneConfig, prepared, loaded: LoadedModel, removed: list[int],
-                        cache: DiskCache) -> None:
-    """HalfV's IVR and SSR layers and SSR mode on the pruned model, where ``config`` leaves them open: written
-    into ``config`` and, with what was detected, into the model's pruning record. A step 2 that would start
+                        cache: DiskCache) -> HalfVConfig:
+    """HalfV's IVR and SSR layers and SSR mode on the pruned model, where ``config`` leaves them open: the resolved
+    token config, also written, with what was detected, into the model's pruning record. A step 2 that would start
     before step 1 (top5: not after it) is left out, with a warning and the reason in the record."""
     from lmms_topo_plugin.tokens.auto_layer import LIFECYCLE_SAMPLES, detected_stages
 
-    prompts = calibration_prompts(config, config.calib_limit or LIFECYCLE_SAMPLES)
-    model_id = model_fingerprint(prepared.pretrained, prepared.hf_config, config.revision)
-    found = detected_stages(loaded, prompts, model_id, removed, cache, config.calib_batch_size,
-                            ssr_kl=config.token_ssr_mode == "auto")
-    if config.token_layer is None:
-        config.token_layer = found["ivr_layer"]
-    if config.token_ssr_layer is None and config.token_ssr_mode != "off":
-        config.token_ssr_layer = found["ssr_layer"]
-    if config.token_ssr_mode == "auto":
-        config.token_ssr_mode = found["ssr_mode"]
-    first = config.token_layer + (config.token_ssr_mode == "top5")
-    if config.token_ssr_mode != "off" and config.token_ssr_layer < first:
-        found["step_2_left_out"] = (f"SSR layer {config.token_ssr_layer} is before layer {first}, where "
-                                    f"{config.token_ssr_mode} could start (step 1 at layer {config.token_layer})")
+    asked = config.tokens
+    prompts = calibration_prompts(config, config.calibration.calib_limit or LIFECYCLE_SAMPLES)
+    model_id = model_fingerprint(prepared.pretrained, prepared.hf_config, config.load.revision)
+    found = detected_stages(loaded, prompts, model_id, removed, cache, config.calibration.calib_batch_size,
+                            ssr_kl=asked.token_ssr_mode == "auto")
+    layer = found["ivr_layer"] if asked.token_layer is None else asked.token_layer
+    mode = found["ssr_mode"] if asked.token_ssr_mode == "auto" else asked.token_ssr_mode
+    ssr_layer = found["ssr_layer"] if asked.token_ssr_layer is None and asked.token_ssr_mode != "off" else (
+        asked.token_ssr_layer)
+    first = layer + (mode == "top5")
+    if mode != "off" and ssr_layer < first:
+        found["step_2_left_out"] = (f"SSR layer {ssr_layer} is before layer {first}, where {mode} could start "
+                                    f"(step 1 at layer {layer})")
         logger.warning(f"topo_pruned: token_method=halfv: step 2 left out: {found['step_2_left_out']}")
-        config.token_ssr_mode, config.token_ssr_layer = "off", None
-    loaded.model.config.topo_pruning["token_pruning"] = config.token_pruning | {"detected": found}
+        mode, ssr_layer = "off", None
+    tokens = dataclasses.replace(asked, token_layer=layer, token_ssr_mode=mode, token_ssr_layer=ssr_layer)
+    set_pruning_record(loaded.model.config, pruning_record_of(loaded.model.config)
+                       | {"token_pruning": tokens.to_record(config.run.seed) | {"detected": found}})
+    return tokens
 
 
 def score_layers(config: PruneConfig | dict[str, Any]) -> tuple[LayerScores, dict[str, Any]]:
@@ -86,8 +92,8 @@ def score_layers(config: PruneConfig | dict[str, Any]) -> tuple[LayerScores, dic
     if prepared.scorer is None:
         raise ModelArgsError("model_args: scoring needs a method other than none")
     timings: dict[str, float] = {}
-    loaded = load_model(config, prepared.pretrained, prepared.hf_config)
-    scores, cache_info = compute_scores(prepared, loaded, DiskCache(config.cache_dir, enabled=not config.recompute), timings)
+    loaded = load_model(config.load, prepared.pretrained, prepared.hf_config)
+    scores, cache_info = compute_scores(prepared, loaded, DiskCache(config.run.cache_dir, enabled=not config.run.recompute), timings)
     summary = {"pretrained": prepared.pretrained, "method": config.method, "params": config.method_params,
                "num_layers": prepared.num_layers, "calibration_samples": len(prepared.calibration_prompts),
                "cache": cache_info, "timings_s": timings}

@@ -26,25 +26,13 @@ from lmms_topo_plugin.config.prune import PruneConfig
 from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.failures import out_of_memory_as_failure
 from lmms_topo_plugin.models.loading import LoadedModel, load_config, resolve_pretrained
-from lmms_topo_plugin.adapters import adapter_class_for
+from lmms_topo_plugin.families import adapter_class_for
 from lmms_topo_plugin.models.prompting import Prompt
-from lmms_topo_plugin.scorers.registry import DENSE_METHOD, get_method
 from lmms_topo_plugin.scorers import LayerScorer, LayerScores
+from lmms_topo_plugin.records import REPORT_SCHEMA, PRUNING, pruning_record_of, set_pruning_record, token_record_of
+from lmms_topo_plugin.plan import PrunePlan, RemoveLayers, layer_budget, method_scorer, plan_layers
 from lmms_topo_plugin.surgery.layers import remove_layers
 
-REPORT_SCHEMA = "topo_pruned.report/v1"
-
-
-@dataclass
-class PrunePlan:
-    """What a run decided; identical on every rank of a multi-process evaluation."""
-
-    method: str
-    num_layers: int
-    n_remove: int
-    removed_layers: list[int]
-    scores: dict[str, Any] | None
-    candidates: list[int]
 
 
 @dataclass
@@ -72,7 +60,7 @@ class Prepared:
     pretrained: str
     hf_config: PretrainedConfig
     num_layers: int
-    n_remove: int
+    n_remove: int  # the layer budget on this model (plan.layer_budget)
     scorer: LayerScorer | None
     calibration_prompts: list[Prompt]
     calibration_domains: list[str] = field(default_factory=list)  # each prompt's domain, for domain-aware methods
@@ -80,30 +68,29 @@ class Prepared:
 
 def prepare(config: PruneConfig, *, load_calibration: bool = True) -> Prepared:
     """All validation that needs no weights: model directory, architecture, budget, calibration data."""
-    pretrained = resolve_pretrained(config.pretrained)
-    hf_config = load_config(pretrained, config.revision)
+    pretrained = resolve_pretrained(config.load.pretrained)
+    hf_config = load_config(pretrained, config.load.revision)
     adapter_class_for(hf_config)
     num_layers = hf_config.get_text_config().num_hidden_layers
-    n_remove = config.layers_to_remove(num_layers)
+    scorer = method_scorer(config)
+    n_remove = layer_budget(config.layers, num_layers, scorer)
     for key in ("token_layer", "token_ssr_layer"):
-        layer = getattr(config, key) if config.token_method is not None else None
+        layer = getattr(config.tokens, key, None)
         if layer is not None and layer >= num_layers - n_remove:
             raise ModelArgsError(f"model_args: {key}={layer} is out of range; the pruned model has "
                                  f"{num_layers - n_remove} decoder layers")
-    scorer = None
     prompts: list[Prompt] = []
     domains: list[str] = []
-    if config.method != DENSE_METHOD:
-        scorer = get_method(config.method).create({**config.method_params, "seed": config.seed})
-        limit = config.calib_limit or scorer.default_samples
+    if scorer is not None:
+        limit = config.calibration.calib_limit or scorer.default_samples
         if scorer.needs and limit < scorer.min_samples:
             raise ModelArgsError(
                 f"model_args: method={config.method} needs at least {scorer.min_samples} calibration samples, "
                 f"calib_limit={limit}"
             )
         if scorer.needs and load_calibration and scorer.domains:
-            prompts, domains = domain_calibration_prompts(limit, config.seed, scorer.calibration_tasks,
-                                                          config.include_path)
+            prompts, domains = domain_calibration_prompts(limit, config.run.seed, scorer.calibration_tasks,
+                                                          config.calibration.include_path)
         elif scorer.needs and load_calibration:
             prompts = calibration_prompts(config, limit)
             if "visual_mean" in scorer.needs and not all(prompt.images for prompt in prompts):
@@ -115,9 +102,10 @@ def prepare(config: PruneConfig, *, load_calibration: bool = True) -> Prepared:
 
 
 def calibration_prompts(config: PruneConfig, limit: int) -> list[Prompt]:
-    if config.calib_task:
-        return task_calibration_prompts(config.calib_task, limit, config.seed, config.include_path)
-    return default_calibration_prompts(limit, config.seed)
+    calibration = config.calibration
+    if calibration.calib_task:
+        return task_calibration_prompts(calibration.calib_task, limit, config.run.seed, calibration.include_path)
+    return default_calibration_prompts(limit, config.run.seed)
 
 
 def model_fingerprint(pretrained: str, hf_config: PretrainedConfig, revision: str | None = None) -> str:
@@ -148,33 +136,19 @@ def file_sha256(path: str, size: int, mtime_ns: int) -> str:
 def compute_plan(prepared: Prepared, loaded: LoadedModel, cache: DiskCache, timings: dict[str, float]) -> tuple[PrunePlan, dict]:
     """Scores (from cache or a calibration pass) and the layers to remove; no model change yet."""
     config, scorer = prepared.config, prepared.scorer
-    candidates = config.removable_candidates(prepared.num_layers)
     if scorer is None or prepared.n_remove == 0:
-        return PrunePlan(config.method, prepared.num_layers, 0, [], None, candidates), {}
+        return plan_layers(config, scorer, None, prepared.num_layers), {}
     scores, cache_info = compute_scores(prepared, loaded, cache, timings)
-    return plan_from_scores(config, scorer, scores, prepared.num_layers), cache_info
-
-
-def plan_from_scores(config: PruneConfig, scorer: LayerScorer, scores: LayerScores, num_layers: int) -> PrunePlan:
-    """The plan for ``config``'s budget from already computed scores: a pure function, no model involved.
-
-    The sweep scores a method once and calls this for every budget; a single run calls it once.
-    """
-    n_remove = config.layers_to_remove(num_layers)
-    candidates = config.removable_candidates(num_layers)
-    if n_remove:  # no selection from scores that cannot rank the candidates (exit 5, before any surgery)
-        scores.check_informative(config.method, n_remove, candidates, scorer.signal_hint(scores))
-    removed = scorer.select(scores, n_remove, candidates) if n_remove else []
-    return PrunePlan(config.method, num_layers, n_remove, removed, scores.to_json(), candidates)
+    return plan_layers(config, scorer, scores, prepared.num_layers), cache_info
 
 
 def compute_scores(prepared: Prepared, loaded: LoadedModel, cache: DiskCache, timings: dict[str, float]) -> tuple[LayerScores, dict]:
     """The method's per-layer scores, from the cache or from calibration statistics (themselves cached)."""
     config, scorer = prepared.config, prepared.scorer
-    model_id = model_fingerprint(prepared.pretrained, prepared.hf_config, config.revision)
+    model_id = model_fingerprint(prepared.pretrained, prepared.hf_config, config.load.revision)
     data_id = prompts_fingerprint(prepared.calibration_prompts) if scorer.needs else None
     stats_key = cache_key("stats", model_id, data_id, sorted(scorer.needs), str(loaded.model.dtype),
-                          loaded.model.config._attn_implementation, config.calib_batch_size, COLLECTORS_VERSION)
+                          loaded.model.config._attn_implementation, config.calibration.calib_batch_size, COLLECTORS_VERSION)
     scores_key = cache_key("scores", stats_key, config.scorer_fingerprint(), scorer.version)
     cache_info = {"dir": str(cache.root), "scores_key": scores_key, "scores_hit": False, "stats_hit": False}
     cached_scores = cache.get_json("scores", scores_key)
@@ -188,11 +162,11 @@ def compute_scores(prepared: Prepared, loaded: LoadedModel, cache: DiskCache, ti
             cache_info["stats_hit"] = bool(stats)
             if not stats:
                 start = time.perf_counter()
-                with out_of_memory_as_failure(f"the calibration pass (calib_batch_size={config.calib_batch_size})",
+                with out_of_memory_as_failure(f"the calibration pass (calib_batch_size={config.calibration.calib_batch_size})",
                                               "lower calib_batch_size="):
                     stats = calibrate(
                         loaded.adapter, loaded.processor, prepared.calibration_prompts, scorer.needs,
-                        batch_size=config.calib_batch_size,
+                        batch_size=config.calibration.calib_batch_size,
                     )
                 timings["calibrate"] = time.perf_counter() - start
                 cache.put_tensors("stats", stats_key, stats)
@@ -205,10 +179,6 @@ def compute_scores(prepared: Prepared, loaded: LoadedModel, cache: DiskCache, ti
     return scores, cache_info
 
 
-PRUNING_RECORD_SCHEMA = "lmms_topo_plugin.pruning"
-PRUNING_RECORD_VERSION = 1
-
-
 def pruning_record(plan: PrunePlan, prepared: Prepared, previous: dict | None,
                    details: dict | None = None) -> dict[str, Any]:
     """What this run removed, from which model, by which method (``details``: e.g. its parameters and
@@ -216,28 +186,30 @@ def pruning_record(plan: PrunePlan, prepared: Prepared, previous: dict | None,
     earlier = []
     if previous:
         earlier = [*previous.get("history", []), {k: v for k, v in previous.items() if k != "history"}]
-    return {
-        "schema": PRUNING_RECORD_SCHEMA,
-        "version": PRUNING_RECORD_VERSION,
+    return PRUNING.stamp({
         "method": plan.method,
         "base_model": prepared.pretrained,
-        "base_model_fingerprint": model_fingerprint(prepared.pretrained, prepared.hf_config, prepared.config.revision),
+        "base_model_fingerprint": model_fingerprint(prepared.pretrained, prepared.hf_config, prepared.config.load.revision),
         "original_num_hidden_layers": plan.num_layers,
         "removed_layers": plan.removed_layers,
         **(details or {}),
         "history": earlier,
-    }
+    })
 
 
 def apply_plan(plan: PrunePlan, prepared: Prepared, loaded: LoadedModel, details: dict | None = None) -> list[int]:
-    """Remove the planned layers and record what was done in the model config (saved with the model): the layers,
-    and the visual-token pruning asked for or carried by the checkpoint, which the plugin re-applies on load."""
-    kept = remove_layers(loaded.adapter, plan.removed_layers)
-    previous = getattr(loaded.model.config, "topo_pruning", None)
-    tokens = prepared.config.token_pruning or (previous or {}).get("token_pruning")
-    if plan.removed_layers or prepared.config.token_pruning:
+    """Apply the plan's actions in order and record what was done in the model config (saved with the model): the
+    layers removed now, and the visual-token pruning planned or carried by the checkpoint, which the plugin
+    re-applies on load. Returns the kept decoder layers (indices before this plan)."""
+    kept = list(range(loaded.adapter.num_layers))
+    for action in plan.actions:
+        if isinstance(action, RemoveLayers):
+            kept = remove_layers(loaded.adapter, action.layers)
+    previous = pruning_record_of(loaded.model.config)
+    tokens = plan.token_pruning or token_record_of(loaded.model.config)
+    if plan.actions:
         record = pruning_record(plan, prepared, previous, details)
-        loaded.model.config.topo_pruning = record | ({"token_pruning": tokens} if tokens else {})
+        set_pruning_record(loaded.model.config, record | ({"token_pruning": tokens} if tokens else {}))
     return kept
 
 
@@ -251,7 +223,7 @@ def build_report(prepared: Prepared, loaded: LoadedModel, plan: PrunePlan, kept:
     calibration = {}
     if prepared.calibration_prompts and plan.scores is not None:  # prompts are loaded but unused at budget 0
         calibration = {
-            "source": config.calibration_source,
+            "source": config.calibration.source,
             "samples": len(prepared.calibration_prompts),
             "fingerprint": prompts_fingerprint(prepared.calibration_prompts),
         }
@@ -260,7 +232,7 @@ def build_report(prepared: Prepared, loaded: LoadedModel, plan: PrunePlan, kept:
         pretrained=prepared.pretrained,
         model_type=prepared.hf_config.model_type,
         config={k: v for k, v in config.as_dict().items()},
-        plan=asdict(plan),
+        plan=plan.as_dict(),
         kept_layers=kept,
         parameters_before=params_before,
         parameters_after=count_parameters(loaded.model),

@@ -3,40 +3,26 @@ tokens per layer)."""
 
 from __future__ import annotations
 
-import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
 from lmms_topo_plugin.cache import atomic_write_bytes, atomic_write_json
-from lmms_topo_plugin.config.prune import PruneConfig
+from lmms_topo_plugin.config.prune import LayerConfig, tokens_of
+from lmms_topo_plugin.plan import removable_candidates
 from lmms_topo_plugin.pipeline import PruneReport
 from lmms_topo_plugin.scorers.registry import get_method
 from lmms_topo_plugin.scorers import LayerScores
 
 
-def lmms_eval_output_path(argv: list[str] | None = None) -> str | None:
-    """The ``--output_path`` of the running ``lmms-eval`` command, if any."""
-    argv = sys.argv if argv is None else argv
-    for i, arg in enumerate(argv):
-        if arg == "--output_path" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--output_path="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def report_directory(report_dir: str | None, pretrained_arg: str | None) -> Path:
-    """``report_dir`` if given; else lmms-eval's results folder for this model; else ./topo_prune_reports."""
+def report_directory(report_dir: str | None, results_dir: str | Path | None = None) -> Path:
+    """``report_dir`` if given; else ``results_dir`` (lmms-eval's results folder for this model, which the lmms-eval
+    model passes in: :func:`lmms_topo_plugin.integrations.lmms_eval.output.results_directory`); else
+    ./topo_prune_reports."""
     if report_dir:
         return Path(report_dir)
-    output_path = lmms_eval_output_path()
-    if output_path is None:
-        return Path("topo_prune_reports")
-    from lmms_eval.utils import sanitize_model_name
-
-    return Path(output_path) / sanitize_model_name(pretrained_arg or "")
+    return Path(results_dir) if results_dir is not None else Path("topo_prune_reports")
 
 
 LATEST_POINTER = "topo_pruned_latest.json"
@@ -66,15 +52,15 @@ def protected_layers(report: PruneReport) -> list[int]:
     if candidates is None:  # a plan without its candidates: what keep_first_last implies
         num_layers = report.plan["num_layers"]
         keep_first_last = report.config.get("keep_first_last", True)
-        candidates = PruneConfig(keep_first_last=keep_first_last).removable_candidates(num_layers)
+        candidates = removable_candidates(LayerConfig(keep_first_last=keep_first_last), num_layers)
     return sorted(set(range(report.plan["num_layers"])) - set(candidates))
 
 
 def token_record(report: PruneReport) -> dict | None:
     """The visual-token pruning the run asked for, as the pruning record states it (None without token_method);
     halfv's stages as detected when the run left them open (the report's config holds the resolved values)."""
-    names = {f.name for f in fields(PruneConfig)}
-    return PruneConfig(**{key: value for key, value in report.config.items() if key in names}).token_pruning
+    tokens = tokens_of(report.config)
+    return tokens.to_record(report.config.get("seed", 0)) if tokens is not None else None
 
 
 def report_figures(report: PruneReport) -> dict[str, bytes]:

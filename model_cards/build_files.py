@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmms_topo_plugin.records import pruning_record_of
 from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.exporters.evidence import EVIDENCE_DIR, SWEEP_RECORD
 
@@ -35,7 +36,7 @@ class BuildFiles:
     @property
     def pruning(self) -> dict[str, Any] | None:
         """The checkpoint's ``topo_pruning`` record (``None`` for a dense export)."""
-        return self.config.get("topo_pruning")
+        return pruning_record_of(self.config)
 
     def files(self) -> list[Path]:
         """Every file of the build (relative paths, sorted), the card itself excluded."""

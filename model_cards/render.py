@@ -37,7 +37,7 @@ class CardInputs:
 
 
 def bundled_task_names() -> set[str]:
-    from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
+    from lmms_topo_plugin.integrations.lmms_eval.tasks import bundled_tasks_dir
 
     return {path.stem for path in Path(bundled_tasks_dir()).rglob("*.yaml") if not path.stem.startswith("_")}
 
@@ -224,11 +224,11 @@ def template_context(build: BuildFiles, inputs: CardInputs) -> dict[str, Any]:
         "token_pruning": token_pruning_text(pruning.get("token_pruning")),
     }
     if record:
-        from lmms_topo_plugin.config.prune import PruneConfig
+        from lmms_topo_plugin.tokens import record_model_args
 
         model_args = {**public_model_args(record["model_args"], inputs), "method": method,
                       "sparsity": f"{record['winner']['budget']:g}",
-                      **PruneConfig.token_model_args(record["winner"].get("token_pruning"))}
+                      **record_model_args(record["winner"].get("token_pruning"))}
         if record["winner"].get("calib_limit"):
             model_args["calib_limit"] = record["winner"]["calib_limit"]
         context.update({

@@ -77,7 +77,7 @@ def torch_index() -> list[str]:
 
 def setup_fingerprint() -> str:
     digest = hashlib.sha256()
-    for name in ("pyproject.toml", "requirements-cpu.lock", "scripts/dev.py", "lmms_topo_plugin/cli/install_topology.py"):
+    for name in ("pyproject.toml", "requirements-cpu.lock", "scripts/dev.py", "lmms_topo_plugin/tools/install_topology.py"):
         digest.update((ROOT / name).read_bytes())
     return digest.hexdigest()
 

@@ -1,18 +1,20 @@
-"""Shared fixtures: tiny checkpoints built offline, an isolated cache, offline Hugging Face libraries."""
+"""Shared fixtures: tiny checkpoints and their ONNX builds, built offline once per session; an isolated cache;
+offline Hugging Face libraries."""
 
 import os
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from cli import OFFLINE_ENV
+
+for _name, _value in OFFLINE_ENV.items():
+    os.environ.setdefault(_name, _value)
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory):
     """Build each family's tiny checkpoint at most once per session: ``tiny_checkpoints(family)``."""
-    from lmms_topo_plugin.testing.tiny_models import build_tiny_vlm
+    from lmms_topo_plugin.families.tiny import build_tiny_vlm
 
     built = {}
 
@@ -23,6 +25,15 @@ def tiny_checkpoints(tmp_path_factory):
         return built[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def onnx_builds(tiny_checkpoints, tmp_path_factory):
+    """Each family's ONNX build at most once per session and settings: ``onnx_builds(family, precision)``
+    (onnx_helpers.onnx_build_factory)."""
+    from onnx_helpers import onnx_build_factory
+
+    return onnx_build_factory(tiny_checkpoints, tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)

@@ -3,18 +3,19 @@
 import pytest
 import torch
 
-from lmms_topo_plugin.adapters import get_adapter
+from lmms_topo_plugin.families import get_adapter
 from lmms_topo_plugin.calibration.collect import calibrate, move_inputs
-from lmms_topo_plugin.config.prune import PruneConfig
+from lmms_topo_plugin.config.prune import LoadConfig
 from lmms_topo_plugin.models.loading import load_config, load_model
 from lmms_topo_plugin.models.prompting import Prompt, encode
-from lmms_topo_plugin.testing.tiny_models import example_image
+from lmms_topo_plugin.families.tiny import example_image
+from table import REPRESENTATIVE_FAMILIES
 
 
-@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "idefics3"])
+@pytest.mark.parametrize("family", REPRESENTATIVE_FAMILIES)
 def test_collectors_match_output_hidden_states(family, tiny_checkpoints):
     checkpoint = str(tiny_checkpoints(family))
-    loaded = load_model(PruneConfig(device="cpu"), checkpoint, load_config(checkpoint))
+    loaded = load_model(LoadConfig(device="cpu"), checkpoint, load_config(checkpoint))
     prompts = [Prompt.from_text("How many red shapes?", [example_image(i)]) for i in range(3)]
     prompts.append(Prompt.from_text("Is the blue circle left of the square in this picture?", [example_image(9)]))
     stats = calibrate(loaded.adapter, loaded.processor, prompts,
@@ -44,7 +45,7 @@ def test_collectors_match_output_hidden_states(family, tiny_checkpoints):
 
 def test_non_finite_states_name_the_layer(tiny_checkpoints):
     checkpoint = str(tiny_checkpoints("llava"))
-    loaded = load_model(PruneConfig(device="cpu"), checkpoint, load_config(checkpoint))
+    loaded = load_model(LoadConfig(device="cpu"), checkpoint, load_config(checkpoint))
     layer = loaded.adapter.layers[2]
     layer.register_forward_hook(lambda module, args, output: output * float("nan"))
     with pytest.raises(FloatingPointError, match="output of decoder layer 2"):

@@ -4,7 +4,7 @@ import json
 
 from transformers import AutoModelForImageTextToText
 
-from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
+from lmms_topo_plugin.integrations.lmms_eval.tasks import bundled_tasks_dir
 from lmms_topo_plugin.cli.main import main
 
 

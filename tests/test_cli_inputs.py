@@ -2,11 +2,10 @@
 unexpected exception reads ``topo-prune <command> failed: <type>: <message>`` (exit 1)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
+from cli import topo_prune
 from lmms_topo_plugin.cli.main import main
 from lmms_topo_plugin.exporters import export
 
@@ -105,8 +104,7 @@ def test_bad_input_through_the_installed_command(tmp_path):
     """The same line and exit code from the console command (``python -m lmms_topo_plugin.cli.main``)."""
     (tmp_path / "build").mkdir()
     (tmp_path / "build" / "config.json").write_text(json.dumps({}))
-    result = subprocess.run([sys.executable, "-m", "lmms_topo_plugin.cli.main", "export", "--model-args", NOWHERE, "--out",
-                             str(tmp_path / "build")], capture_output=True, text=True, timeout=300)
+    result = topo_prune("export", "--model-args", NOWHERE, "--out", tmp_path / "build", module=True, timeout=300)
     assert (result.returncode, result.stderr.splitlines(), result.stdout) == (2, [
         f"topo-prune: --out {tmp_path / 'build'} already holds an export; pass --overwrite to replace it, or choose "
         "another --out"], "")

@@ -4,6 +4,7 @@ import pytest
 
 from lmms_topo_plugin.config.prune import PruneConfig
 from lmms_topo_plugin.errors import ModelArgsError
+from lmms_topo_plugin.plan import layer_budget, method_scorer
 
 
 def parse(**kwargs):
@@ -12,8 +13,9 @@ def parse(**kwargs):
 
 def test_defaults_and_types():
     config = parse(method="block_influence", sparsity=0.25, keep_first_last="false", calib_limit=16)
-    assert config.method == "block_influence" and config.sparsity == 0.25
-    assert config.keep_first_last is False and config.calib_limit == 16 and config.batch_size == 1
+    assert config.method == "block_influence" and config.layers.sparsity == 0.25
+    assert config.layers.keep_first_last is False and config.calibration.calib_limit == 16
+    assert config.evaluation.batch_size == 1
 
 
 @pytest.mark.parametrize(
@@ -42,17 +44,22 @@ def test_bad_model_args_name_the_argument(args, fragments):
         assert fragment in message
 
 
+def budget(**kwargs):
+    config = parse(**kwargs)
+    return layer_budget(config.layers, 8, method_scorer(config))
+
+
 def test_layer_budget():
-    assert parse(method="random", sparsity=0.25).layers_to_remove(8) == 2
-    assert parse(method="random", n_remove=3).layers_to_remove(8) == 3
-    assert parse(method="random", sparsity=0.0).layers_to_remove(8) == 0
+    assert budget(method="random", sparsity=0.25) == 2
+    assert budget(method="random", n_remove=3) == 3
+    assert budget(method="random", sparsity=0.0) == 0
     with pytest.raises(ModelArgsError, match="would remove every layer"):
-        parse(method="random", n_remove=8).layers_to_remove(8)
+        budget(method="random", n_remove=8)
     with pytest.raises(ModelArgsError, match=r"at most 6 of 8 .*keep_first_last"):
-        parse(method="random", n_remove=7).layers_to_remove(8)
-    assert parse(method="random", n_remove=7, keep_first_last=False).layers_to_remove(8) == 7
+        budget(method="random", n_remove=7)
+    assert budget(method="random", n_remove=7, keep_first_last=False) == 7
     with pytest.raises(ModelArgsError, match="method=spacing can remove at most 3"):
-        parse(method="spacing", n_remove=4).layers_to_remove(8)
+        budget(method="spacing", n_remove=4)
 
 
 @pytest.mark.parametrize(
@@ -78,3 +85,42 @@ def test_a_method_key_is_accepted_by_its_own_method():
     config = parse(method="topology", sparsity=0.25, topo_k=5)
     assert config.method_params["topo_k"] == 5 and config.method_params["topo_select"] == "topn"
     assert parse(method="angular", sparsity=0.25).method_params == {}
+
+
+def test_an_unknown_key_close_to_a_known_one_is_suggested():
+    with pytest.raises(ModelArgsError) as error:
+        parse(methd="random", sparsity=0.25)
+    assert str(error.value).startswith("model_args: unknown key 'methd' (did you mean 'method'?); allowed keys: ")
+    with pytest.raises(ModelArgsError) as error:
+        parse(method="topology", sparsity=0.25, topo_kk=5)
+    assert "unknown key 'topo_kk' (did you mean 'topo_k'?)" in str(error.value)
+    with pytest.raises(ModelArgsError) as error:
+        parse(zzz=1)
+    assert "did you mean" not in str(error.value)
+
+
+def test_the_text_form_and_the_dict_form_parse_to_the_same_frozen_config():
+    import dataclasses
+
+    text = PruneConfig.from_model_args("method=topology, sparsity=0.25,topo_k=7,token_method=fastv,device=cpu")
+    assert text == parse(method="topology", sparsity=0.25, topo_k=7, token_method="fastv", device="cpu")
+    assert text.layers.params.topo_k == 7 and text.tokens.token_layer == 2 and text.load.device == "cpu"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        text.load.device = "cuda"
+    moved = text.with_values(device="cuda:1")
+    assert moved.load.device == "cuda:1" and text.load.device == "cpu" and moved.layers is text.layers
+    with pytest.raises(ModelArgsError, match="'sparsity' is not key=value"):
+        PruneConfig.from_model_args("method=random,sparsity")
+    with pytest.raises(ModelArgsError, match="^model_args: sets method twice$"):
+        PruneConfig.from_model_args("method=random,sparsity=0.25,method=angular")
+
+
+def test_every_default_is_the_config_field_the_scorer_reads():
+    from lmms_topo_plugin.scorers.registry import available_methods, get_method
+
+    for name in available_methods()[1:]:
+        spec = get_method(name)
+        config = spec.parse({})
+        assert config == spec.config_class()
+        assert {key: param.default for key, param in spec.params.items()} == config.as_dict()
+        assert spec.create(config, seed=3).config is config

@@ -1,17 +1,13 @@
 """The bundled default model: shipped as the package's default `pretrained`, small, documented, and accurate."""
 
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from safetensors import safe_open
 
+from cli import lmms_eval
 from lmms_topo_plugin.api import load_pruned
-from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
 from lmms_topo_plugin.runtime.generation import generate
 from lmms_topo_plugin.models.loading import BUNDLED_MODEL_DIR, resolve_pretrained
 from lmms_topo_plugin.synthbench import KINDS, exact_match, load_split
@@ -51,11 +47,7 @@ def test_dense_accuracy_on_a_fixed_slice_is_the_measured_one():
 @pytest.mark.e2e
 def test_readme_main_command_runs_on_the_bundled_model(tmp_path):
     """`lmms-eval --model topo_pruned --model_args method=topology,sparsity=0.25` with no pretrained."""
-    command = [str(Path(sys.executable).with_name("lmms-eval")), "--model", "topo_pruned",
-               "--model_args", "method=topology,sparsity=0.25", "--tasks", "topo_synth_count",
-               "--include_path", bundled_tasks_dir(), "--output_path", str(tmp_path / "out"), "--limit", "10",
-               "--log_samples"]
-    result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+    result = lmms_eval("method=topology,sparsity=0.25", tmp_path / "out", "--log_samples", limit=10)
     assert result.returncode == 0, result.stderr[-3000:]
     (results,) = (tmp_path / "out").rglob("*_results.json")
     metric = json.loads(results.read_text())["results"]["topo_synth_count"]["exact_match,none"]

@@ -12,7 +12,8 @@ from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.models.prompting import encode
 from lmms_topo_plugin.search.regimes import RegimeRule, budget_table
 
-from test_lmms_eval_cli import lmms_eval
+from cli import lmms_eval
+from table import DOMAIN_METHODS
 
 
 def per_prompt_similarity(loaded, prompts) -> torch.Tensor:
@@ -35,7 +36,7 @@ def per_prompt_similarity(loaded, prompts) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("method,weight", [("domain_math", 1.0), ("domain_nonmath", 0.0), ("domain_mixed", 0.3)])
+@pytest.mark.parametrize("method,weight", [(row.name, row.math_weight) for row in DOMAIN_METHODS])
 def test_domain_scores_are_the_per_domain_mean_token_cosine(method, weight, tiny_checkpoints):
     args = {"pretrained": str(tiny_checkpoints("llava", 6)), "method": method, "n_remove": "2", "device": "cpu",
             "calib_limit": "3", "calib_batch_size": "4"}
@@ -82,7 +83,7 @@ def test_bad_domain_arguments_are_refused_before_loading(extra, message, tiny_ch
 def test_a_domain_method_runs_from_the_lmms_eval_cli(tiny_checkpoints, tmp_path):
     model_args = (f"pretrained={tiny_checkpoints('llava', 6)},method=domain_nonmath,n_remove=2,device=cpu,"
                   "calib_limit=3")
-    result = lmms_eval(model_args, tmp_path / "out")
+    result = lmms_eval(model_args, tmp_path / "out", limit=4)
     assert result.returncode == 0, result.stderr[-3000:]
     (report_path,) = (tmp_path / "out").rglob("*_topo_pruned_domain_nonmath.json")
     _, again = load_pruned(dict(item.split("=", 1) for item in model_args.split(",")))
@@ -133,7 +134,7 @@ def test_regimes_follow_the_stated_rule():
 @pytest.mark.e2e
 def test_regimes_cli_writes_its_table_and_plot(tmp_path, capsys):
     from lmms_topo_plugin.search import SweepSpec, run_sweep
-    from lmms_topo_plugin.testing.tiny_models import build_tiny_vlm
+    from lmms_topo_plugin.families.tiny import build_tiny_vlm
 
     checkpoint = build_tiny_vlm("llava", tmp_path / "tiny", num_layers=6)
     run_sweep(SweepSpec(model_args={"pretrained": str(checkpoint), "device": "cpu"}, methods=["random", "spacing"],

@@ -1,21 +1,16 @@
 """The ``lmms_eval.models`` entry point is import-light and cannot break the harness's plugin loading."""
 
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
-FIXTURES = Path(__file__).parent / "fixtures"
+from cli import FIXTURES, python
+
 HEAVY = ("torch", "transformers", "matplotlib")
 
 
 def run_python(code: str, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
-    env = os.environ.copy()
-    if pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
-                          timeout=300)
+    return python("-c", textwrap.dedent(code), pythonpath=pythonpath, timeout=300)
 
 
 def test_loading_the_entry_point_imports_neither_torch_nor_transformers():

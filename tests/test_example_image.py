@@ -7,20 +7,18 @@ gets an answer in the benchmark's format from the bundled model.
 
 import base64
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
+from cli import argv, run, topo_prune
+from lmms_topo_plugin.integrations.lmms_eval.tasks import bundled_tasks_dir
 from lmms_topo_plugin.cli.main import main
 
 DATA = Path(__file__).resolve().parent.parent / "tasks" / "topo_synth" / "data"
-TOPO_PRUNE = Path(sys.executable).with_name("topo-prune")
+(TOPO_PRUNE,) = argv("topo-prune")
 # (split, --index, the lmms-eval task serving that document, its index in the task): kinds in turn, 100 per kind
 DOCUMENTS = [("test", 0, "topo_synth_presence", 0), ("test", 201, "topo_synth_count", 1),
              ("test", 499, "topo_synth_math", 99), ("dev", 342, "topo_synth_dev_spatial", 42)]
@@ -67,7 +65,7 @@ def test_the_bundled_model_answers_the_example_in_the_benchmarks_format(tmp_path
     """The prompt and image as ``onnx-generate`` builds them (``Prompt.from_text``), decoded greedily for
     onnx-generate's default 32 new tokens: the bundled model answers and stops (eos), right, for every kind."""
     from lmms_topo_plugin.api import load_pruned
-    from lmms_topo_plugin.cli.main import read_image
+    from lmms_topo_plugin.cli.onnx_generate import read_image
     from lmms_topo_plugin.runtime.generation import generate
     from lmms_topo_plugin.models.prompting import Prompt
 
@@ -101,14 +99,13 @@ def test_example_image_refuses_a_directory(tmp_path, capsys):
 @pytest.mark.e2e
 def test_onnx_generate_answers_the_example_image(tmp_path):
     """The README's command, through the shell, on an ONNX build of the bundled model (about a minute to export)."""
-    env = {**os.environ, "LMMS_TOPO_CACHE": str(tmp_path / "cache")}
-    export = subprocess.run([str(TOPO_PRUNE), "export", "--model-args", "method=none,device=cpu", "--out",
-                             str(tmp_path / "build"), "--onnx"], capture_output=True, text=True, env=env, timeout=900)
+    env = {"LMMS_TOPO_CACHE": str(tmp_path / "cache")}
+    export = topo_prune("export", "--model-args", "method=none,device=cpu", "--out", tmp_path / "build", "--onnx",
+                        env=env, timeout=900)
     assert export.returncode == 0, export.stderr[-3000:]
     for index, answer in ((0, "yes"), (201, "2"), (450, "3")):
         command = (f'"{TOPO_PRUNE}" onnx-generate build --provider cpu --image example.png --prompt '
                    f'"$("{TOPO_PRUNE}" example-image example.png --index {index})"')
-        result = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, env=env,
-                                timeout=300)
+        result = run("bash", "-c", command, cwd=tmp_path, env=env, timeout=300)
         assert (result.returncode, result.stdout) == (0, f"{answer}\n"), result.stderr[-3000:]
         assert f"example.png: expected answer: {answer}\n" in result.stderr

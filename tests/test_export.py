@@ -10,15 +10,17 @@ from transformers import AutoModelForImageTextToText
 from lmms_topo_plugin.api import load_pruned
 from lmms_topo_plugin.cli.main import main
 from lmms_topo_plugin.exporters import export
+from lmms_topo_plugin.runtime.generation import prompt_logits
 from lmms_topo_plugin.models.loading import LoadedModel, load_config
 from lmms_topo_plugin.pipeline import model_fingerprint
 from lmms_topo_plugin.models.processors import load_processor
 from lmms_topo_plugin.search.measure import default_cost_prompt
+from table import REPRESENTATIVE_FAMILIES
 
 pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e
 
 
-@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "idefics3"])
+@pytest.mark.parametrize("family", REPRESENTATIVE_FAMILIES)
 def test_exported_checkpoint_reloads_to_the_pruned_model(family, tiny_checkpoints, tmp_path, capsys):
     checkpoint = str(tiny_checkpoints(family, 6))
     args = f"pretrained={checkpoint},method=block_influence,n_remove=2,device=cpu,calib_limit=4"
@@ -27,7 +29,7 @@ def test_exported_checkpoint_reloads_to_the_pruned_model(family, tiny_checkpoint
     pruned, _ = load_pruned({**dict(item.split("=") for item in args.split(",")), "dtype": "float32"})
     again = LoadedModel(reloaded.eval(), load_processor(tmp_path / "build"), pruned.adapter.__class__(reloaded), "")
     prompt = default_cost_prompt()
-    torch.testing.assert_close(export.prompt_logits(again, [prompt]), export.prompt_logits(pruned, [prompt]), rtol=0,
+    torch.testing.assert_close(prompt_logits(again, [prompt]), prompt_logits(pruned, [prompt]), rtol=0,
                                atol=0)
     config = json.loads((tmp_path / "build" / "config.json").read_text())
     assert export.decoder_layer_counts(config) == {"config.text_config": 4}

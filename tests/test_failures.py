@@ -5,55 +5,32 @@ the exit code (lmms_topo_plugin.errors), the exact line, and that no results wer
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
+from cli import FAULTS, FIXTURES, assert_failed, lmms_eval
 from lmms_topo_plugin.errors import NonFiniteError
 from lmms_topo_plugin.scorers import LayerScores
 from lmms_topo_plugin.topology.zigzag import INSTALL_HINT
-
-LMMS_EVAL = Path(sys.executable).with_name("lmms-eval")
-FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def lmms_eval(model_args: str, out: Path, *, tasks: str = "topo_synth_count", include: str | None = None,
-              pythonpath: Path | None = None, fault: str | None = None, extra: tuple[str, ...] = ()
-              ) -> subprocess.CompletedProcess:
-    env = os.environ.copy()
-    if pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
-    if fault:
-        env["TOPO_TEST_FAULT"] = fault
-    command = [str(LMMS_EVAL), "--model", "topo_pruned", "--model_args", model_args, "--tasks", tasks,
-               "--include_path", include or bundled_tasks_dir(), "--output_path", str(out), "--limit", "2", *extra]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-
-
-def assert_failed(result: subprocess.CompletedProcess, code: int, line: str, out: Path) -> None:
-    """Exit ``code``, exactly one ``topo_pruned:`` line on stderr equal to ``line``, no results file."""
-    ours = [text for text in result.stderr.splitlines() if text.startswith("topo_pruned:")]
-    assert (result.returncode, ours) == (code, [line]), result.stderr[-3000:]
-    assert not list(out.rglob("*_results.json"))
+from table import DIONYSUS_METHODS, ids
 
 
 @pytest.mark.e2e
-def test_missing_dionysus_says_how_to_install_before_loading(tiny_checkpoints, tmp_path):
-    args = f"pretrained={tiny_checkpoints('llava', 8)},method=topology,sparsity=0.25,device=cpu,topo_engine=fast"
+@pytest.mark.parametrize("row", DIONYSUS_METHODS, ids=ids(DIONYSUS_METHODS))
+def test_missing_dionysus_says_how_to_install_before_loading(row, tiny_checkpoints, tmp_path):
+    args = f"pretrained={tiny_checkpoints('llava', 8)},method={row.name},sparsity=0.25,device=cpu,{row.dionysus_args}"
     result = lmms_eval(args, tmp_path / "out", pythonpath=FIXTURES / "no_dionysus")
     assert_failed(result, 3, f"topo_pruned: {INSTALL_HINT}", tmp_path / "out")
     assert "Loading weights" not in result.stderr
 
 
 @pytest.mark.e2e
-def test_topology_runs_without_dionysus_with_the_default_engine(tiny_checkpoints, tmp_path):
-    args = f"pretrained={tiny_checkpoints('llava', 8)},method=topology,sparsity=0.25,device=cpu,calib_limit=16"
+@pytest.mark.parametrize("row", DIONYSUS_METHODS, ids=ids(DIONYSUS_METHODS))
+def test_topology_runs_without_dionysus_with_the_default_engine(row, tiny_checkpoints, tmp_path):
+    args = f"pretrained={tiny_checkpoints('llava', 8)},method={row.name},sparsity=0.25,device=cpu,calib_limit=16"
     result = lmms_eval(args, tmp_path / "out", pythonpath=FIXTURES / "no_dionysus")
     assert result.returncode == 0, result.stderr[-3000:]
     (results,) = (tmp_path / "out").rglob("*_results.json")
@@ -106,7 +83,7 @@ def test_a_model_that_fails_to_load(tiny_checkpoints, tmp_path):
 @pytest.mark.e2e
 def test_out_of_memory_in_calibration_names_the_step(tiny_checkpoints, tmp_path):
     args = f"pretrained={tiny_checkpoints('llava', 8)},method=block_influence,sparsity=0.25,device=cpu,calib_limit=8"
-    result = lmms_eval(args, tmp_path / "out", pythonpath=FIXTURES / "faults", fault="oom")
+    result = lmms_eval(args, tmp_path / "out", pythonpath=FAULTS, env={"TOPO_TEST_FAULT": "oom"})
     assert_failed(result, 6, "topo_pruned: out of memory during the calibration pass (calib_batch_size=8) "
                   "(CUDA out of memory. Tried to allocate 20.00 GiB); lower calib_batch_size=", tmp_path / "out")
 
@@ -114,7 +91,7 @@ def test_out_of_memory_in_calibration_names_the_step(tiny_checkpoints, tmp_path)
 @pytest.mark.e2e
 def test_exception_in_generate_until(tiny_checkpoints, tmp_path):
     result = lmms_eval(f"pretrained={tiny_checkpoints('llava', 8)},method=none,device=cpu", tmp_path / "out",
-                       pythonpath=FIXTURES / "faults", fault="runtime")
+                       pythonpath=FAULTS, env={"TOPO_TEST_FAULT": "runtime"})
     assert_failed(result, 1, "topo_pruned: generate_until failed: RuntimeError: injected failure in a decoder layer",
                   tmp_path / "out")
 
@@ -122,8 +99,8 @@ def test_exception_in_generate_until(tiny_checkpoints, tmp_path):
 @pytest.mark.e2e
 def test_exception_in_loglikelihood(tiny_checkpoints, tmp_path):
     result = lmms_eval(f"pretrained={tiny_checkpoints('llava', 8)},method=none,device=cpu", tmp_path / "out",
-                       tasks="topo_fixture_presence_mc", include=str(FIXTURES / "topo_mc"),
-                       pythonpath=FIXTURES / "faults", fault="runtime", extra=("--force_simple",))
+                       "--force_simple", tasks="topo_fixture_presence_mc", include=FIXTURES / "topo_mc",
+                       pythonpath=FAULTS, env={"TOPO_TEST_FAULT": "runtime"})
     assert_failed(result, 1, "topo_pruned: loglikelihood failed: RuntimeError: injected failure in a decoder layer",
                   tmp_path / "out")
 

@@ -3,13 +3,13 @@ with every section's status; sections are isolated (one failing leaves the other
 
 import importlib.util
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from cli import OFFLINE_ENV, python
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "bench" / "gpu_check.py"
@@ -19,9 +19,7 @@ SMALL = ["--families", "llava", "--methods", "spacing", "--token-methods", "fast
 
 
 def run_check(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=ROOT)
+    return python(SCRIPT, *args, env=OFFLINE_ENV, cwd=ROOT, timeout=timeout)
 
 
 def load_script():

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import types
 import urllib.error
 import urllib.request
@@ -16,6 +15,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, co
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from huggingface_hub.utils import _http
 
+from cli import argv, environment, python
 from lmms_topo_plugin.tools.hub_server import CLIENT_CONSTANTS, CLIENT_ENV, HubStandIn
 
 BIG = os.urandom((1 << 20) + 1234)  # above the default 1 MiB threshold => LFS
@@ -97,8 +97,7 @@ def test_client_env_in_a_fresh_process(hub):
     script = ("import sys; from huggingface_hub import HfApi; api = HfApi(endpoint=sys.argv[1], token='hf_test');"
               "api.create_repo('alice/m'); api.upload_file(path_or_fileobj=b'0' * 2_000_000, path_in_repo='w.bin',"
               " repo_id='alice/m')")
-    env = {**os.environ, **CLIENT_ENV}
-    subprocess.run([sys.executable, "-c", script, hub.url], env=env, check=True, timeout=60)
+    python("-c", script, hub.url, env=CLIENT_ENV, check=True, timeout=60)
     assert hub.files("alice/m") == {"w.bin": b"0" * 2_000_000} and len(hub.lfs_uploads) == 1
 
 
@@ -200,8 +199,10 @@ def test_storage_directory_keeps_repos(tmp_path):
 
 
 def test_cli_serves_until_interrupted():
-    process = subprocess.Popen([sys.executable, "-m", "lmms_topo_plugin.tools.hub_server", "--port", "0",
-                                "--token", "hf_demo:demo-user"], stdout=subprocess.PIPE, text=True)
+    # its own Popen: the server runs until this test interrupts it
+    process = subprocess.Popen(argv("python", "-m", "lmms_topo_plugin.tools.hub_server", "--port", "0",
+                                    "--token", "hf_demo:demo-user"), stdout=subprocess.PIPE, text=True,
+                               env=environment())
     try:
         url = process.stdout.readline().split()[4]
         assert HfApi(endpoint=url, token="hf_demo").whoami()["name"] == "demo-user"

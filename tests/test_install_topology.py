@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from lmms_topo_plugin.cli import install_topology as it
+from lmms_topo_plugin.tools import install_topology as it
 from lmms_topo_plugin.cli.main import main
 
 PYTHON = "/venv/bin/python"

@@ -4,30 +4,26 @@ Each test starts the real command in a subprocess with the ``hang`` fault (tests
 decoder layer run creates a file and blocks, so SIGINT arrives in the middle of calibration or evaluation.
 """
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
+from cli import FAULTS, argv, environment, lmms_eval_args
 
 pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e
 
-FAULTS = Path(__file__).parent / "fixtures" / "faults"
-LMMS_EVAL = Path(sys.executable).with_name("lmms-eval")
-TOPO_PRUNE = [sys.executable, "-m", "lmms_topo_plugin.cli.main"]
+TOPO_PRUNE = argv("topo-prune-module")
 RESTARTS = "re-running starts over, reusing the calibration and layer scores already cached"
 
 
 def interrupted(command: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    """Run ``command`` until its first decoder layer runs, send it SIGINT, and return how it ended."""
+    """Run ``command`` until its first decoder layer runs, send it SIGINT, and return how it ended (its own
+    ``subprocess.Popen``: tests/cli.py's runner waits for the end)."""
     ready = tmp_path / "ready"
-    env = {**os.environ, "TOPO_TEST_FAULT": "hang", "TOPO_TEST_READY": str(ready),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")]))}
+    env = environment({"TOPO_TEST_FAULT": "hang", "TOPO_TEST_READY": str(ready)}, pythonpath=FAULTS)
     # a shell that started pytest in the background ignores SIGINT, and so would the command: restore the default
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -73,9 +69,7 @@ def test_ctrl_c_during_a_sweeps_evaluation_says_re_running_resumes(tiny_checkpoi
 def test_ctrl_c_during_calibration_inside_lmms_eval(tiny_checkpoints, tmp_path):
     """The plugin's model construction under ``lmms-eval --model topo_pruned``: its line, not lmms-eval's traceback."""
     args = f"pretrained={tiny_checkpoints('llava', 6)},method=block_influence,n_remove=2,device=cpu,calib_limit=4"
-    command = [str(LMMS_EVAL), "--model", "topo_pruned", "--model_args", args, "--tasks", "topo_synth_count",
-               "--include_path", bundled_tasks_dir(), "--output_path", str(tmp_path / "out"), "--limit", "2"]
-    result = interrupted(command, tmp_path)
+    result = interrupted(argv("lmms-eval", *lmms_eval_args(args, tmp_path / "out")), tmp_path)
     assert_interrupted(result, f"topo_pruned: interrupted (preparing the model); {RESTARTS}")
     assert not list((tmp_path / "out").rglob("*_results.json"))
 

@@ -1,32 +1,20 @@
 """The real ``lmms-eval`` CLI, in a subprocess, on each architecture family's tiny model."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from cli import lmms_eval, lmms_eval_args, torchrun
 from lmms_topo_plugin.api import load_pruned
-from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
 from lmms_topo_plugin.runtime.generation import generate
 from lmms_topo_plugin.synthbench import exact_match, load_split
 from lmms_topo_plugin.testing.lmms_eval_output import logged_samples, response_text
-from lmms_topo_plugin.testing.tiny_models import FAMILIES
 from lmms_topo_plugin.tools.training.data import prompts_of
+from table import FAMILIES, FAMILY_TABLE
 
 pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e
 
-LMMS_EVAL = Path(sys.executable).with_name("lmms-eval")
-METHOD_FOR = {"llava": "block_influence", "llava_next": "angular", "qwen2_vl": "topology",
-              "qwen2_5_vl": "angular", "idefics3": "block_influence"}
-
-
-def lmms_eval(model_args: str, output: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [str(LMMS_EVAL), "--model", "topo_pruned", "--model_args", model_args, "--tasks", "topo_synth_count",
-               "--include_path", bundled_tasks_dir(), "--output_path", str(output), "--limit", "4", *extra]
-    return subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+METHOD_FOR = {family: FAMILY_TABLE[family].lmms_eval_method for family in FAMILIES}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -34,7 +22,7 @@ def test_cli_prunes_inline_and_writes_results_and_plan(family, tiny_checkpoints,
     checkpoint = tiny_checkpoints(family, 8)
     model_args = (f"pretrained={checkpoint},method={METHOD_FOR[family]},sparsity=0.25,device=cpu,"
                   f"calib_limit=16,batch_size=2")
-    result = lmms_eval(model_args, tmp_path / "out", "--log_samples")
+    result = lmms_eval(model_args, tmp_path / "out", "--log_samples", limit=4)
     assert result.returncode == 0, result.stderr[-3000:]
     results = list((tmp_path / "out").rglob("*_results.json"))
     assert len(results) == 1, result.stderr[-3000:]
@@ -66,7 +54,7 @@ def test_cli_prunes_inline_and_writes_results_and_plan(family, tiny_checkpoints,
 
 def test_cli_bad_model_args_fail_fast_with_one_line(tiny_checkpoints, tmp_path):
     checkpoint = tiny_checkpoints("llava", 8)
-    result = lmms_eval(f"pretrained={checkpoint},method=random,sparsity=1.5", tmp_path / "out")
+    result = lmms_eval(f"pretrained={checkpoint},method=random,sparsity=1.5", tmp_path / "out", limit=4)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("topo_pruned:")]
     assert lines == ["topo_pruned: model_args: sparsity=1.5 is out of range; expected a float in [0.0, 1.0)"]
@@ -75,12 +63,8 @@ def test_cli_bad_model_args_fail_fast_with_one_line(tiny_checkpoints, tmp_path):
 
 def test_two_processes_calibrate_once_and_apply_the_same_plan(tiny_checkpoints, tmp_path):
     checkpoint = tiny_checkpoints("llava", 8)
-    command = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "-m", "lmms_eval",
-               "--model", "topo_pruned", "--model_args",
-               f"pretrained={checkpoint},method=block_influence,sparsity=0.25,device=cpu,calib_limit=8",
-               "--tasks", "topo_synth_count", "--include_path", bundled_tasks_dir(),
-               "--output_path", str(tmp_path / "out"), "--limit", "8", "--log_samples"]
-    result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+    model_args = f"pretrained={checkpoint},method=block_influence,sparsity=0.25,device=cpu,calib_limit=8"
+    result = torchrun(2, "-m", "lmms_eval", *lmms_eval_args(model_args, tmp_path / "out", "--log_samples", limit=8))
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr  # lmms-eval sends its log to stdout
     plans = [line.split("topo_pruned: ", 1)[1] for line in output.splitlines() if "decoder layers:" in line]

@@ -10,14 +10,14 @@ from lmms_eval.tasks import TaskManager
 from transformers import AutoModelForImageTextToText
 
 from lmms_topo_plugin.api import load_pruned
-from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
+from lmms_topo_plugin.integrations.lmms_eval.tasks import bundled_tasks_dir
 from lmms_topo_plugin.calibration.collect import move_inputs
 from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.runtime.generation import continuation_nll, generate
 from lmms_topo_plugin.integrations.lmms_eval.model import TopoPrunedChat, TopoPrunedSimple
 from lmms_topo_plugin.models.prompting import Prompt, encode
 from lmms_topo_plugin.synthbench import exact_match, load_split, prompt_for
-from lmms_topo_plugin.testing.tiny_models import example_image
+from lmms_topo_plugin.families.tiny import example_image
 
 FIXTURE_TASKS = str(Path(__file__).parent / "fixtures")
 META = {"task": "t", "doc_id": 0, "repeats": 1}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lmms_topo_plugin.calibration.collect import move_inputs
-from lmms_topo_plugin.config.prune import PruneConfig
+from lmms_topo_plugin.config.prune import LoadConfig
 from lmms_topo_plugin.models.loading import load_config, load_model
 from lmms_topo_plugin.models.prompting import encode
 from lmms_topo_plugin.search.measure import (
@@ -17,10 +17,11 @@ from lmms_topo_plugin.search.measure import (
     speedup_table,
 )
 from lmms_topo_plugin.surgery.layers import remove_layers
+from table import REPRESENTATIVE_FAMILIES
 
 
 def _load(path):
-    return load_model(PruneConfig(device="cpu"), str(path), load_config(str(path)))
+    return load_model(LoadConfig(device="cpu"), str(path), load_config(str(path)))
 
 
 def _inputs(loaded, prompt):
@@ -60,7 +61,7 @@ def test_cost_dict_is_json_ready(tiny_checkpoints):
     assert json.loads(json.dumps(cost)) == cost
 
 
-@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "idefics3"])
+@pytest.mark.parametrize("family", REPRESENTATIVE_FAMILIES)
 def test_decode_loop_matches_greedy_generate(tiny_checkpoints, family):
     loaded = _load(tiny_checkpoints(family, 6))
     inputs = _inputs(loaded, default_cost_prompt())

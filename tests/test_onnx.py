@@ -13,16 +13,16 @@ from lmms_topo_plugin.errors import PluginError
 from lmms_topo_plugin.runtime.onnx_runner import OnnxVLM, ProviderError
 from lmms_topo_plugin.calibration.collect import move_inputs
 from lmms_topo_plugin.models.prompting import encode
-from onnx_helpers import MODEL_ARGS, assert_fp32_parity, export_build, prefill_against_pytorch, pruned_model
+from onnx_helpers import MODEL_ARGS, assert_fp32_parity, prefill_against_pytorch, pruned_model
 
 pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e
 
 
 @pytest.fixture(scope="module")
-def onnx_build(tiny_checkpoints, tmp_path_factory):
-    checkpoint = str(tiny_checkpoints("llava", 6))
-    return checkpoint, export_build(checkpoint, tmp_path_factory.mktemp("onnx") / "build", "--precision",
-                                    "fp32,fp16,int4")
+def onnx_build(onnx_builds):
+    """``(checkpoint, build directory)``: the tiny LLaVA's export with every precision."""
+    build = onnx_builds("llava", "fp32,fp16,int4")
+    return str(build.checkpoint), build.out
 
 
 def test_the_build_has_the_hugging_face_layout_and_its_validation(onnx_build):
@@ -153,15 +153,9 @@ def test_wrong_decoding_positions_fail_the_build(tiny_checkpoints, tmp_path, mon
 
 
 def lmms_eval_run(model_args: str, out, tasks: str, include: str, *extra: str):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+    from cli import lmms_eval
 
-    command = [str(Path(sys.executable).with_name("lmms-eval")), "--model", "topo_pruned", "--model_args", model_args,
-               "--tasks", tasks, "--include_path", include, "--output_path", str(out), "--limit", "6",
-               "--log_samples", *extra]
-    result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+    result = lmms_eval(model_args, out, "--log_samples", *extra, tasks=tasks, include=include, limit=6)
     assert result.returncode == 0, result.stderr[-3000:]
     (results,) = out.rglob("*_results.json")
     return results
@@ -171,7 +165,7 @@ def lmms_eval_run(model_args: str, out, tasks: str, include: str, *extra: str):
 def test_backend_onnxruntime_answers_like_pytorch_through_lmms_eval(onnx_build, tmp_path, task, extra):
     from pathlib import Path
 
-    from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
+    from lmms_topo_plugin.integrations.lmms_eval.tasks import bundled_tasks_dir
     from lmms_topo_plugin.testing.lmms_eval_output import logged_samples
 
     _, out = onnx_build

@@ -19,8 +19,7 @@ import torch
 from lmms_topo_plugin.calibration.collect import move_inputs
 from lmms_topo_plugin.exporters.onnx.genai import og_greedy_tokens
 from lmms_topo_plugin.models.prompting import Prompt, encode
-from lmms_topo_plugin.testing.tiny_models import example_image
-from onnx_helpers import export_build, pruned_model
+from lmms_topo_plugin.families.tiny import example_image
 
 pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e
 
@@ -30,11 +29,10 @@ NEW_TOKENS = 8
 
 
 @pytest.fixture(scope="module")
-def genai_build(tiny_checkpoints, tmp_path_factory):
+def genai_build(onnx_builds):
     """``(PyTorch pruned model, build/onnx, og.Model)`` of a 6-layer tiny Qwen2.5-VL pruned to 4 layers."""
-    checkpoint = tiny_checkpoints("qwen2_5_vl", 6)
-    out = export_build(checkpoint, tmp_path_factory.mktemp("onnx-genai") / "build")
-    return pruned_model(checkpoint), out / "onnx", og.Model(str(out / "onnx"))
+    build = onnx_builds("qwen2_5_vl")
+    return build.pruned, build.out / "onnx", og.Model(str(build.out / "onnx"))
 
 
 def test_the_manifest_lists_og_s_files_for_the_pruned_decoder(genai_build):

@@ -2,50 +2,30 @@
 the processor's all-zero padding images dropped), text position ids, and generation like ``model.generate``."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 import torch
 
 from lmms_topo_plugin.runtime.onnx_runner import OnnxVLM
-from lmms_topo_plugin.models.prompting import Prompt, encode
-from lmms_topo_plugin.testing.tiny_models import example_image
-from onnx_helpers import (
-    assert_fp32_parity, assert_generates_like_pytorch, export_build, prefill_against_pytorch, pruned_model,
-)
+from lmms_topo_plugin.models.prompting import encode
+from onnx_helpers import assert_batch_runs_like_pytorch, assert_fp32_parity, mixed_prompts
 
 pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e
 
 TILE = 32  # the tiny processor's max_image_size: tiles and global images are 32 x 32 px
 
 
-def split_images(checkpoint) -> None:
-    """Make the checkpoint's processor split images as SmolVLM's does: resized to a longest edge of two tiles,
-    then cut into 32 px tiles plus a global image."""
-    path = checkpoint / "processor_config.json"
-    config = json.loads(path.read_text())
-    config["image_processor"].update(do_image_splitting=True, size={"longest_edge": 2 * TILE})
-    path.write_text(json.dumps(config))
+# the checkpoint's processor splits images as SmolVLM's does: resized to a longest edge of two tiles, then cut into
+# 32 px tiles plus a global image
+SPLIT_IMAGES = {"do_image_splitting": True, "size": {"longest_edge": 2 * TILE}}
 
 
 @pytest.fixture(scope="module")
-def idefics3_build(tiny_checkpoints, tmp_path_factory):
+def idefics3_build(onnx_builds):
     """``(PyTorch pruned model, build directory)``: the fp32 and fp16 export of a tiny Idefics3 that splits images."""
-    root = tmp_path_factory.mktemp("onnx-idefics3")
-    checkpoint = root / "checkpoint"
-    shutil.copytree(tiny_checkpoints("idefics3", 6), checkpoint)
-    split_images(checkpoint)
-    out = export_build(checkpoint, root / "build", "--precision", "fp32,fp16")
-    return pruned_model(checkpoint), out
-
-
-def mixed_prompts() -> list[Prompt]:
-    """A left-padded batch: two images in one row (2 + 4 tiles, each with its global image), one image in
-    another (4 tiles + global), a text-only row; the shorter rows are padded with all-zero images."""
-    return [Prompt.from_text("Compare them.", [example_image(1, (64, 32)), example_image(2, (40, 40))]),
-            Prompt.from_text("How many shapes are in this picture? Answer with one word.", [example_image(3, (48, 32))]),
-            Prompt.from_text("Say something about nothing at all, please.")]
+    build = onnx_builds("idefics3", "fp32,fp16", image_processor=SPLIT_IMAGES)
+    return build.pruned, build.out
 
 
 def test_the_build_has_idefics3_vision_inputs_text_positions_and_its_validation(idefics3_build):
@@ -60,7 +40,7 @@ def test_the_build_has_idefics3_vision_inputs_text_positions_and_its_validation(
 def test_the_vision_graph_drops_padding_images_like_get_image_features(idefics3_build):
     pruned, out = idefics3_build
     runner = OnnxVLM(out, provider="cpu")
-    inputs = encode(pruned.processor, pruned.adapter, mixed_prompts())
+    inputs = encode(pruned.processor, pruned.adapter, mixed_prompts("idefics3"))
     pixels, pixel_mask = inputs["pixel_values"], inputs["pixel_attention_mask"]
     real = pixels.flatten(2).ne(0).any(-1)
     assert pixels.shape[:2] == (3, 8) and pixels.shape[-2:] == (TILE, TILE) and real.sum(1).tolist() == [8, 5, 0]
@@ -80,8 +60,4 @@ def test_the_vision_graph_drops_padding_images_like_get_image_features(idefics3_
 
 def test_the_runner_prefills_and_generates_like_pytorch(idefics3_build):
     pruned, out = idefics3_build
-    runner = OnnxVLM(out, provider="cpu")
-    prompts = mixed_prompts()
-    _, mask, _, _, inputs = prefill_against_pytorch(runner, pruned, prompts)
-    assert (mask[:, 0] == 0).any()
-    assert_generates_like_pytorch(runner, pruned, prompts, inputs, 6)
+    assert_batch_runs_like_pytorch(pruned, out, "idefics3")

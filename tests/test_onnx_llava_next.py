@@ -7,34 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from lmms_topo_plugin.exporters.onnx.families.llava_next import tile_grid
+from lmms_topo_plugin.families.llava_next import tile_grid
 from lmms_topo_plugin.runtime.onnx_runner import OnnxVLM
-from lmms_topo_plugin.models.prompting import Prompt, encode
-from lmms_topo_plugin.testing.tiny_models import example_image
-from onnx_helpers import (
-    assert_fp32_parity, assert_generates_like_pytorch, export_build, prefill_against_pytorch, pruned_model,
-)
+from lmms_topo_plugin.models.prompting import encode
+from onnx_helpers import assert_batch_runs_like_pytorch, assert_fp32_parity, mixed_prompts
 
 pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e
 
 
 @pytest.fixture(scope="module")
-def llava_next_build(tiny_checkpoints, tmp_path_factory):
+def llava_next_build(onnx_builds):
     """``(PyTorch pruned model, build directory)``: the fp32 and fp16 export."""
-    checkpoint = tiny_checkpoints("llava_next", 6)
-    out = export_build(checkpoint, tmp_path_factory.mktemp("onnx-llava-next") / "build", "--precision", "fp32,fp16")
-    pruned = pruned_model(checkpoint)
-    return pruned, out
-
-
-def mixed_prompts() -> list[Prompt]:
-    """A left-padded batch of images the tiny pinpoints (32x32, 32x64, 64x32 px; 32 px tiles) treat differently
-    (width x height): 40x32 and 32x40 resized into a 1x2 / 2x1 tile grid and un-padded to the middle half of its
-    columns / rows, 64x64 into one tile, 48x32 into a 1x2 grid without un-padding; and a text-only row."""
-    return [Prompt.from_text("Compare them.", [example_image(1, (40, 32)), example_image(2, (32, 40))]),
-            Prompt.from_text("How many shapes are in this picture? Answer with one word.", [example_image(3, (64, 64))]),
-            Prompt.from_text("Describe it.", [example_image(4, (48, 32))]),
-            Prompt.from_text("Say something about nothing at all, please.")]
+    build = onnx_builds("llava_next", "fp32,fp16")
+    return build.pruned, build.out
 
 
 def test_the_build_states_llava_next_its_constants_and_its_validation(llava_next_build):
@@ -53,7 +38,7 @@ def test_the_build_states_llava_next_its_constants_and_its_validation(llava_next
 def test_image_features_are_pytorch_s_packed_ones_for_images_of_other_sizes(llava_next_build):
     pruned, out = llava_next_build
     runner = OnnxVLM(out, provider="cpu")
-    inputs = encode(pruned.processor, pruned.adapter, mixed_prompts())
+    inputs = encode(pruned.processor, pruned.adapter, mixed_prompts("llava_next"))
     config = pruned.model.config
     grids = [tile_grid(size, config.image_grid_pinpoints, inputs["pixel_values"].shape[-2:])
              for size in inputs["image_sizes"].tolist()]
@@ -74,8 +59,4 @@ def test_image_features_are_pytorch_s_packed_ones_for_images_of_other_sizes(llav
 
 def test_the_runner_prefills_and_generates_like_pytorch_on_a_left_padded_batch(llava_next_build):
     pruned, out = llava_next_build
-    runner = OnnxVLM(out, provider="cpu")
-    prompts = mixed_prompts()
-    _, mask, _, _, inputs = prefill_against_pytorch(runner, pruned, prompts)
-    assert (mask[:, 0] == 0).any()
-    assert_generates_like_pytorch(runner, pruned, prompts, inputs, 6)
+    assert_batch_runs_like_pytorch(pruned, out, "llava_next")

@@ -14,35 +14,24 @@ from lmms_topo_plugin.exporters.onnx.positions import mrope_positions, next_posi
 from lmms_topo_plugin.runtime.onnx_runner import OnnxVLM
 from lmms_topo_plugin.runtime.generation import continuation_nll
 from lmms_topo_plugin.models.prompting import Prompt, encode
-from lmms_topo_plugin.testing.tiny_models import example_image
-from onnx_helpers import assert_fp32_parity, export_build, prefill_against_pytorch, pruned_model
+from onnx_helpers import assert_fp32_parity, mixed_prompts, prefill_against_pytorch
+from table import MROPE_FAMILIES as FAMILIES
 
 pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl")
-
 
 @pytest.fixture(scope="module", params=FAMILIES)
-def qwen_build(request, tiny_checkpoints, tmp_path_factory):
+def qwen_build(request, onnx_builds):
     """``(family, PyTorch pruned model, build directory)``: the export of each family with every precision."""
-    checkpoint = tiny_checkpoints(request.param, 6)
-    out = export_build(checkpoint, tmp_path_factory.mktemp(f"onnx-{request.param}") / "build", "--precision",
-                       "fp32,fp16,int4")
-    return request.param, pruned_model(checkpoint), out
-
-
-def mixed_prompts() -> list[Prompt]:
-    """A left-padded batch: two images of different sizes in one row, one image in another, a text-only row."""
-    return [Prompt.from_text("Compare them.", [example_image(1, (48, 32)), example_image(2, (32, 64))]),
-            Prompt.from_text("How many shapes are in this picture? Answer with one word.", [example_image(3, (64, 48))]),
-            Prompt.from_text("Say something about nothing at all, please.")]
+    build = onnx_builds(request.param, "fp32,fp16,int4")
+    return request.param, build.pruned, build.out
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_numpy_mrope_positions_are_transformers_get_rope_index(tiny_checkpoints, family):
     pruned, _ = load_pruned({"pretrained": str(tiny_checkpoints(family, 6)), "method": "spacing", "n_remove": "1",
                              "device": "cpu"})
-    inputs = encode(pruned.processor, pruned.adapter, mixed_prompts())
+    inputs = encode(pruned.processor, pruned.adapter, mixed_prompts(family))
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     assert (mask[:, 0] == 0).any() and inputs["image_grid_thw"].unique(dim=0).shape[0] == 3
     expected, deltas = pruned.model.model.get_rope_index(ids, inputs["mm_token_type_ids"], inputs["image_grid_thw"],
@@ -55,12 +44,13 @@ def test_numpy_mrope_positions_are_transformers_get_rope_index(tiny_checkpoints,
     np.testing.assert_array_equal(next_positions(mine)[:, :, 0], np.broadcast_to(
         (mask.sum(1, keepdim=True) + deltas).numpy()[:, 0], (3, len(ids))))
     # text-only rows are counted like LLaVA's, in a batch with images or without
-    plain = encode(pruned.processor, pruned.adapter, [mixed_prompts()[2], Prompt.from_text("Hi.")])
+    plain = encode(pruned.processor, pruned.adapter, [mixed_prompts(family)[2], Prompt.from_text("Hi.")])
     plain_ids, plain_mask = plain["input_ids"].numpy(), plain["attention_mask"].numpy()
     assert "image_grid_thw" not in plain and plain_mask[1, 0] == 0
     np.testing.assert_array_equal(mrope_positions(plain_ids, plain_mask, None, pruned.adapter.image_token_id, 2),
                                   np.broadcast_to(text_positions(plain_mask), (3, *plain_ids.shape)))
-    text = encode(pruned.processor, pruned.adapter, mixed_prompts()[1:][::-1])  # text-only row first, then padded
+    # text-only row first, then padded
+    text = encode(pruned.processor, pruned.adapter, mixed_prompts(family)[1:][::-1])
     text_ids, text_mask = text["input_ids"].numpy(), text["attention_mask"].numpy()
     counted = mrope_positions(text_ids, text_mask, text["image_grid_thw"].numpy(), pruned.adapter.image_token_id, 2)
     np.testing.assert_array_equal(counted[:, 0], np.broadcast_to(text_positions(text_mask)[0], (3, text_ids.shape[1])))
@@ -80,9 +70,9 @@ def test_the_build_has_qwen_vision_inputs_mrope_positions_and_its_validation(qwe
 
 
 def test_the_vision_graph_runs_per_image_on_grids_it_was_not_exported_with(qwen_build):
-    _, pruned, out = qwen_build
+    family, pruned, out = qwen_build
     runner = OnnxVLM(out, provider="cpu")
-    inputs = encode(pruned.processor, pruned.adapter, mixed_prompts())
+    inputs = encode(pruned.processor, pruned.adapter, mixed_prompts(family))
     with torch.inference_mode():
         expected = pruned.model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output
     features = runner.image_features(inputs)
@@ -92,9 +82,9 @@ def test_the_vision_graph_runs_per_image_on_grids_it_was_not_exported_with(qwen_
 
 
 def test_the_runner_prefills_and_decodes_like_pytorch(qwen_build):
-    _, pruned, out = qwen_build
+    family, pruned, out = qwen_build
     runner = OnnxVLM(out, provider="cpu")
-    prompts = mixed_prompts()
+    prompts = mixed_prompts(family)
     logits, mask, positions, past, inputs = prefill_against_pytorch(runner, pruned, prompts)
     with torch.inference_mode():
         generated = pruned.model.generate(**inputs, max_new_tokens=4, do_sample=False, output_logits=True,
@@ -106,7 +96,7 @@ def test_the_runner_prefills_and_decodes_like_pytorch(qwen_build):
         positions = next_positions(positions)
         logits, past = runner.decoder_step(embeds, mask, past, positions)
         assert float(np.abs(logits[:, -1] - step_logits.numpy()).max()) <= 1e-4
-    for prompt in build.validation_prompts()[::-1] + mixed_prompts()[:1]:
+    for prompt in build.validation_prompts()[::-1] + mixed_prompts(family)[:1]:
         single = move_inputs(encode(pruned.processor, pruned.adapter, [prompt]), "cpu", pruned.model.dtype)
         with torch.inference_mode():
             expected = pruned.model.generate(**single, max_new_tokens=6, do_sample=False)[0, single["input_ids"].shape[1]:]
@@ -115,9 +105,9 @@ def test_the_runner_prefills_and_decodes_like_pytorch(qwen_build):
 
 def test_continuation_likelihoods_are_pytorch_s(qwen_build):
     """What ``backend=onnxruntime`` answers multiple-choice requests with."""
-    _, pruned, out = qwen_build
+    family, pruned, out = qwen_build
     runner = OnnxVLM(out, provider="cpu")
-    prompt = mixed_prompts()[1]
+    prompt = mixed_prompts(family)[1]
     for continuation in (" three", " a red circle and a square"):
         target = runner.processor.tokenizer(continuation, add_special_tokens=False)["input_ids"]
         nll, greedy = runner.continuation_nll(prompt, target)
@@ -128,11 +118,12 @@ def test_continuation_likelihoods_are_pytorch_s(qwen_build):
 def test_backend_onnxruntime_answers_like_the_pytorch_backend(qwen_build):
     from lmms_topo_plugin.runtime.backends import OnnxBackend, TorchBackend
 
-    _, pruned, out = qwen_build
+    family, pruned, out = qwen_build
     onnx, torch_backend = OnnxBackend(str(out), provider="cpu"), TorchBackend(pruned)
     settings = {"max_new_tokens": 6, "do_sample": False}
     assert onnx.device == "cpu"
-    assert onnx.generate(mixed_prompts(), settings, ["."]) == torch_backend.generate(mixed_prompts(), settings, ["."])
-    nll, greedy = onnx.continuation_nll(mixed_prompts()[0], " two")
-    expected_nll, expected_greedy = torch_backend.continuation_nll(mixed_prompts()[0], " two")
+    assert onnx.generate(mixed_prompts(family), settings, ["."]) == torch_backend.generate(mixed_prompts(family), settings,
+                                                                                        ["."])
+    nll, greedy = onnx.continuation_nll(mixed_prompts(family)[0], " two")
+    expected_nll, expected_greedy = torch_backend.continuation_nll(mixed_prompts(family)[0], " two")
     assert nll == pytest.approx(expected_nll, abs=1e-4) and greedy == expected_greedy

@@ -12,8 +12,7 @@ from lmms_topo_plugin.cli.main import main
 from lmms_topo_plugin.exporters.onnx import build
 from lmms_topo_plugin.runtime.onnx_runner import OnnxVLM
 from lmms_topo_plugin.exporters.onnx.positions import next_positions
-from lmms_topo_plugin.testing.tiny_models import example_image
-from onnx_helpers import export_build
+from lmms_topo_plugin.families.tiny import example_image
 
 pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e
 
@@ -21,8 +20,8 @@ NEW_TOKENS = 6
 
 
 @pytest.fixture(scope="module")
-def llava_build(tiny_checkpoints, tmp_path_factory):
-    return export_build(str(tiny_checkpoints("llava", 6)), tmp_path_factory.mktemp("onnx-runtime") / "build")
+def llava_build(onnx_builds):
+    return onnx_builds("llava").out
 
 
 class SpyBinding:

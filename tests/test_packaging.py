@@ -1,13 +1,13 @@
 """A built wheel ships the tasks, their data and the entry point, and works outside the source tree."""
 
 import shutil
-import subprocess
-import sys
 import textwrap
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from cli import python
 
 pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): pytest -m e2e
 
@@ -33,8 +33,7 @@ def wheel_build(tmp_path_factory):
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv*", "__pycache__", ".pytest_cache",
                                                                 *BUILD_LEFTOVERS))
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(source)], check=True, capture_output=True, text=True)
+    python("-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", out, source, check=True, timeout=None)
     (built,) = out.glob("lmms_topo_plugin-*.whl")
     return built, before, build_leftovers()
 
@@ -60,6 +59,7 @@ def test_wheel_contains_tasks_data_and_entry_point(wheel):
                     "lmms_topo_plugin/tasks/topo_synth/data/dev_math.jsonl",
                     "lmms_topo_plugin/default_model/training_log.json",  # synthbench.seen replays it to build dev
                     "lmms_topo_plugin/cli/install_topology.py",  # topo-prune install-topology
+                    "lmms_topo_plugin/tools/install_topology.py",  # what it runs
                     "lmms_topo_plugin/model_cards/__init__.py", "lmms_topo_plugin/integrations/lmms_eval/model.py"):
         assert shipped in names, shipped
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
@@ -80,13 +80,12 @@ def test_wheel_contains_every_subpackage(wheel):
 
 def test_installed_wheel_serves_its_own_tasks(wheel, tmp_path):
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True, text=True)
+    python("-m", "pip", "install", "--no-deps", "-q", "--target", target, wheel, check=True, timeout=None)
     probe = textwrap.dedent("""
         import lmms_topo_plugin, sys
         from importlib.metadata import entry_points
         from lmms_eval.tasks import TaskManager, get_task_dict
-        from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
+        from lmms_topo_plugin.integrations.lmms_eval.tasks import bundled_tasks_dir
         assert lmms_topo_plugin.__file__.startswith(sys.argv[1]), lmms_topo_plugin.__file__
         assert bundled_tasks_dir().startswith(sys.argv[1]), bundled_tasks_dir()
         assert any(ep.name == "topo_pruned" for ep in entry_points(group="lmms_eval.models"))
@@ -97,7 +96,8 @@ def test_installed_wheel_serves_its_own_tasks(wheel, tmp_path):
         assert len(dev.eval_docs) == 100 and dev.eval_docs[0]["id"] == "dev-math-0000"
         print("ok")
     """)
-    result = subprocess.run([sys.executable, "-c", probe, str(target)], cwd=tmp_path, capture_output=True, text=True,
-                            env={"PYTHONPATH": str(target), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-                                 "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    # only the installed wheel on the path: nothing of this environment but its Python
+    result = python("-c", probe, target, cwd=tmp_path, timeout=None, inherit=False,
+                    env={"PYTHONPATH": str(target), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
+                         "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert result.stdout.strip() == "ok", result.stderr[-2000:]

@@ -5,17 +5,15 @@ The real huggingface_hub client talks to :class:`~lmms_topo_plugin.tools.hub_ser
 
 import hashlib
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 import types
 from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
 
+import cli
 from lmms_topo_plugin.cli.main import main
 from lmms_topo_plugin.models.loading import BUNDLED_MODEL_DIR
 from lmms_topo_plugin.tools.hub_server import CLIENT_CONSTANTS, CLIENT_ENV, HubStandIn
@@ -175,19 +173,16 @@ def test_the_bundled_model_is_published_by_name_and_its_onnx_example_runs(bundle
                     "topo-prune onnx-generate tiny-pruned --image example.png --prompt "
                     "\"$(topo-prune example-image example.png)\"\n"]
     # the card's commands, as a reader runs them: download this repository, ask the ONNX build the example's question
-    env = {**os.environ, **CLIENT_ENV, "HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {**CLIENT_ENV, "HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN}  # and the venv's bin on PATH (tests/cli.py)
     (tmp_path / "reader").mkdir()
-    run = subprocess.run(["bash", "-eu", "-c", bash[0]], cwd=tmp_path / "reader", env=env, capture_output=True,
-                         text=True, timeout=300)
+    run = cli.run("bash", "-eu", "-c", bash[0], cwd=tmp_path / "reader", env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     from PIL import Image
 
     from lmms_topo_plugin.runtime.onnx_runner import OnnxVLM
     from lmms_topo_plugin.models.prompting import Prompt
 
-    question = subprocess.run(["topo-prune", "example-image", str(tmp_path / "mine.png")], env=env,
-                              capture_output=True, text=True, check=True).stdout.rstrip("\n")
+    question = cli.topo_prune("example-image", tmp_path / "mine.png", env=env, check=True).stdout.rstrip("\n")
     assert "\n" in question  # the question and its answer format: two lines, passed whole by "$(...)"
     prompt = Prompt.from_text(question, [Image.open(tmp_path / "mine.png")])
     (expected,) = OnnxVLM(str(build), provider="cpu").generate([prompt], max_new_tokens=32)

@@ -3,8 +3,6 @@
 import json
 import os
 import stat
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -13,14 +11,15 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForImageTextToText
 
+from cli import python
 from lmms_topo_plugin.api import load_pruned, score_layers
 from lmms_topo_plugin.cache import DiskCache, atomic_write_bytes
 from lmms_topo_plugin.cli.main import main
 from lmms_topo_plugin.models.loading import load_config, load_model
 from lmms_topo_plugin.pipeline import model_fingerprint
-from lmms_topo_plugin.config.prune import PruneConfig
+from lmms_topo_plugin.config.prune import LoadConfig
 from lmms_topo_plugin.models.prompting import Prompt, encode
-from lmms_topo_plugin.testing.tiny_models import example_image
+from lmms_topo_plugin.families.tiny import example_image
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
@@ -63,7 +62,7 @@ def test_a_run_recovers_from_a_truncated_scores_entry(tiny_checkpoints, tmp_path
 
 def test_encoding_left_pads_without_changing_the_shared_processor(tiny_checkpoints):
     checkpoint = str(tiny_checkpoints("llava", 6))
-    loaded = load_model(PruneConfig(device="cpu"), checkpoint, load_config(checkpoint))
+    loaded = load_model(LoadConfig(device="cpu"), checkpoint, load_config(checkpoint))
     tokenizer = loaded.processor.tokenizer
     tokenizer.padding_side = "right"
     batch = [Prompt.from_text("hi", [example_image(0)]),
@@ -93,8 +92,7 @@ def test_parsing_model_args_and_drawing_plots_leave_matplotlib_alone():
         print(sorted(pngs), all(png.startswith(b"\\x89PNG") for png in pngs.values()))
         print(matplotlib.get_backend() == before, "matplotlib.pyplot" in sys.modules)
     """)
-    env = {**os.environ, "MPLBACKEND": "svg"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    result = python("-c", code, env={"MPLBACKEND": "svg"}, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines() == ["False", "['barcode', 'consistency', 'diagnostics', 'epi'] True", "True False"]
 

@@ -11,7 +11,7 @@ from lmms_topo_plugin.scorers.baselines import evenly_spaced
 
 
 def scorer(name, seed=0):
-    return get_method(name).create({"seed": seed})
+    return get_method(name).create(seed=seed)
 
 
 def test_registry_lists_builtins_and_refuses_collisions():

@@ -180,7 +180,7 @@ def test_pareto_latency_panel_goes_log_when_one_point_is_over_10x_slower():
 
 @pytest.mark.e2e
 def test_sweep_writes_a_log_latency_pareto_when_one_measurement_is_noisy(tiny_checkpoints, tmp_path, monkeypatch):
-    from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
+    from lmms_topo_plugin.integrations.lmms_eval.tasks import bundled_tasks_dir
     from lmms_topo_plugin.cli.main import main
     from lmms_topo_plugin.search import outputs, sweep
 

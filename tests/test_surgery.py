@@ -8,13 +8,14 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText
 
-from lmms_topo_plugin.adapters import get_adapter
+from lmms_topo_plugin.families import get_adapter
 from lmms_topo_plugin.api import load_pruned
 from lmms_topo_plugin.calibration.collect import move_inputs
 from lmms_topo_plugin.models.processors import load_processor
 from lmms_topo_plugin.models.prompting import Prompt, encode
 from lmms_topo_plugin.surgery.layers import remove_layers
-from lmms_topo_plugin.testing.tiny_models import FAMILIES, build_tiny_vlm, example_image
+from lmms_topo_plugin.families.tiny import build_tiny_vlm, example_image
+from table import FAMILIES
 
 NUM_LAYERS = 6
 FULL, SLIDING = "full_attention", "sliding_attention"

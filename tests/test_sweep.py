@@ -2,20 +2,17 @@
 
 import json
 import re
-import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
 from lmms_topo_plugin.api import load_pruned
-from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
+from lmms_topo_plugin.integrations.lmms_eval.tasks import bundled_tasks_dir
 from lmms_topo_plugin.cli.main import main
-from lmms_topo_plugin.config.prune import PruneConfig
+from lmms_topo_plugin.config.prune import LoadConfig
 from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.models.loading import load_config, load_model
 from lmms_topo_plugin.pipeline import model_fingerprint
@@ -26,9 +23,8 @@ from lmms_topo_plugin.search.rules import SweepArgsError
 from lmms_topo_plugin.search.sweep import configurations
 from lmms_topo_plugin.search.variants import parse_variant, split_methods
 from lmms_topo_plugin.surgery.layers import layers_removed, remove_layers
-from lmms_topo_plugin.testing.tiny_models import example_image
-
-TOPO_PRUNE = Path(sys.executable).with_name("topo-prune")
+from lmms_topo_plugin.families.tiny import example_image
+from cli import argv, environment, run, topo_prune, torchrun
 
 
 def sweep_args(checkpoint, out, *extra):
@@ -73,10 +69,10 @@ def test_plans_from_one_scoring_equal_separate_runs(tiny_checkpoints, tmp_path):
 def test_virtual_and_physical_pruning_give_identical_logits(tiny_checkpoints):
     checkpoint = str(tiny_checkpoints("qwen2_vl", 6))
     prompt = Prompt.from_text("How many shapes are there?", [example_image(3)])
-    loaded = load_model(PruneConfig(device="cpu"), checkpoint, load_config(checkpoint))
+    loaded = load_model(LoadConfig(device="cpu"), checkpoint, load_config(checkpoint))
     dense = logits(loaded, prompt)
     config_before = loaded.model.config.to_dict()
-    fresh = load_model(PruneConfig(device="cpu"), checkpoint, load_config(checkpoint))
+    fresh = load_model(LoadConfig(device="cpu"), checkpoint, load_config(checkpoint))
     remove_layers(fresh.adapter, [0, 3, 5])
     with layers_removed(loaded.adapter, [0, 3, 5]) as kept:
         assert kept == [1, 2, 4]
@@ -129,10 +125,11 @@ def test_nothing_passing_exits_non_zero_after_writing_the_table(tiny_checkpoints
 @pytest.mark.e2e
 def test_resume_after_a_kill_evaluates_only_what_is_missing(tiny_checkpoints, tmp_path):
     out = tmp_path / "sweep"
-    command = [str(TOPO_PRUNE), *sweep_args(tiny_checkpoints("llava", 8), out, "--methods", "block_influence,random",
-                                            "--budgets", "0.125,0.25,0.375,0.5", "--limit", "6",
-                                            "--cost-repeats", "3", "--rule", "metric>=0")]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    command = argv("topo-prune", *sweep_args(tiny_checkpoints("llava", 8), out, "--methods", "block_influence,random",
+                                             "--budgets", "0.125,0.25,0.375,0.5", "--limit", "6",
+                                             "--cost-repeats", "3", "--rule", "metric>=0"))
+    # its own Popen, to kill it mid-sweep; the runs after it go through tests/cli.py's runner
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment())
     deadline = time.monotonic() + 300
     while len(list((out / "configs").glob("*.json"))) < 2 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.02)
@@ -140,14 +137,14 @@ def test_resume_after_a_kill_evaluates_only_what_is_missing(tiny_checkpoints, tm
     process.wait()
     before = {path.name: path.stat().st_mtime_ns for path in (out / "configs").glob("*.json")}
     assert 2 <= len(before) < 9, "the kill must land mid-sweep"
-    resumed = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+    resumed = run(*command)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"{9 - len(before)} configuration(s) evaluated, {len(before)} reused" in resumed.stderr
     after = {path.name: path.stat().st_mtime_ns for path in (out / "configs").glob("*.json")}
     assert len(after) == 9 and all(after[name] == stamp for name, stamp in before.items())
     outputs = {name: (out / name).stat().st_mtime_ns for name in ("results.csv", "results.md", "pareto.png",
                                                                   "winner.json")}
-    again = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+    again = run(*command)
     assert again.returncode == 0 and "0 configuration(s) evaluated, 9 reused" in again.stderr
     assert "Loading weights" not in again.stderr
     assert {name: (out / name).stat().st_mtime_ns for name in outputs} == outputs
@@ -159,13 +156,10 @@ def test_two_processes_score_once_and_split_the_evaluation(tmp_path):
     args = ["sweep", "--model_args", "device=cpu", "--methods", "block_influence", "--budgets", "0.25",
             "--calib-limits", "8", "--tasks", "topo_synth_count", "--limit", "6", "--cost-repeats", "1",
             "--rule", "metric>=0"]
-    torchrun = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "-m", "lmms_topo_plugin.cli.main"]
-    together = subprocess.run([*torchrun, *args, "--out", str(tmp_path / "two")], capture_output=True, text=True,
-                              env=os.environ.copy(), timeout=600)
+    together = torchrun(2, "-m", "lmms_topo_plugin.cli.main", *args, "--out", tmp_path / "two")
     assert together.returncode == 0, together.stderr[-3000:]
     assert together.stderr.count("Calibrating:   0%") == 1  # rank 0 alone calibrates and scores
-    alone = subprocess.run([str(TOPO_PRUNE), *args, "--out", str(tmp_path / "one")], capture_output=True, text=True,
-                           env=os.environ.copy(), timeout=600)
+    alone = topo_prune(*args, "--out", tmp_path / "one")
     assert alone.returncode == 0, alone.stderr[-3000:]
 
     def outcome(out):

@@ -7,27 +7,21 @@ import transformers
 from transformers import AutoModelForImageTextToText
 from transformers.utils import is_torchvision_available
 
-from lmms_topo_plugin.models import processors
+from lmms_topo_plugin.families import qwen
+from lmms_topo_plugin.families.tiny import build_tiny_vlm, example_image, example_messages, tiny_config, tiny_model
+from lmms_topo_plugin.families.tokenizer import build_tokenizer
 from lmms_topo_plugin.models.processors import load_processor
-from lmms_topo_plugin.testing.tiny_models import (
-    FAMILIES,
-    build_tiny_vlm,
-    example_image,
-    example_messages,
-    tiny_config,
-    tiny_model,
-)
-from lmms_topo_plugin.testing.tokenizer import build_tokenizer
+from table import FAMILIES
 
 QUESTIONS = ("What is in the image?", "How many red circles are there in this small picture?")
 TEXT_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
-def checkpoint(request, tmp_path_factory):
-    """(family, directory) of a tiny model saved once per family."""
+def checkpoint(request, tiny_checkpoints):
+    """(family, directory) of a tiny model saved once per family (build_tiny_vlm's default 4 layers)."""
     family = request.param
-    return family, build_tiny_vlm(family, tmp_path_factory.mktemp(family))
+    return family, tiny_checkpoints(family, 4)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +68,7 @@ def test_processor_is_auto_processor_or_image_only_stand_in(loaded, checkpoint):
     family, processor, _ = loaded
     stand_in = family.startswith("qwen") and not is_torchvision_available()
     if stand_in:
-        assert type(processor).__module__ == processors.__name__
+        assert type(processor).__module__ == qwen.__name__
         assert (checkpoint[1] / "preprocessor_config.json").is_file()  # lets torchvision loaders add videos
         with pytest.raises(ValueError, match="torchvision"):
             processor(text=["<|vision_start|><|video_pad|><|vision_end|>"], videos=[[example_image()]])

@@ -70,7 +70,7 @@ def test_the_floor_is_per_prompt_and_rows_still_drop_alike(tiny_checkpoints, war
     """Rows of 32 and 16 visual tokens at 5%: 1 and 1 (the floor) kept; each row drops the smaller row's 15, so
     the first keeps 17. Only the 16-token row needed the floor."""
     from lmms_topo_plugin.models.prompting import Prompt
-    from lmms_topo_plugin.testing.tiny_models import example_image
+    from lmms_topo_plugin.families.tiny import example_image
 
     loaded = tiny_llava(tiny_checkpoints)
     prompts = [Prompt.from_text("Compare them.", [example_image(1), example_image(2)]),
@@ -167,11 +167,11 @@ def test_detection_chooses_by_the_kl_when_top5_keeps_tokens(tiny_checkpoints, tm
 
 @pytest.mark.e2e
 def test_an_lmms_eval_run_with_top5_on_16_visual_tokens_keeps_one_and_warns_once(tiny_checkpoints, tmp_path):
-    from test_lmms_eval_cli import lmms_eval
+    from cli import lmms_eval
 
     model_args = (f"pretrained={tiny_checkpoints('llava', 4)},device=cpu,token_method=halfv,token_keep=0.5,"
                   "token_layer=1,token_ssr_mode=top5,token_ssr_layer=2")
-    result = lmms_eval(model_args, tmp_path / "out")
+    result = lmms_eval(model_args, tmp_path / "out", limit=4)
     assert result.returncode == 0, result.stderr[-3000:]
     # lmms-eval sends the log to stdout, in colour
     assert [message for message in log_messages(result.stdout + result.stderr) if "the floor" in message] == [

@@ -10,8 +10,8 @@ from lmms_topo_plugin.api import load_pruned
 from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.exporters.onnx.build import validation_prompts
 from lmms_topo_plugin.models.prompting import encode
-from lmms_topo_plugin.testing.tiny_models import FAMILIES
 from lmms_topo_plugin.tokens import FastV, HalfV, RandomTokens
+from table import FAMILIES, TOKEN_CASES, families
 
 NEW_TOKENS = 6
 
@@ -43,16 +43,12 @@ def greedy(model, inputs, **kwargs) -> torch.Tensor:
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("pruner", [
-    FastV(layer=1, keep=0.25), RandomTokens(layer=2, keep=0.5, seed=3), HalfV(layer=1, keep=0.5, anchor=0.2),
-    HalfV(layer=1, keep=0.5, anchor=0.2, ssr_layer=2, ssr_mode="freeze"),
-    HalfV(layer=1, keep=0.5, anchor=0.2, ssr_layer=2, ssr_mode="top5", ssr_keep=0.25),
-], ids=["fastv", "random", "halfv", "halfv-freeze", "halfv-top5"])
+@pytest.mark.parametrize("pruner", [case.pruner() for case in TOKEN_CASES], ids=[case.id for case in TOKEN_CASES])
 def test_a_pruned_batch_generates_alike_with_and_without_cache_and_as_single_prompts(pruner, family, attn,
                                                                                        tiny_checkpoints):
-    if attn == "eager" and family not in ("llava", "qwen2_vl"):
+    if attn == "eager" and family not in families(eager=True):
         pytest.skip("eager is checked on one Llama and one M-RoPE family")
-    if getattr(pruner, "ssr_mode", "off") != "off" and family not in ("llava", "qwen2_5_vl", "idefics3"):
+    if getattr(pruner, "ssr_mode", "off") != "off" and family not in families(token_ssr=True):
         pytest.skip("HalfV's step 2 is checked on a Llama, an M-RoPE and an Idefics3 decoder")
     loaded = loaded_model(tiny_checkpoints, family, attn)
     prompts = validation_prompts()  # two prompts of different lengths: a left-padded batch
@@ -122,13 +118,13 @@ def test_fastv_keeps_the_visual_tokens_the_last_token_attends_to_most(tiny_check
 def uneven_prompts():
     """A left-padded batch whose rows have different numbers of visual tokens (two images, one image)."""
     from lmms_topo_plugin.models.prompting import Prompt
-    from lmms_topo_plugin.testing.tiny_models import example_image
+    from lmms_topo_plugin.families.tiny import example_image
 
     return [Prompt.from_text("Compare them.", [example_image(1), example_image(2)]),
             Prompt.from_text("How many shapes are in this picture? Answer with one word.", [example_image(3)])]
 
 
-@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl"])
+@pytest.mark.parametrize("family", families(halfv_freeze=True))
 def test_halfv_freeze_runs_deep_layers_on_the_other_tokens_only(tiny_checkpoints, family):
     """From the SSR layer on, the layers compute queries only for the non-visual tokens (topped up to the row with
     the most), with every kept token in the cache; generation equals the same freezing without a cache (the layers
@@ -186,8 +182,8 @@ def test_halfv_top5_keeps_the_visual_tokens_with_the_most_rotary_attention(tiny_
 
 
 @pytest.mark.parametrize("make,message", [
-    (lambda: FastV(keep=0.0), "model_args: token_keep=0.0 is out of range; expected a float in (0, 1]"),
-    (lambda: FastV(layer=0), "model_args: token_layer=0 is out of range; expected an int >= 1 (layer 0's KV cache "
+    (lambda: FastV(layer=2, keep=0.0), "model_args: token_keep=0.0 is out of range; expected a float in (0, 1]"),
+    (lambda: FastV(layer=0, keep=0.5), "model_args: token_layer=0 is out of range; expected an int >= 1 (layer 0's KV cache "
                              "must hold the whole prompt: generation sizes its mask by it)"),
 ])
 def test_bad_pruner_parameters_are_named(make, message):
@@ -199,10 +195,10 @@ def test_bad_pruner_parameters_are_named(make, message):
 def test_a_layer_beyond_the_decoder_is_refused(tiny_checkpoints):
     loaded = loaded_model(tiny_checkpoints, "llava")
     with pytest.raises(ModelArgsError, match=r"token_layer=4 is out of range; the model has 4 decoder layers"):
-        with FastV(layer=4).attach(loaded.adapter):
+        with FastV(layer=4, keep=0.5).attach(loaded.adapter):
             pass
     with pytest.raises(ModelArgsError, match=r"token_ssr_layer=5 is out of range; the model has 4 decoder layers"):
-        with HalfV(layer=1, ssr_layer=5, ssr_mode="freeze").attach(loaded.adapter):
+        with HalfV(layer=1, keep=0.5, anchor=0.1, ssr_layer=5, ssr_mode="freeze").attach(loaded.adapter):
             pass
 
 
@@ -294,10 +290,10 @@ def test_the_lmms_eval_cli_answers_with_the_pruner_attached(tiny_checkpoints, tm
     from lmms_topo_plugin.testing.lmms_eval_output import logged_samples, response_text
     from lmms_topo_plugin.tools.training.data import prompts_of
 
-    from test_lmms_eval_cli import lmms_eval
+    from cli import lmms_eval
 
     model_args = f"pretrained={tiny_checkpoints('qwen2_vl', 4)},device=cpu,token_method=fastv,token_keep=0.25,token_layer=1"
-    result = lmms_eval(model_args, tmp_path / "out", "--log_samples")
+    result = lmms_eval(model_args, tmp_path / "out", "--log_samples", limit=4)
     assert result.returncode == 0, result.stderr[-3000:]
     (results,) = (tmp_path / "out").rglob("*_results.json")
     loaded, _ = load_pruned({"pretrained": str(tiny_checkpoints("qwen2_vl", 4)), "device": "cpu"})
@@ -360,17 +356,18 @@ def test_halfv_keeps_relevance_anchors_and_fills_the_rest_for_diversity(tiny_che
 def test_the_recorded_token_pruning_rebuilds_the_same_pruner():
     from lmms_topo_plugin.config.prune import PruneConfig
     from lmms_topo_plugin.tokens import token_pruner
+    from lmms_topo_plugin.tokens import record_model_args
 
     config = PruneConfig.from_model_args({"token_method": "halfv", "token_layer": "4", "token_anchor": "0.2",
                                           "token_keep": "0.25", "token_ssr_mode": "freeze", "token_ssr_layer": "9"})
     assert config.token_pruning == {"method": "halfv", "keep": 0.25, "layer": 4, "seed": 0, "anchor": 0.2,
                                     "ssr_mode": "freeze", "ssr_layer": 9}
     assert token_pruner(config.token_pruning) == HalfV(layer=4, keep=0.25, anchor=0.2, ssr_layer=9, ssr_mode="freeze")
-    assert PruneConfig.from_model_args(PruneConfig.token_model_args(config.token_pruning)) == config
+    assert PruneConfig.from_model_args(record_model_args(config.token_pruning)) == config
     # a record saved before step 2 existed is step 1 alone
     old = {"method": "halfv", "keep": 0.25, "layer": 4, "seed": 0, "anchor": 0.2}
     assert token_pruner(old) == HalfV(layer=4, keep=0.25, anchor=0.2, ssr_mode="off")
-    assert PruneConfig.from_model_args(PruneConfig.token_model_args(old)).token_pruning == old | {
+    assert PruneConfig.from_model_args(record_model_args(old)).token_pruning == old | {
         "ssr_mode": "off", "ssr_layer": None}
     random_config = PruneConfig.from_model_args({"token_method": "random", "seed": "7"})
     assert token_pruner(random_config.token_pruning) == RandomTokens(layer=2, keep=0.5, seed=7)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmms_topo_plugin.config.prune import GENERAL_PARAMS, PruneConfig
+from lmms_topo_plugin.config.prune import PruneConfig, general_params
 from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.scorers.registry import get_method
 from lmms_topo_plugin.scorers.base import LayerScores
@@ -239,12 +239,12 @@ def topology_method():
 
 
 def test_scorer_parameters_are_validated(topology_method):
-    assert not set(topology_method.params) & set(GENERAL_PARAMS)
-    defaults = topology_method.parse({})
+    assert not set(topology_method.params) & set(general_params())
+    defaults = topology_method.parse({}).as_dict()
     assert defaults == {"topo_score": "depth_bars", "topo_distance": "bottleneck", "topo_scales": "0.1:0.25:0.5:1",
                         "topo_weighting": "none", "topo_k": 5, "topo_alpha": 1.0, "topo_sigma": 0.5,
                         "topo_select": "topn", "topo_epsilon": 0.9, "topo_points": "last_token", "topo_engine": "quiver"}
-    assert topology_method.parse({"topo_k": "5", "topo_select": "epsilon", "topo_epsilon": "1"})["topo_k"] == 5
+    assert topology_method.parse({"topo_k": "5", "topo_select": "epsilon", "topo_epsilon": "1"}).topo_k == 5
     for key, bad in [("topo_k", "0"), ("topo_alpha", "4.5"), ("topo_sigma", "0"), ("topo_epsilon", "0"),
                      ("topo_epsilon", "1.2"), ("topo_select", "all"), ("topo_engine", "gudhi"),
                      ("topo_points", "cls"), ("topo_score", "zigzag"), ("topo_scales", "0.5:0.1"),
@@ -258,8 +258,8 @@ def test_scorer_parameters_are_validated(topology_method):
 def test_scorer_without_dionysus_says_how_to_install(topology_method, monkeypatch):
     monkeypatch.setitem(sys.modules, "dionysus", None)
     with pytest.raises(ImportError, match="topo-prune install-topology"):
-        topology_method.create({**topology_method.parse({"topo_engine": "fast"}), "seed": 0})
-    scorer = topology_method.create({"seed": 0})  # the default engine needs no dionysus
+        topology_method.create(topology_method.parse({"topo_engine": "fast"}))
+    scorer = topology_method.create()  # the default engine needs no dionysus
     states = drifting_clouds(6, 40, 16, transition=3, seed=2)
     assert scorer.score({"last_token": states}, 5).importance == analyze_topology(states)["importance"]
 
@@ -267,15 +267,14 @@ def test_scorer_without_dionysus_says_how_to_install(topology_method, monkeypatc
 @needs_dionysus
 def test_scorer_scores_and_selects(topology_method):
     states = drifting_clouds(9, 120, 32, transition=5, seed=9)
-    scorer = topology_method.create({**topology_method.parse({"topo_k": "10"}), "seed": 0})
+    scorer = topology_method.create(topology_method.parse({"topo_k": "10"}))
     scores = scorer.score({"last_token": states}, 8)
     cached = LayerScores.from_json(json.loads(json.dumps(scores.to_json())))
     consistency = cached.details["layer_consistency"]
     top = scorer.select(cached, 3, list(range(1, 7)))
     assert top == sorted(sorted(range(1, 7), key=lambda l: -consistency[l])[:3])
     assert 4 not in top  # the transition layer (h_4 -> h_5) is kept
-    epsilon = topology_method.create({**topology_method.parse({"topo_select": "epsilon", "topo_epsilon": "0.999"}),
-                                      "seed": 0})
+    epsilon = topology_method.create(topology_method.parse({"topo_select": "epsilon", "topo_epsilon": "0.999"}))
     passing = [l for l in range(1, 7) if consistency[l] >= 0.999 * max(consistency)]
     assert epsilon.select(cached, 3, list(range(1, 7))) == sorted(sorted(passing, key=lambda l: -consistency[l])[:3])
     with pytest.raises(ValueError, match="9 depths, expected 8"):
@@ -285,7 +284,7 @@ def test_scorer_scores_and_selects(topology_method):
 def test_per_depth_score_ranks_by_diagram_distance_without_dionysus(topology_method, monkeypatch):
     monkeypatch.setitem(sys.modules, "dionysus", None)  # per-depth persistence needs gudhi only
     states = drifting_clouds(7, 90, 24, transition=4, seed=3)
-    scorer = topology_method.create({**topology_method.parse({"topo_score": "per_depth", "topo_k": "6"}), "seed": 0})
+    scorer = topology_method.create(topology_method.parse({"topo_score": "per_depth", "topo_k": "6"}))
     scores = scorer.score({"last_token": states}, 6)
     expected = per_depth_importance(states, k=6, metric="bottleneck")["importance"]
     assert scores.importance == expected and int(np.argmax(expected)) == 3  # the transition h_3 -> h_4

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lmms_topo_plugin.topology import analyze_topology
-from lmms_topo_plugin.scorers.topology import TopologyScorer
+from lmms_topo_plugin.scorers.topology import TopologyConfig, TopologyScorer
 from lmms_topo_plugin.topology import analysis
 from lmms_topo_plugin.topology.consistency import classes_at, consistency, survival_matrix
 from lmms_topo_plugin.topology.diagnostics import RANK_CAP, capped_rank, depth_health
@@ -79,7 +79,7 @@ def test_the_default_score_ranks_layers_that_replace_the_cloud_above_layers_that
     assert result["importance"] == pytest.approx(expected, abs=1e-12)
     assert result["importance"][4:] == [0.6875, 0.75, 0.75, 0.75]
     assert min(result["importance"][4:]) > max(result["importance"][:4])
-    scorer = TopologyScorer()
+    scorer = TopologyScorer(TopologyConfig())
     assert scorer.select(scorer.score({"last_token": states}, 8), 4, list(range(8))) == [0, 1, 2, 3]
 
     # the first rule left a dimension with no bar at a depth out as undefined: the replacing layers read as identities

@@ -5,7 +5,7 @@ import json
 import torch
 from transformers import AutoModelForImageTextToText
 
-from lmms_topo_plugin.adapters import get_adapter
+from lmms_topo_plugin.families import get_adapter
 from lmms_topo_plugin.models.processors import load_processor
 from lmms_topo_plugin.synthbench import load_split
 from lmms_topo_plugin.tools.training import data

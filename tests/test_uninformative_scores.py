@@ -6,12 +6,12 @@ import torch
 
 from lmms_topo_plugin.config.prune import PruneConfig
 from lmms_topo_plugin.errors import NonFiniteError, UninformativeScoresError
-from lmms_topo_plugin.pipeline import plan_from_scores
+from lmms_topo_plugin.plan import method_scorer, plan_layers
 from lmms_topo_plugin.scorers.registry import get_method
 from lmms_topo_plugin.scorers import LayerScores
-from lmms_topo_plugin.scorers.topology import TopologyScorer
+from lmms_topo_plugin.scorers.topology import TopologyConfig, TopologyScorer
 
-from test_failures import assert_failed, lmms_eval
+from cli import assert_failed, lmms_eval
 
 CALIB3_LINE = ("method=topology gives every candidate decoder layer [1, 2, 3, 4, 5, 6] the same importance (0): no "
                "information to choose 2 of them by, so nothing was removed; raise calib_limit (3 samples were scored, "
@@ -20,8 +20,7 @@ CALIB3_LINE = ("method=topology gives every candidate decoder layer [1, 2, 3, 4,
 
 def plan(method: str, scores: LayerScores, num_layers: int = 8, **args):
     config = PruneConfig.from_model_args({"method": method, "n_remove": 2, **args})
-    return plan_from_scores(config, get_method(method).create({**config.method_params, "seed": config.seed}), scores,
-                            num_layers)
+    return plan_layers(config, method_scorer(config), scores, num_layers)
 
 
 def test_scores_equal_over_the_candidates_stop_with_one_line_and_exit_5():
@@ -53,7 +52,7 @@ def test_nothing_is_chosen_from_ties_only_when_a_choice_is_made():
 
 def test_methods_that_choose_without_informative_scores_keep_working():
     assert plan("spacing", LayerScores(None)).removed_layers == [2, 5]
-    random_scores = get_method("random").create({"seed": 0}).score({}, 8)
+    random_scores = get_method("random").create().score({}, 8)
     assert plan("random", random_scores).removed_layers == sorted(
         sorted(range(1, 7), key=lambda layer: random_scores.importance[layer])[:2])
 
@@ -61,7 +60,7 @@ def test_methods_that_choose_without_informative_scores_keep_working():
 def test_topology_scores_of_three_samples_are_constant_and_name_calib_limit_and_topo_k():
     # 3 points: k is clamped to 2, every complex is a filled triangle (no H1), H0 the one bar of the vertex set
     states = torch.randn(3, 9, 16, generator=torch.Generator().manual_seed(0))
-    scorer = TopologyScorer()
+    scorer = TopologyScorer(TopologyConfig())
     scores = scorer.score({"last_token": states}, 8)
     assert scores.importance == [0.0] * 8
     assert scores.details["diagnostics"]["warnings"] == [

@@ -16,6 +16,7 @@ from lmms_topo_plugin.models.prompting import Prompt, encode
 from lmms_topo_plugin.exporters.onnx.genai import MODEL_TYPES as GENAI_MODEL_TYPES, write_genai
 from lmms_topo_plugin.exporters.onnx.graphs import check_supported, export_graphs, graph_files, write_manifest
 from lmms_topo_plugin.exporters.onnx.precision import write_variant
+from lmms_topo_plugin.runtime.generation import prompt_logits
 from lmms_topo_plugin.runtime.onnx_runner import OnnxVLM
 
 MAX_FP32_LOGIT_DIFFERENCE = 1e-4
@@ -39,8 +40,6 @@ def validation_prompts() -> list[Prompt]:
 
 def torch_reference(loaded: LoadedModel, prompts: list[Prompt]) -> tuple[np.ndarray, list[list[int]]]:
     """Prefill logits of the batch and each prompt's greedy tokens from ``model.generate``."""
-    from lmms_topo_plugin.exporters.export import prompt_logits
-
     model = loaded.model
     logits = prompt_logits(loaded, prompts).cpu().numpy()
     tokens = []

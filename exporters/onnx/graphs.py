@@ -2,8 +2,8 @@
 
 Image features are scattered into ``inputs_embeds`` at the image-token positions outside the graphs, as in the
 optimum / transformers.js VLM repositories, so the decoder graph is the text model alone. What differs between
-families is in :mod:`.families`, one module per family: the vision wrapper and its inputs, how the runner feeds
-it, and which position ids the decoder takes (computed by the runner, see :mod:`.positions`).
+families is in :mod:`lmms_topo_plugin.families`, one module per family: the vision wrapper and its inputs, how
+the runner feeds it, and which position ids the decoder takes (computed by the runner, see :mod:`.positions`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
+from lmms_topo_plugin.records import ONNX_BUILD, pruning_record_of, token_record_of
 from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.models.loading import LoadedModel
-from lmms_topo_plugin.exporters.onnx.families import FAMILIES, SUPPORTED, OnnxFamily
+from lmms_topo_plugin.families import ONNX_FAMILIES as FAMILIES, ONNX_MODEL_TYPES as SUPPORTED
+from lmms_topo_plugin.families.onnx_graph import OnnxFamily
 
-MANIFEST_SCHEMA = "lmms_topo_plugin.onnx_build"
 OPSET = 18
 # a graph whose weights pass this keeps them in ``<file>.data`` next to it (one protobuf file holds at most 2 GB)
 EXTERNAL_DATA_BYTES = 1 << 30
@@ -145,7 +146,7 @@ def check_supported(loaded: LoadedModel) -> OnnxFamily:
     model_type = loaded.model.config.model_type
     if model_type not in SUPPORTED:
         raise ModelArgsError(f"--onnx: {model_type} has no ONNX export yet (supported: {', '.join(SUPPORTED)})")
-    tokens = (getattr(loaded.model.config, "topo_pruning", None) or {}).get("token_pruning")
+    tokens = token_record_of(loaded.model.config)
     if tokens:
         raise ModelArgsError(f"--onnx: the ONNX graphs do not include visual-token pruning (token_method="
                              f"{tokens['method']}); export without --onnx, or without token_method")
@@ -196,16 +197,16 @@ def export_graphs(loaded: LoadedModel, vision_inputs: Mapping[str, torch.Tensor]
                            "files": {"fp32": graph_files(onnx_dir, path.name)}}
             if optional:  # not in "inputs", which lists what every run must feed (the cache from inputs[3:] on)
                 files[name]["optional_inputs"] = dict(optional)
-    manifest = {
-        "schema": MANIFEST_SCHEMA, "version": 1, "model_type": model.config.model_type, "graphs": files,
+    manifest = ONNX_BUILD.stamp({
+        "model_type": model.config.model_type, "graphs": files,
         "precisions": ["fp32"],
         "image_token_id": loaded.adapter.image_token_id, "num_layers": num_layers, "kv_heads": heads,
         "head_dim": head_dim, "hidden_size": hidden, "opset": OPSET,
         "vision_per_image": family.per_image, "position_ids": family.positions,
         "vision_constants": family.constants(model),
         "spatial_merge_size": getattr(model.config.vision_config, "spatial_merge_size", None),
-        "pruning": getattr(model.config, "topo_pruning", None),
-    }
+        "pruning": pruning_record_of(model.config),
+    })
     write_manifest(onnx_dir, manifest)
     return manifest
 

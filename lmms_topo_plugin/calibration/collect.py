@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from lmms_topo_plugin.adapters import VLMAdapter
+from lmms_topo_plugin.families import VLMAdapter
 from lmms_topo_plugin.errors import NonFiniteError
 from lmms_topo_plugin.calibration.hooks import HookSet
 from lmms_topo_plugin.models.prompting import Prompt, encode

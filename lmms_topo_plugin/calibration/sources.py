@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import random
-from importlib.resources import files
-from typing import Any
 
 from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.models.prompting import Prompt
-
-
-def bundled_tasks_dir() -> str:
-    """The directory of the task YAMLs shipped with the plugin (pass it to ``--include_path``)."""
-    return str(files("lmms_topo_plugin.tasks"))
 
 
 def default_calibration_prompts(limit: int, seed: int) -> list[Prompt]:
@@ -46,28 +39,18 @@ def domain_calibration_prompts(limit: int, seed: int, tasks: dict[str, str | Non
 
 
 def task_calibration_prompts(task_name: str, limit: int, seed: int, include_path: str | None = None) -> list[Prompt]:
-    """``limit`` prompts drawn (seeded) from the evaluation split of an lmms-eval task or group."""
-    from lmms_eval.tasks import TaskManager, get_task_dict
+    """``limit`` prompts drawn (seeded) from the evaluation split of an lmms-eval task or group. The documents come
+    from :mod:`lmms_topo_plugin.integrations.lmms_eval.tasks`, imported here: this module imports without
+    lmms-eval."""
+    from lmms_topo_plugin.integrations.lmms_eval.tasks import document_prompt, task_documents
 
-    paths = [bundled_tasks_dir()] + ([include_path] if include_path else [])
-    manager = TaskManager(include_path=paths)
-    if task_name not in manager.all_tasks:
-        raise ModelArgsError(
-            f"model_args: calib_task={task_name!r} is not a known lmms-eval task or group "
-            "(list them with `lmms-eval tasks`; add a directory with include_path=)"
-        )
-    documents: list[tuple[Any, Any]] = []
-    for task in _leaf_tasks(get_task_dict([task_name], manager)):
-        documents.extend((task, doc) for doc in task.eval_docs)
+    def unknown(name: str) -> ModelArgsError:
+        return ModelArgsError(f"model_args: calib_task={name!r} is not a known lmms-eval task or group "
+                              "(list them with `lmms-eval tasks`; add a directory with include_path=)")
+
+    documents = task_documents(task_name, include_path, unknown)
     chosen = _sample(documents, limit, seed, source=f"calib_task={task_name}")
-    return [Prompt.from_text(task.doc_to_text(doc), task.doc_to_visual(doc) or []) for task, doc in chosen]
-
-
-def _leaf_tasks(task_dict: dict) -> list[Any]:
-    leaves = []
-    for value in task_dict.values():
-        leaves.extend(_leaf_tasks(value) if isinstance(value, dict) else [value])
-    return leaves
+    return [document_prompt(task, doc) for task, doc in chosen]
 
 
 def _sample(items: list, limit: int, seed: int, *, source: str) -> list:

@@ -1,9 +1,12 @@
-"""Declarative parameter specs: parse ``key=value`` strings into typed, range-checked values."""
+"""Declarative parameter specs: typed config fields that carry their default, range and help, and the parsing of
+``key=value`` strings into them."""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from lmms_topo_plugin.errors import ModelArgsError
 
@@ -84,11 +87,55 @@ def _convert(kind: type, raw: Any) -> Any:
     return kind(raw)
 
 
-def parse_params(specs: dict[str, Param], given: dict[str, Any], *, where: str) -> dict[str, Any]:
-    """Parse ``given`` against ``specs``; unknown keys are an error naming the allowed keys."""
+def parse_model_args_text(text: str, where: str = "model_args") -> dict[str, str]:
+    """``"a=1,b=x"`` → ``{"a": "1", "b": "x"}``: the command line's ``--model-args`` and a sweep variant's
+    ``name[a=1,b=x]``; ``where`` starts the error line (an item without ``=``, a key given twice)."""
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not key or not value:
+            raise ModelArgsError(f"{where}: {item!r} is not key=value")
+        if key in pairs:
+            raise ModelArgsError(f"{where}: sets {key} twice")
+        pairs[key] = value
+    return pairs
+
+
+def option(type: type, default: Any, help: str, **limits: Any) -> Any:
+    """A config dataclass field whose ``model_args`` key is the field's name: its type, default, allowed values
+    (``low``/``high``/``high_inclusive``/``choices``/``check``, as :class:`Param`) and help, written once."""
+    return dataclasses.field(default=default, metadata={"param": Param(type, default, help, **limits)})
+
+
+def params_of(config_class: type) -> dict[str, Param]:
+    """``{model_args key: Param}`` of a config dataclass built with :func:`option`."""
+    return {field.name: field.metadata["param"] for field in dataclasses.fields(config_class) if "param" in field.metadata}
+
+
+Config = TypeVar("Config")
+
+
+def parse_config(config_class: type[Config], given: dict[str, Any], *, where: str) -> Config:
+    """An instance of ``config_class`` from ``given`` (strings from the command line or Python values), every value
+    converted and range-checked; a key the class does not have is an error naming its keys."""
+    specs = params_of(config_class)
     unknown = sorted(set(given) - set(specs))
     if unknown:
-        raise ModelArgsError(
-            f"model_args: unknown key {unknown[0]!r} for {where}; allowed keys: {', '.join(sorted(specs))}"
-        )
-    return {name: spec.parse(name, given[name]) if name in given else spec.default for name, spec in specs.items()}
+        raise ModelArgsError(f"model_args: unknown key {unknown[0]!r} for {where}{did_you_mean(unknown[0], specs)}; "
+                             f"allowed keys: {', '.join(sorted(specs))}")
+    return config_class(**{name: specs[name].parse(name, value) for name, value in given.items()})
+
+
+def did_you_mean(key: str, allowed: Iterable[str]) -> str:
+    """`` (did you mean 'method'?)`` when ``key`` is close to one of ``allowed``, else nothing."""
+    close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """A layer method's own parameters: none here; a method with parameters subclasses it (frozen, with
+    :func:`option` fields) and registers the subclass with its scorer."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

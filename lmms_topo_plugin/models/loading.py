@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, PretrainedConfig
 
-from lmms_topo_plugin.adapters import VLMAdapter, adapter_class_for
-from lmms_topo_plugin.config.prune import PruneConfig
+from lmms_topo_plugin.families import VLMAdapter, adapter_class_for
+from lmms_topo_plugin.config.prune import LoadConfig
 from lmms_topo_plugin.errors import ModelArgsError, ModelLoadError
 from lmms_topo_plugin.failures import first_line, is_out_of_memory, out_of_memory_as_failure
 from lmms_topo_plugin.models.processors import load_processor
@@ -70,27 +70,27 @@ class LoadedModel:
     source: str
 
 
-def load_model(config: PruneConfig, pretrained: str, hf_config: PretrainedConfig) -> LoadedModel:
+def load_model(load: LoadConfig, pretrained: str, hf_config: PretrainedConfig) -> LoadedModel:
     """Load weights and processor and wrap the model in its family's adapter.
 
     Raises :class:`ModelLoadError` (one line) when transformers cannot load them, and
     :class:`~lmms_topo_plugin.errors.OutOfMemory` when they do not fit.
     """
     adapter_class = adapter_class_for(hf_config)
-    device = resolve_device(config.device)
-    kwargs: dict[str, Any] = {"dtype": resolve_dtype(config.dtype, device), "revision": config.revision}
-    if config.attn_implementation:
-        kwargs["attn_implementation"] = config.attn_implementation
-    if config.device_map:
-        kwargs["device_map"] = config.device_map
-    with out_of_memory_as_failure(f"loading the weights of {pretrained} on {config.device_map or device}",
+    device = resolve_device(load.device)
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(load.dtype, device), "revision": load.revision}
+    if load.attn_implementation:
+        kwargs["attn_implementation"] = load.attn_implementation
+    if load.device_map:
+        kwargs["device_map"] = load.device_map
+    with out_of_memory_as_failure(f"loading the weights of {pretrained} on {load.device_map or device}",
                                   "use dtype=bfloat16 or float16, or device_map=auto"):
         try:
             model = AutoModelForImageTextToText.from_pretrained(pretrained, **kwargs)
-            if not config.device_map:
+            if not load.device_map:
                 model.to(device)
             model.eval()
-            processor = load_processor(pretrained, revision=config.revision)
+            processor = load_processor(pretrained, revision=load.revision)
         except Exception as error:
             if is_out_of_memory(error):
                 raise

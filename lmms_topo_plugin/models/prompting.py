@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from PIL import Image
 from transformers import BatchFeature
 
-from lmms_topo_plugin.adapters import VLMAdapter
+from lmms_topo_plugin.families import VLMAdapter
 
 
 @dataclass

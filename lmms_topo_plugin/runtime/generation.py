@@ -71,3 +71,11 @@ def continuation_nll(loaded: LoadedModel, prompt: Prompt, continuation: str) -> 
     nll = -log_probs.gather(1, target[:, None]).sum().item()
     greedy = bool((predicted.argmax(dim=-1) == target).all())
     return float(nll), greedy
+
+
+def prompt_logits(loaded: LoadedModel, prompts: list[Prompt]) -> torch.Tensor:
+    """Float32 logits of a (left-padded) batch of prompts, every position, no cache: what an export (the reloaded
+    checkpoint, the fp32 ONNX build) is checked against."""
+    inputs = encode(loaded.processor, loaded.adapter, prompts)
+    with torch.inference_mode():
+        return loaded.model(**move_inputs(inputs, loaded.model.device, loaded.model.dtype), use_cache=False).logits.float()

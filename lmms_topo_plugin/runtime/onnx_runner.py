@@ -73,7 +73,7 @@ class OnnxVLM:
 
     def __init__(self, build_dir: str | Path, provider: str = "auto", allow_cpu_fallback: bool = False,
                  precision: str = "fp32", threads: int | None = None, bind_cache: bool | None = None) -> None:
-        from lmms_topo_plugin.adapters import adapter_class_for
+        from lmms_topo_plugin.families import adapter_class_for
         from lmms_topo_plugin.models.loading import load_config
         from lmms_topo_plugin.models.processors import load_processor
 
@@ -133,10 +133,10 @@ class OnnxVLM:
 
     def image_features(self, inputs) -> np.ndarray:
         """``[image tokens, hidden]`` of a processor batch's images, in order, fed as the family's vision graph
-        takes them (:mod:`.families`: e.g. Qwen's runs once per image)."""
-        from lmms_topo_plugin.exporters.onnx.families import FAMILIES
+        takes them (:mod:`lmms_topo_plugin.families`: e.g. Qwen's runs once per image)."""
+        from lmms_topo_plugin.families import ONNX_FAMILIES
 
-        family = FAMILIES[self.manifest["model_type"]]
+        family = ONNX_FAMILIES[self.manifest["model_type"]]
         feed = {name: inputs[name].float().numpy() if name == "pixel_values" else inputs[name].numpy()
                 for name in (*self.manifest["graphs"]["vision_encoder"]["inputs"], *family.run_inputs)}
         feed.update((name, np.asarray(value)) for name, value in self.manifest.get("vision_constants", {}).items())

@@ -14,6 +14,7 @@ from typing import ClassVar
 import torch
 
 from lmms_topo_plugin.errors import NonFiniteError, UninformativeScoresError
+from lmms_topo_plugin.config.params import MethodConfig
 
 # candidate importances within this (relative to 1 or their size) of each other are equal: no signal to rank by
 TIE_TOLERANCE = 1e-9
@@ -71,7 +72,8 @@ class LayerScorer:
     default_samples: ClassVar[int] = 64  # calibration samples when calib_limit is not given (per domain, if any)
     domains: ClassVar[tuple[str, ...]] = ()  # labelled calibration domains (domain-aware methods), else one set
 
-    def __init__(self, *, seed: int = 0) -> None:
+    def __init__(self, config: MethodConfig, *, seed: int = 0) -> None:
+        self.config = config
         self.seed = seed
 
     def score(self, stats: dict[str, torch.Tensor], num_layers: int) -> LayerScores:

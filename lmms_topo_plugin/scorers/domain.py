@@ -9,23 +9,30 @@ the most input-preserving layers go first. All three calibrate on the same two l
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
 from lmms_topo_plugin.calibration.sources import DOMAINS
-from lmms_topo_plugin.config.params import Param
+from lmms_topo_plugin.config.params import MethodConfig, option
 from lmms_topo_plugin.scorers.registry import register_layer_method
 from lmms_topo_plugin.scorers.base import LayerScorer, LayerScores
 
-DATA_PARAMS = {
-    "calib_task_math": Param(str, None, "lmms-eval task whose documents are the math calibration set (default: the "
-                             "bundled calib split's math documents)"),
-    "calib_task_nonmath": Param(str, None, "lmms-eval task whose documents are the non-math calibration set "
-                                "(default: the bundled calib split's other documents)"),
-}
-WEIGHT_PARAM = {"domain_weight": Param(float, 0.5, "weight w of the math similarity in w*s_math + (1-w)*s_nonmath",
-                                       low=0.0, high=1.0)}
+@dataclass(frozen=True)
+class DomainDataConfig(MethodConfig):
+    """The two labelled calibration sets every domain-aware method scores on."""
+
+    calib_task_math: str | None = option(str, None, "lmms-eval task whose documents are the math calibration set "
+                                         "(default: the bundled calib split's math documents)")
+    calib_task_nonmath: str | None = option(str, None, "lmms-eval task whose documents are the non-math calibration "
+                                            "set (default: the bundled calib split's other documents)")
+
+
+@dataclass(frozen=True)
+class MixedDomainConfig(DomainDataConfig):
+    domain_weight: float = option(float, 0.5, "weight w of the math similarity in w*s_math + (1-w)*s_nonmath",
+                                  low=0.0, high=1.0)
 
 
 class DomainSimilarity(LayerScorer):
@@ -36,11 +43,10 @@ class DomainSimilarity(LayerScorer):
     min_samples = 2
     math_weight: ClassVar[float]
 
-    def __init__(self, *, seed: int = 0, calib_task_math: str | None = None, calib_task_nonmath: str | None = None,
-                 domain_weight: float | None = None) -> None:
-        super().__init__(seed=seed)
-        self.calibration_tasks = {"math": calib_task_math, "nonmath": calib_task_nonmath}
-        self.weight = self.math_weight if domain_weight is None else domain_weight
+    def __init__(self, config: DomainDataConfig, *, seed: int = 0) -> None:
+        super().__init__(config, seed=seed)
+        self.calibration_tasks = {"math": config.calib_task_math, "nonmath": config.calib_task_nonmath}
+        self.weight = getattr(config, "domain_weight", self.math_weight)
 
     def score(self, stats: dict[str, torch.Tensor], num_layers: int) -> LayerScores:
         per_sample, labels = stats["sample_token_cosine"].double(), stats["sample_domain"]
@@ -51,19 +57,19 @@ class DomainSimilarity(LayerScorer):
                                                     "math_weight": [self.weight]})
 
 
-@register_layer_method("domain_math", params=DATA_PARAMS, description="domain-aware: remove the layers whose mean "
-                       "token cosine cos(h_l, h_{l+1}) on math calibration samples is highest")
+@register_layer_method("domain_math", config_class=DomainDataConfig, description="domain-aware: remove the layers "
+                       "whose mean token cosine cos(h_l, h_{l+1}) on math calibration samples is highest")
 class MathDomain(DomainSimilarity):
     math_weight = 1.0
 
 
-@register_layer_method("domain_nonmath", params=DATA_PARAMS, description="domain-aware: remove the layers whose mean "
-                       "token cosine on non-math calibration samples is highest")
+@register_layer_method("domain_nonmath", config_class=DomainDataConfig, description="domain-aware: remove the "
+                       "layers whose mean token cosine on non-math calibration samples is highest")
 class NonMathDomain(DomainSimilarity):
     math_weight = 0.0
 
 
-@register_layer_method("domain_mixed", params={**DATA_PARAMS, **WEIGHT_PARAM}, description="domain-aware: remove the "
+@register_layer_method("domain_mixed", config_class=MixedDomainConfig, description="domain-aware: remove the "
                        "layers with the highest domain_weight-mixed token cosine of the math and non-math samples")
 class MixedDomain(DomainSimilarity):
     math_weight = 0.5

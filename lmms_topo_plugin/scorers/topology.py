@@ -7,9 +7,11 @@ Decoder layer ``l`` maps ``h_l`` to ``h_{l+1}``; its score compares the point cl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from lmms_topo_plugin.config.params import Param
+from lmms_topo_plugin.config.params import MethodConfig, option
 from lmms_topo_plugin.scorers.registry import register_layer_method
 from lmms_topo_plugin.topology.analysis import SCORES, analyze_topology, select_epsilon
 from lmms_topo_plugin.topology.clouds import DEFAULT_K, MIN_POINTS
@@ -36,38 +38,40 @@ def check_scales(text: str) -> str | None:
     return None
 
 
-PARAMS = {
-    "topo_score": Param(str, "depth_bars", "depth_bars: one kNN complex per depth, bars mapped to depths (the first "
-                        "implementation); multiscale: complexes at several neighbourhood scales, reduced homology, "
-                        "every class of every complex kept, degenerate depths left out; per_depth: no zigzag, each "
-                        "depth's own persistence diagram compared with the next depth's (the paper's ablation)",
-                        choices=(*SCORES, "per_depth")),
-    "topo_distance": Param(str, "bottleneck", "topo_score=per_depth: distance between consecutive depths' diagrams",
-                           choices=METRICS),
-    "topo_scales": Param(str, DEFAULT_SCALES_TEXT, "topo_score=multiscale: quantiles of each "
-                         "depth's kNN edge lengths at which its complex is cut, ':'-separated (1 = the whole kNN "
-                         "complex)", check=check_scales),
-    "topo_weighting": Param(str, "none", "weight of a bar in the survival fractions: none, or lifetime (the weight "
-                            "of the effective persistence image)", choices=("none", "lifetime")),
-    "topo_k": Param(int, DEFAULT_K, "neighbours per point in the symmetrised kNN graph (clamped to N-1)", low=1),
-    "topo_alpha": Param(float, 1.0, "weight |l - l'|^alpha of depth pairs in the consistency score", low=0.0, high=4.0),
-    "topo_sigma": Param(float, 0.5, "width, in layers, of each bar's Gaussian in the persistence image",
-                        check=lambda v: None if v > 0 else "expected a float > 0"),
-    "topo_select": Param(str, "topn", "topn: the n most consistent layers; epsilon: those with consistency >= "
-                         "topo_epsilon * max, at most n", choices=("topn", "epsilon")),
-    "topo_epsilon": Param(float, 0.9, "threshold of topo_select=epsilon, as a fraction of the max consistency",
-                          check=lambda v: None if 0 < v <= 1 else "expected a float in (0, 1]"),
-    "topo_points": Param(str, "last_token", "point per calibration sample: the last prompt token's state, the mean "
-                         "of its visual tokens' states (every calibration prompt needs an image), or the mean of all "
-                         "its prompt tokens' states", choices=("last_token", "visual_mean", "prompt_mean")),
-    "topo_engine": Param(str, DEFAULT_ENGINE, "zigzag barcode engine: quiver (numpy, no dionysus), or dionysus' fast "
-                         "(cone) or classic (quadratic; small N): all give the same bars", choices=ENGINES),
-}
+@dataclass(frozen=True)
+class TopologyConfig(MethodConfig):
+    """``method=topology``'s own parameters."""
+
+    topo_score: str = option(str, "depth_bars", "depth_bars: one kNN complex per depth, bars mapped to depths (the first "
+                             "implementation); multiscale: complexes at several neighbourhood scales, reduced homology, "
+                             "every class of every complex kept, degenerate depths left out; per_depth: no zigzag, each "
+                             "depth's own persistence diagram compared with the next depth's (the paper's ablation)",
+                             choices=(*SCORES, "per_depth"))
+    topo_distance: str = option(str, "bottleneck", "topo_score=per_depth: distance between consecutive depths' diagrams",
+                                choices=METRICS)
+    topo_scales: str = option(str, DEFAULT_SCALES_TEXT, "topo_score=multiscale: quantiles of each "
+                              "depth's kNN edge lengths at which its complex is cut, ':'-separated (1 = the whole kNN "
+                              "complex)", check=check_scales)
+    topo_weighting: str = option(str, "none", "weight of a bar in the survival fractions: none, or lifetime (the weight "
+                                 "of the effective persistence image)", choices=("none", "lifetime"))
+    topo_k: int = option(int, DEFAULT_K, "neighbours per point in the symmetrised kNN graph (clamped to N-1)", low=1)
+    topo_alpha: float = option(float, 1.0, "weight |l - l'|^alpha of depth pairs in the consistency score", low=0.0, high=4.0)
+    topo_sigma: float = option(float, 0.5, "width, in layers, of each bar's Gaussian in the persistence image",
+                               check=lambda v: None if v > 0 else "expected a float > 0")
+    topo_select: str = option(str, "topn", "topn: the n most consistent layers; epsilon: those with consistency >= "
+                              "topo_epsilon * max, at most n", choices=("topn", "epsilon"))
+    topo_epsilon: float = option(float, 0.9, "threshold of topo_select=epsilon, as a fraction of the max consistency",
+                                 check=lambda v: None if 0 < v <= 1 else "expected a float in (0, 1]")
+    topo_points: str = option(str, "last_token", "point per calibration sample: the last prompt token's state, the mean "
+                              "of its visual tokens' states (every calibration prompt needs an image), or the mean of all "
+                              "its prompt tokens' states", choices=("last_token", "visual_mean", "prompt_mean"))
+    topo_engine: str = option(str, DEFAULT_ENGINE, "zigzag barcode engine: quiver (numpy, no dionysus), or dionysus' fast "
+                              "(cone) or classic (quadratic; small N): all give the same bars", choices=ENGINES)
 
 
 @register_layer_method(
     "topology",
-    params=PARAMS,
+    config_class=TopologyConfig,
     description="TopoVLM: zigzag persistent homology (H0, H1) of kNN flag complexes of the last-token (or "
     "visual-mean) cloud at every depth; remove the layers whose topology is most consistent",
 )
@@ -77,22 +81,19 @@ class TopologyScorer(LayerScorer):
     version = 3  # 2: scores carry diagnostics; 3: depth_bars counts a dimension destroyed across a layer as 0
     default_samples = 256  # the paper uses 512; 256 fits the bundled calib split (320) and costs ~1 s to score
 
-    def __init__(self, *, topo_k: int = DEFAULT_K, topo_alpha: float = 1.0, topo_sigma: float = 0.5,
-                 topo_select: str = "topn", topo_epsilon: float = 0.9, topo_points: str = "last_token",
-                 topo_engine: str = DEFAULT_ENGINE, topo_score: str = "depth_bars", topo_scales: str = DEFAULT_SCALES_TEXT,
-                 topo_weighting: str = "none", topo_distance: str = "bottleneck", seed: int = 0) -> None:
-        super().__init__(seed=seed)
-        self.needs = (topo_points,)
-        if topo_score == "per_depth":
-            self.analysis_params = {"k": topo_k, "metric": topo_distance}
+    def __init__(self, config: TopologyConfig, *, seed: int = 0) -> None:
+        super().__init__(config, seed=seed)
+        self.needs = (config.topo_points,)
+        if config.topo_score == "per_depth":
+            self.analysis_params = {"k": config.topo_k, "metric": config.topo_distance}
         else:
-            if topo_engine in DIONYSUS_ENGINES:
+            if config.topo_engine in DIONYSUS_ENGINES:
                 require_dionysus()
-            self.analysis_params = {"k": topo_k, "alpha": topo_alpha, "sigma": topo_sigma, "engine": topo_engine,
-                                    "score": topo_score, "scales": parse_scales(topo_scales),
-                                    "weighting": topo_weighting}
-        self.select_rule = topo_select
-        self.epsilon = topo_epsilon
+            self.analysis_params = {"k": config.topo_k, "alpha": config.topo_alpha, "sigma": config.topo_sigma,
+                                    "engine": config.topo_engine, "score": config.topo_score,
+                                    "scales": parse_scales(config.topo_scales), "weighting": config.topo_weighting}
+        self.select_rule = config.topo_select
+        self.epsilon = config.topo_epsilon
 
     def score(self, stats: dict[str, torch.Tensor], num_layers: int) -> LayerScores:
         (points,) = self.needs

@@ -11,14 +11,13 @@ import io
 import json
 from pathlib import Path
 
+from lmms_topo_plugin.records import WINNER
 from lmms_topo_plugin.cache import atomic_write_bytes
 from lmms_topo_plugin.search.rules import (
     DENSE, Rule, dense_row, is_dense, pareto_front, passing, removed_fraction, x_value,
 )
 from lmms_topo_plugin.search.variants import label_of
 
-WINNER_SCHEMA = "lmms_topo_plugin.sweep_winner"
-WINNER_VERSION = 1
 MB = 1e6
 STDERR = " stderr"  # suffix of a metric's stderr column
 
@@ -265,14 +264,13 @@ def winner_record(winner: dict, rows: list[dict], rule: Rule, objective: str, me
     the top level; a key that would overwrite the record's own fields is refused.
     """
     dense = dense_row(rows)
-    record = {
-        "schema": WINNER_SCHEMA, "version": WINNER_VERSION,
+    record = WINNER.stamp({
         "winner": {name: label_of(winner) if name == "variant" else winner.get(name) for name in (
             "key", "method", "variant", "budget", "calib_limit", "n_remove", "num_layers", "removed_layers",
             "method_params", "token_pruning", "calibration", "metrics", "stderr", "cost", "eval_s")},
         "dense": {name: dense[name] for name in ("metrics", "stderr", "cost")},
         "rule": rule.describe(), "objective": objective, "metric": metric,
-    }
+    })
     if clash := sorted(record.keys() & context.keys()):
         raise ValueError(f"context keys {clash} would overwrite the winner record's own fields")
     return record | context

@@ -1,7 +1,7 @@
 """The sweep: load once, score each method once, evaluate every budget through lmms-eval, measure, pick a winner.
 
 Per method (and calibration size) the scores come from one calibration pass (cached like a single run); every
-budget's plan is then :func:`~lmms_topo_plugin.pipeline.plan_from_scores` of those scores, applied with
+budget's plan is then :func:`~lmms_topo_plugin.plan.plan_layers` of those scores, applied with
 :func:`~lmms_topo_plugin.surgery.layers.layers_removed` to the one loaded model (the same surgery a saved checkpoint
 gets, undone after the evaluation), evaluated by lmms-eval's ``simple_evaluate`` and measured
 (:mod:`~lmms_topo_plugin.search.measure`) side by side with the dense reference. Each configuration's result is
@@ -20,19 +20,20 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from lmms_topo_plugin.records import PARETO
 from lmms_topo_plugin.cache import DiskCache, atomic_write_json, cache_key
 from lmms_topo_plugin.calibration.sources import prompts_fingerprint
 from lmms_topo_plugin.config.prune import PruneConfig
 from lmms_topo_plugin.distributed import compute_on_rank0, join_launched_processes, rank
 from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.models.loading import LoadedModel, load_model
-from lmms_topo_plugin.pipeline import Prepared, compute_scores, model_fingerprint, plan_from_scores, prepare
+from lmms_topo_plugin.pipeline import Prepared, compute_scores, model_fingerprint, prepare
+from lmms_topo_plugin.plan import layer_budget, method_scorer, plan_layers
 from lmms_topo_plugin.scorers.registry import DENSE_METHOD
 from lmms_topo_plugin.surgery.layers import layers_removed
 from lmms_topo_plugin.tokens import token_pruner
-from lmms_topo_plugin.integrations.lmms_eval.evaluate import (
-    available_metrics, evaluate, flatten_results, load_tasks, task_manager,
-)
+from lmms_topo_plugin.integrations.lmms_eval.evaluate import available_metrics, evaluate, flatten_results, load_tasks
+from lmms_topo_plugin.integrations.lmms_eval.tasks import task_manager
 from lmms_topo_plugin.search.measure import default_cost_prompt, measure_cost
 from lmms_topo_plugin.search.outputs import (
     pareto_png, render_markdown, render_skipped, results_table, winner_record, write_csv, write_if_changed,
@@ -44,7 +45,6 @@ from lmms_topo_plugin.search.rules import (
 from lmms_topo_plugin.search.variants import file_stem, parse_variant
 
 SWEEP_KEYS = ("method", "sparsity", "n_remove", "calib_limit")  # set by the sweep, not by --model-args
-PARETO_SCHEMA = "lmms_topo_plugin.sweep_pareto"
 
 
 @dataclass
@@ -139,8 +139,8 @@ def run_sweep(spec: SweepSpec) -> dict[str, Any]:
     points = configurations(spec)
     device = join_launched_processes()  # under torchrun / accelerate launch: evaluation is data-parallel
     for point in points:
-        if device and not point.config.device_map:
-            point.config.device = device
+        if device and not point.config.load.device_map:
+            point.config = point.config.with_values(device=device)
     manager = task_manager(spec.include_path)
     metrics = available_metrics(load_tasks(spec.tasks, manager))
     metric = spec.metric or default_metric(spec.tasks, metrics)
@@ -150,14 +150,14 @@ def run_sweep(spec: SweepSpec) -> dict[str, Any]:
     feasible, skipped = split_feasible(points, dense.num_layers)
     groups = prepare_groups(feasible)
     for point in points:
-        tokens = [point.config.token_pruning] if point.config.token_method else []  # absent: keys of older sweeps
+        tokens = [point.config.token_pruning] if point.config.tokens is not None else []  # absent: keys of older sweeps
         point.key = cache_key("sweep-config", identity, point.method, point.budget, point.calib_limit,
-                              point.config.method_params, point.config.seed, *tokens)
+                              point.config.method_params, point.config.run.seed, *tokens)
     rows = reusable_results(feasible, spec.out)
     missing = len([point for point in feasible if point.key not in rows])
     if missing:
         start = time.perf_counter()
-        loaded = load_model(points[0].config, dense.pretrained, dense.hf_config)
+        loaded = load_model(points[0].config.load, dense.pretrained, dense.hf_config)
         load_s = time.perf_counter() - start
         rows.update(evaluate_missing(spec, feasible, rows, groups, loaded, manager))
         if rank() == 0:
@@ -186,7 +186,7 @@ def default_metric(tasks: list[str], metrics: set[str]) -> str:
 def sweep_identity(spec: SweepSpec, dense: Prepared) -> dict[str, Any]:
     """What every configuration's result depends on besides its own method and budget."""
     return {
-        "model": model_fingerprint(dense.pretrained, dense.hf_config, dense.config.revision),
+        "model": model_fingerprint(dense.pretrained, dense.hf_config, dense.config.load.revision),
         "model_args": {key: spec.model_args[key] for key in sorted(spec.model_args)},
         "tasks": list(spec.tasks),
         "limit": spec.limit,
@@ -202,7 +202,7 @@ def split_feasible(points: list[Configuration], num_layers: int) -> tuple[list[C
     feasible, skipped = [], []
     for point in points:
         try:
-            point.config.layers_to_remove(num_layers)
+            layer_budget(point.config.layers, num_layers, method_scorer(point.config))
         except ModelArgsError as error:
             skipped.append({"method": point.method, "variant": point.variant, "budget": point.budget,
                             "calib_limit": point.calib_limit,
@@ -242,7 +242,8 @@ def evaluate_missing(spec: SweepSpec, points: list[Configuration], done: dict, g
 
     todo = [point for point in points if point.key not in done]
     prompt = default_cost_prompt()
-    cache = DiskCache(points[0].config.cache_dir, enabled=not points[0].config.recompute)
+    run = points[0].config.run
+    cache = DiskCache(run.cache_dir, enabled=not run.recompute)
     results: dict[str, dict] = {}
     scored: dict[tuple, Any] = {}
     with tqdm(total=len(todo), desc="topo-prune sweep", unit="config") as bar:
@@ -280,10 +281,10 @@ def plan_for(point: Configuration, groups: dict[tuple, Prepared], loaded: Loaded
         start = time.perf_counter()
         scored[id(prepared)] = compute_on_rank0(lambda: compute_scores(prepared, loaded, cache, {})[0])
         score_s = time.perf_counter() - start
-    plan = plan_from_scores(point.config, prepared.scorer, scored[id(prepared)], num_layers)
+    plan = plan_layers(point.config, prepared.scorer, scored[id(prepared)], num_layers)
     calibration = None
     if prepared.calibration_prompts:
-        calibration = {"source": point.config.calibration_source,
+        calibration = {"source": point.config.calibration.source,
                        "samples": len(prepared.calibration_prompts),
                        "fingerprint": prompts_fingerprint(prepared.calibration_prompts)}
     if score_s and rank() == 0:
@@ -312,9 +313,8 @@ def write_outputs(spec: SweepSpec, rows: list[dict], skipped: list[dict], rule: 
     if winner is not None:
         write_winner(winner_record(winner, rows, rule, objective, metric, identity), out / "winner.json")
     front = [row for row in pareto_front(rows, metric, x="removed") if not is_dense(row)]
-    write_winner({"schema": PARETO_SCHEMA, "version": 1, "axis": "removed", "metric": metric,
-                  "records": [winner_record(row, rows, rule, objective, metric, identity) for row in front]},
-                 out / "pareto.json")
+    write_winner(PARETO.stamp({"axis": "removed", "metric": metric, "records": [
+        winner_record(row, rows, rule, objective, metric, identity) for row in front]}), out / "pareto.json")
 
 
 def say(message: str) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from lmms_topo_plugin.config.params import parse_model_args_text
+from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.search.rules import SweepArgsError
 
 _VARIANT = re.compile(r"([A-Za-z0-9_]+)(?:\[([^\[\]]*)\])?")
@@ -36,14 +38,10 @@ def parse_variant(entry: str) -> tuple[str, dict[str, str]]:
     if match is None:
         raise SweepArgsError(f"--methods: {entry!r} is not a method name or name[key=value,...]")
     name, inside = match.group(1), match.group(2)
-    params: dict[str, str] = {}
-    for item in filter(None, (inside or "").split(",")):
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            raise SweepArgsError(f"--methods: {entry!r}: {item!r} is not key=value")
-        if key in params:
-            raise SweepArgsError(f"--methods: {entry!r} sets {key} twice")
-        params[key] = value
+    try:
+        params = parse_model_args_text(inside or "", where=f"--methods: {entry!r}")
+    except ModelArgsError as error:
+        raise SweepArgsError(str(error)) from None
     if inside is not None and not params:
         raise SweepArgsError(f"--methods: {entry!r} has empty brackets")
     return name, params

@@ -12,7 +12,7 @@ import copy
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
-from lmms_topo_plugin.adapters import VLMAdapter
+from lmms_topo_plugin.families import VLMAdapter
 
 # Text-config entries that hold one value per decoder layer.
 PER_LAYER_CONFIG_KEYS = ("layer_types", "no_rope_layers")

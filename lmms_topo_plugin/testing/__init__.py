@@ -1,1 +1,1 @@
-"""Helpers for tests and demos: tiny offline vision-language models of real architectures."""
+"""Helpers for tests only: reading what the lmms-eval CLI wrote."""

@@ -29,8 +29,9 @@ from typing import Any, ClassVar, Iterator, Sequence
 import torch
 from loguru import logger
 
-from lmms_topo_plugin.adapters import VLMAdapter
-from lmms_topo_plugin.adapters.layers import DecoderLayerAdapter, gather_tokens
+from lmms_topo_plugin.tokens.configs import TokenConfig
+from lmms_topo_plugin.families import VLMAdapter
+from lmms_topo_plugin.families.layers import DecoderLayerAdapter, gather_tokens
 from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.calibration.hooks import HookSet
 
@@ -62,11 +63,13 @@ class PrunedPrompt:
 
 @dataclass
 class TokenPruner:
-    """Keep ``keep`` of the visual tokens from decoder layer ``layer`` on (prefill only)."""
+    """Keep ``keep`` of the visual tokens from decoder layer ``layer`` on (prefill only). Built from a run's
+    :class:`~lmms_topo_plugin.tokens.configs.TokenConfig` (where the defaults are), or given every value."""
 
-    layer: int = 2
-    keep: float = 0.5
+    layer: int
+    keep: float
     name: ClassVar[str] = ""
+    config_class: ClassVar[type[TokenConfig]] = TokenConfig  # its model_args (token_*), defaults included
     _floored: set = field(default_factory=set, init=False, repr=False, compare=False)  # warned (parameter, count)
 
     def __post_init__(self) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import torch
 
-from lmms_topo_plugin.adapters import VLMAdapter
+from lmms_topo_plugin.families import VLMAdapter
 from lmms_topo_plugin.calibration.collect import BatchContext, Collector, move_inputs, run_collectors
 from lmms_topo_plugin.calibration.hooks import HookSet
 from lmms_topo_plugin.models.prompting import Prompt, encode

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from lmms_topo_plugin.adapters.layers import DecoderLayerAdapter
+from lmms_topo_plugin.tokens.configs import HalfVConfig
+from lmms_topo_plugin.families.layers import DecoderLayerAdapter
 from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.tokens.base import TokenPruner, drop_lowest
 
@@ -66,12 +67,12 @@ class HalfV(TokenPruner):
     keys and values only from there on), ``top5`` (keep the ``ssr_keep`` fraction of the original visual tokens,
     at least one, with the highest last-token attention, with rotary embedding) or ``off`` (step 1 alone)."""
 
-    keep: float = 0.25
-    anchor: float = 0.1
+    anchor: float
     ssr_layer: int | None = None
     ssr_mode: str = "off"
     ssr_keep: float = SSR_KEEP
     name = "halfv"
+    config_class = HalfVConfig
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -28,6 +28,7 @@ import numpy as np
 
 from lmms_topo_plugin.errors import MissingDependencyError
 from lmms_topo_plugin.topology.complexes import FlagComplex
+from lmms_topo_plugin.topology.zigzag_quiver import quiver_barcode
 
 # "quiver" (zigzag_quiver.py, the default) needs no dionysus: numpy homology of every complex + the quiver
 # decomposition; "fast" (FastZigzag cone) and "classic" are dionysus' and cross-check it
@@ -120,9 +121,7 @@ def raw_barcode(zigzag: ZigzagInput, engine: str = DEFAULT_ENGINE) -> dict[int, 
     if engine not in ENGINES:
         raise ValueError(f"unknown zigzag engine {engine!r}; expected one of {', '.join(ENGINES)}")
     if engine == "quiver":
-        from lmms_topo_plugin.topology.zigzag_quiver import quiver_barcode
-
-        return quiver_barcode(zigzag)
+        return quiver_barcode(zigzag.num_depths, zigzag.simplices, zigzag.times, zigzag.offsets)
     dionysus = require_dionysus()
     filtration = dionysus.Filtration(zigzag.simplex_lists())
     times = zigzag.time_lists()

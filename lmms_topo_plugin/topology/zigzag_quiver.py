@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmms_topo_plugin.topology.zigzag import ZigzagInput
-
 
 def _key(position: int) -> int:
     """Rank of a class born at ``position``: odd (by a removal) ``-position`` < even (by an addition) ``position + 1``."""
@@ -245,17 +243,16 @@ def _decompose(sinks: list[tuple[int, dict[int, int]]], maps: list[tuple[list[in
     return bars
 
 
-def _complexes(zigzag: ZigzagInput):
+def _complexes(num_depths: int, simplices: np.ndarray, times: np.ndarray, offsets: np.ndarray):
     """Vertex count, edge ends, triangle → edges, and per position the present vertices (mask), edges, triangles.
 
     Checks build_zigzag's layout: additions at ``2l - 0.5`` (present from position ``2l``), removals at
     ``2l + 0.5`` (absent from ``2l + 1``).
     """
-    simplices, times = zigzag.simplices, zigzag.times
-    counts = np.diff(zigzag.offsets)
-    positions = 2 * zigzag.num_depths - 1
+    counts = np.diff(offsets)
+    positions = 2 * num_depths - 1
     effect = np.ceil(times).astype(np.int64)  # first position after the event
-    removal = (np.arange(len(times)) - np.repeat(zigzag.offsets[:-1], counts)) % 2 == 1
+    removal = (np.arange(len(times)) - np.repeat(offsets[:-1], counts)) % 2 == 1
     if (np.any(times != effect - 0.5) or np.any(effect % 2 != removal) or np.any(effect < 0)
             or np.any(effect > positions - 1 + removal)):
         raise ValueError("the quiver engine needs build_zigzag's layout: additions at 2l - 0.5, removals at 2l + 0.5")
@@ -292,9 +289,14 @@ def _complexes(zigzag: ZigzagInput):
     return n, eu, ev, tri_edges, per_position
 
 
-def quiver_barcode(zigzag: ZigzagInput) -> dict[int, np.ndarray]:
-    """Bars ``[B, 2]`` (birth time, death time; ``inf`` = never dies) of H0 and H1, sorted: dionysus' bars."""
-    n, eu, ev, tri_edges, per_position = _complexes(zigzag)
+def quiver_barcode(num_depths: int, simplices: np.ndarray, times: np.ndarray,
+                   offsets: np.ndarray) -> dict[int, np.ndarray]:
+    """Bars ``[B, 2]`` (birth time, death time; ``inf`` = never dies) of H0 and H1, sorted: dionysus' bars.
+
+    The zigzag comes as the arrays of a :class:`~lmms_topo_plugin.topology.zigzag.ZigzagInput` (its depth count,
+    simplex rows, add/remove times and their offsets), as dionysus takes them as lists: an engine needs numpy only.
+    """
+    n, eu, ev, tri_edges, per_position = _complexes(num_depths, simplices, times, offsets)
     local = np.full(len(eu), -1)  # global edge → index in the complex at hand
 
     def homology(edges, triangles):

@@ -4,7 +4,9 @@ lmms-eval 0.7.x: ``evaluator.unwrap_generation_output`` turns every model output
 into ``str(output)``, including the ``(negative log-likelihood, is_greedy)`` pairs that ``loglikelihood``
 must return. ``loglikelihood`` and ``multiple_choice`` tasks then fail in ``process_results`` (they unpack
 a string). :func:`install_loglikelihood_fix` wraps that function so such pairs pass through unchanged.
-It is installed when the model is created, only if the running lmms-eval shows the bug, and only once.
+It is installed once, when :mod:`lmms_topo_plugin.integrations.lmms_eval.model` is imported (lmms-eval imports it
+for ``--model topo_pruned``; the sweep imports it before evaluating), and only if the running lmms-eval shows
+the bug.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmms_topo_plugin.calibration.sources import bundled_tasks_dir
+from lmms_topo_plugin.integrations.lmms_eval.tasks import task_dict
 
 DEFAULT_FILTER = "none"
 
@@ -17,24 +17,16 @@ def metric_name(task: str, metric: str, filter_name: str = DEFAULT_FILTER) -> st
     return f"{task}/{metric}" if filter_name == DEFAULT_FILTER else f"{task}/{metric},{filter_name}"
 
 
-def task_manager(include_path: str | None = None):
-    """lmms-eval's task index with the bundled tasks (and ``include_path``) added."""
-    from lmms_eval.tasks import TaskManager
-
-    return TaskManager(include_path=[bundled_tasks_dir(), *([include_path] if include_path else [])])
-
-
 def load_tasks(tasks: list[str], manager) -> dict:
-    """lmms-eval's task dict; an unknown task or group is a one-line error naming ``--tasks``."""
-    from lmms_eval.tasks import get_task_dict
-
+    """lmms-eval's task dict (:func:`~.tasks.task_manager`'s ``manager``); an unknown task or group is a one-line
+    error naming ``--tasks``."""
     from lmms_topo_plugin.search.rules import SweepArgsError
 
-    unknown = [name for name in tasks if name not in manager.all_tasks]
-    if unknown:
-        raise SweepArgsError(f"--tasks: {unknown[0]!r} is not a known lmms-eval task or group "
-                             "(list them with `lmms-eval tasks`; add a directory with --include_path)")
-    return get_task_dict(tasks, manager)
+    def unknown(name: str) -> SweepArgsError:
+        return SweepArgsError(f"--tasks: {name!r} is not a known lmms-eval task or group "
+                              "(list them with `lmms-eval tasks`; add a directory with --include_path)")
+
+    return task_dict(tasks, manager, unknown)
 
 
 def available_metrics(task_dict: dict) -> set[str]:

@@ -19,8 +19,10 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from tqdm.auto import tqdm
 
+from lmms_topo_plugin.records import token_record_of
 from lmms_topo_plugin.api import load_pruned
 from lmms_topo_plugin.integrations.lmms_eval.compat import install_loglikelihood_fix
+from lmms_topo_plugin.integrations.lmms_eval.output import results_directory
 from lmms_topo_plugin.config.prune import PruneConfig
 from lmms_topo_plugin.distributed import is_distributed, join_launched_processes
 from lmms_topo_plugin.failures import exit_on_failure
@@ -33,14 +35,18 @@ from lmms_topo_plugin.reports import report_directory, write_report
 MAX_ROUNDS = 64
 CLI_OVERRIDABLE = ("batch_size", "device")  # lmms-eval's own flags that map onto model_args
 
+# lmms-eval imports this module when --model topo_pruned is chosen (and the sweep before it builds a model): the one
+# place where the plugin patches lmms-eval (:mod:`.compat`), before any request is answered
+install_loglikelihood_fix()
+
 
 def recorded_token_pruner(loaded: LoadedModel, config: PruneConfig | None = None):
     """The visual-token pruner ``config`` asks for (a sweep's configuration around the dense model) or else the
     one the model's pruning record states (asked for at load, or saved with the checkpoint)."""
     from lmms_topo_plugin.tokens import token_pruner
 
-    record = config.token_pruning if config is not None and config.token_method else (
-        getattr(loaded.model.config, "topo_pruning", None) or {}).get("token_pruning")
+    record = config.token_pruning if config is not None and config.tokens is not None else (
+        token_record_of(loaded.model.config))
     if record:
         step_2 = (f"; from layer {record['ssr_layer']} on: {record['ssr_mode']}"
                   if record.get("ssr_mode") not in (None, "off") else "")
@@ -55,18 +61,18 @@ class _TopoPrunedBase(lmms):
     def __init__(self, **model_args: Any) -> None:
         super().__init__()
         with exit_on_failure("preparing the model"):
-            install_loglikelihood_fix()
             self.config = PruneConfig.from_model_args(model_args)
             self._configure_processes()
-            if self.config.backend == "onnxruntime":
-                self.backend = OnnxBackend(self.config.pretrained, onnx_provider(self.config.device),
-                                           self.config.onnx_precision)
+            if self.config.evaluation.backend == "onnxruntime":
+                self.backend = OnnxBackend(self.config.load.pretrained, onnx_provider(self.config.load.device),
+                                           self.config.evaluation.onnx_precision)
                 self.loaded, self.report = None, None
                 return
             self.loaded, self.report = load_pruned(self.config)
-            self.backend = TorchBackend(self.loaded, self.config.use_cache, recorded_token_pruner(self.loaded))
+            self.backend = TorchBackend(self.loaded, self.config.evaluation.use_cache, recorded_token_pruner(self.loaded))
             if self.rank == 0:
-                for path in write_report(self.report, report_directory(self.config.report_dir, self.config.pretrained)):
+                for path in write_report(self.report, report_directory(self.config.run.report_dir,
+                                                                      results_directory(self.config.load.pretrained))):
                     logger.info(f"topo_pruned: wrote {path}")
 
     @classmethod
@@ -79,9 +85,8 @@ class _TopoPrunedBase(lmms):
         """
         model = cls.__new__(cls)
         lmms.__init__(model)
-        install_loglikelihood_fix()
         model.config, model.loaded, model.report = config, loaded, None
-        model.backend = TorchBackend(loaded, config.use_cache, recorded_token_pruner(loaded, config))
+        model.backend = TorchBackend(loaded, config.evaluation.use_cache, recorded_token_pruner(loaded, config))
         model.show_progress = show_progress
         model._take_rank()
         return model
@@ -102,8 +107,8 @@ class _TopoPrunedBase(lmms):
     def _configure_processes(self) -> None:
         """Under ``accelerate launch``/``torchrun``: one model per process, on this process's GPU if any."""
         device = join_launched_processes()
-        if device and not self.config.device_map:
-            self.config.device = device
+        if device and not self.config.load.device_map:
+            self.config = self.config.with_values(device=device)
         self._take_rank()
 
     def _take_rank(self) -> None:
@@ -131,7 +136,7 @@ class _TopoPrunedBase(lmms):
 
     @property
     def batch_size(self) -> int:
-        return self.config.batch_size
+        return self.config.evaluation.batch_size
 
     # --- request layouts -------------------------------------------------------------------------
     def _prompt_for(self, args: tuple) -> tuple[Prompt, dict]:
@@ -165,7 +170,7 @@ class _TopoPrunedBase(lmms):
         batches = _batches(order, key=lambda i: json.dumps(kwargs[i], sort_keys=True, default=str), size=self.batch_size)
         with tqdm(total=len(requests), desc="topo_pruned generating", disable=self.hide_progress) as bar:
             for batch in batches:
-                settings, until = generation_settings(kwargs[batch[0]], self.config.max_new_tokens)
+                settings, until = generation_settings(kwargs[batch[0]], self.config.evaluation.max_new_tokens)
                 texts = self.backend.generate([prompts[i] for i in batch], settings, until)
                 for i, text in zip(batch, texts):
                     results[i] = text
@@ -189,7 +194,7 @@ class _TopoPrunedBase(lmms):
             doc_id, task, split = args[-3:]
             doc = self._doc(task, split, doc_id)
             prompt, gen_kwargs = self._prompt_for(args)
-            settings, until = generation_settings(gen_kwargs, self.config.max_new_tokens)
+            settings, until = generation_settings(gen_kwargs, self.config.evaluation.max_new_tokens)
             outputs: list[str] = []
             info = None
             for round_idx in range(MAX_ROUNDS):

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForImageTextToText
 
-from lmms_topo_plugin.adapters import get_adapter
+from lmms_topo_plugin.families import get_adapter
 from lmms_topo_plugin.runtime.generation import generate
 from lmms_topo_plugin.models.loading import LoadedModel
 from lmms_topo_plugin.models.processors import load_processor

@@ -14,9 +14,10 @@ from transformers import LlavaConfig, PreTrainedTokenizerFast
 from transformers.processing_utils import ProcessorMixin
 
 from lmms_topo_plugin.synthbench import CELL, GRID, vocabulary
-from lmms_topo_plugin.testing.tiny_models import _Clip, tiny_model, tiny_tokenizer
+from lmms_topo_plugin.families.llava import Clip
+from lmms_topo_plugin.families.tiny import tiny_model, tiny_tokenizer
 
-CLIP = _Clip(image_size=GRID * CELL, patch_size=CELL)
+CLIP = Clip(image_size=GRID * CELL, patch_size=CELL)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lmms_topo_plugin.adapters import get_adapter
+from lmms_topo_plugin.families import get_adapter
 from lmms_topo_plugin.synthbench import KINDS, load_split, normalize_answer
 
 from lmms_topo_plugin.tools.training import data

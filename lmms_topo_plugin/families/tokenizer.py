@@ -1,4 +1,5 @@
-"""Offline word-level tokenizers for tiny test models, built with the `tokenizers` library."""
+"""Offline word-level tokenizers for the tiny models (:mod:`lmms_topo_plugin.families.tiny`), built with the
+`tokenizers` library."""
 
 from __future__ import annotations
 

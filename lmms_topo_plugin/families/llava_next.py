@@ -1,7 +1,9 @@
-"""LLaVA-NeXT: the vision tower and projector over the batch's real anyres patches (each image's base view, then
-its grid tiles). Which patches are real, the un-padding of each image's tile grid and its ``image_newline`` column
-depend on the image sizes, so :func:`run_patches` does them in numpy; the grid pinpoints and the newline vector
-are the build's ``vision_constants`` (in the manifest)."""
+"""LLaVA-NeXT: LLaVA's adapter (:mod:`.llava`), anyres tiling, a Mistral decoder.
+
+The ONNX vision graph is the vision tower and projector over the batch's real anyres patches (each image's base
+view, then its grid tiles). Which patches are real, the un-padding of each image's tile grid and its
+``image_newline`` column depend on the image sizes, so :func:`run_patches` does them in numpy; the grid pinpoints
+and the newline vector are the build's ``vision_constants`` (in the manifest)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,12 @@ import torch
 from transformers.image_processing_utils import select_best_resolution
 
 from lmms_topo_plugin.errors import PluginError
-from lmms_topo_plugin.exporters.onnx.families.base import OnnxFamily
-from lmms_topo_plugin.exporters.onnx.families.llava import VisionEncoder
+from lmms_topo_plugin.families.base import Family
+from lmms_topo_plugin.families.llava import TOKENS, Clip, LlavaAdapter, VisionEncoder
+from lmms_topo_plugin.families.onnx_graph import OnnxFamily
+from lmms_topo_plugin.families.recipe import RENDER_CONTENT, TinyRecipe
 
+# -- ONNX vision graph ----------------------------------------------------------------------------
 
 def constants(model: Any) -> dict[str, Any]:
     """What :func:`run_patches` needs beyond the processor batch: the anyres pinpoints ``[[height, width], ...]``
@@ -81,3 +86,34 @@ def every_patch(inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor]:
 LLAVA_NEXT = OnnxFamily(VisionEncoder, ("pixel_values",), ({0: "num_patches"},), per_image=False, positions="text",
                         example=every_patch, run_vision=run_patches, run_inputs=("image_sizes",),
                         constants=constants)
+
+# -- tiny test model ------------------------------------------------------------------------------
+
+# Mistral instruct format: the generation prompt is implicit after [/INST], as in the real template.
+TEMPLATE = RENDER_CONTENT + (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] == 'user' %}[INST] {{ render(message['content'], '<image>\\n') }} [/INST]"
+    "{% elif message['role'] == 'assistant' %}{{ render(message['content'], '') }}{{ eos_token }}"
+    "{% else %}{{ render(message['content'], '') }}{{ '\\n\\n' }}{% endif %}"
+    "{% endfor %}"
+)
+
+_PINPOINTS = [[32, 32], [32, 64], [64, 32]]
+_CLIP = Clip(image_size=32, patch_size=16)
+
+TINY = TinyRecipe(
+    config_class="LlavaNextConfig",
+    processor_class="LlavaNextProcessor",
+    image_processor_class="LlavaNextImageProcessorPil",
+    image_processor_kwargs=dict(_CLIP.image_processor_kwargs(), image_grid_pinpoints=_PINPOINTS),
+    special_tokens=dict(TOKENS, instruction=["[INST]", "[/INST]"]),
+    chat_template=TEMPLATE,
+    token_fields={"image_token_index": "<image>"},
+    vision_config=_CLIP.vision_config,
+    text_kwargs=dict(model_type="mistral", sliding_window=None),
+    processor_kwargs=_CLIP.processor_kwargs(),
+    config_kwargs=dict(_CLIP.config_kwargs(), image_grid_pinpoints=_PINPOINTS),
+)
+
+FAMILY = Family(model_types=("llava_next",), adapter=LlavaAdapter, onnx={"llava_next": LLAVA_NEXT},
+                tiny={"llava_next": TINY})

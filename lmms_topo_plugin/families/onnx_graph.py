@@ -1,4 +1,5 @@
-"""What one family's ONNX build needs beyond the shared embedding and decoder graphs."""
+"""What one family's ONNX build needs beyond the shared embedding and decoder graphs
+(:mod:`lmms_topo_plugin.exporters.onnx.graphs`): its vision graph and how the runner feeds it."""
 
 from __future__ import annotations
 

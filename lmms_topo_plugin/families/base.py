@@ -1,4 +1,5 @@
-"""The adapter interface: where a VLM keeps its decoder layers, norm, vision tower and image tokens.
+"""What a family module defines: its model adapter (where a VLM keeps its decoder layers, norm, vision tower and
+image tokens) and its :class:`Family` entry, the line of the table in :mod:`lmms_topo_plugin.families`.
 
 Algorithms talk to an adapter, never to ``model.model.language_model...`` directly, so a new
 architecture family is one small subclass that names its attributes.
@@ -6,13 +7,18 @@ architecture family is one small subclass that names its attributes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
+from transformers.processing_utils import ProcessorMixin
 
-from lmms_topo_plugin.adapters.layers import DecoderLayerAdapter
+from lmms_topo_plugin.families.layers import DecoderLayerAdapter
+from lmms_topo_plugin.families.onnx_graph import OnnxFamily
+from lmms_topo_plugin.families.recipe import TinyRecipe
 
 
 class VLMAdapter:
@@ -22,7 +28,6 @@ class VLMAdapter:
     ``Model.model.<text_model_attr>.layers`` with ``norm``, ``embed_tokens`` and ``rotary_emb``.
     """
 
-    model_types: ClassVar[tuple[str, ...]] = ()
     text_model_attr: ClassVar[str] = "language_model"
     vision_tower_attr: ClassVar[str] = "vision_tower"
     # Whether the processor wants one list of images per prompt (True) or one flat list (False).
@@ -96,3 +101,24 @@ class VLMAdapter:
     def replace_layers(self, kept: list[nn.Module]) -> None:
         """Install ``kept`` as the decoder's layer list."""
         self.text_model.layers = nn.ModuleList(kept)
+
+
+@dataclass(frozen=True)
+class Family:
+    """One architecture family: the ``model_type`` values it covers, the adapter that serves them all, and per
+    ``model_type`` what else it has: an ONNX vision graph (:mod:`.onnx_graph`; a type without one has no ONNX
+    export), a tiny random-weight test-model recipe (:mod:`.recipe`), image-only stand-ins for processor classes
+    that need torchvision (real class → stand-in)."""
+
+    model_types: tuple[str, ...]
+    adapter: type[VLMAdapter]
+    onnx: Mapping[str, OnnxFamily] = field(default_factory=dict)
+    tiny: Mapping[str, TinyRecipe] = field(default_factory=dict)
+    image_only_processors: Mapping[type[ProcessorMixin], type[ProcessorMixin]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for part in ("onnx", "tiny"):
+            unknown = set(getattr(self, part)) - set(self.model_types)
+            if unknown:
+                raise ValueError(f"{part} entries {sorted(unknown)} are not among the family's model_types "
+                                 f"{self.model_types}")
