@@ -70,5 +70,5 @@ def token_record_of(model_config: Any) -> dict[str, Any] | None:
 
 
 def set_pruning_record(model_config: Any, record: dict[str, Any]) -> None:
-    """Store ``record`` (stamped with :data:`PRUNING`) in the model config, saved with the checkpoint."""
-    model_config.topo_pruning = record if PRUNING.holds(record) else PRUNING.stamp(record)
+    """Store ``record`` (a :data:`PRUNING` record) in the model config, saved with the checkpoint."""
+    model_config.topo_pruning = record

@@ -12,7 +12,7 @@ from lmms_topo_plugin.config.params import (
     MethodConfig, Param, did_you_mean, option, params_of, parse_config, parse_model_args_text,
 )
 from lmms_topo_plugin.errors import ModelArgsError
-from lmms_topo_plugin.scorers.registry import DENSE_METHOD, available_methods, get_method, method_keys
+from lmms_topo_plugin.scorers.registry import DENSE_METHOD, get_method, method_keys
 from lmms_topo_plugin.tokens import TOKEN_METHODS, config_class as token_config_class
 from lmms_topo_plugin.tokens.configs import TokenConfig
 
@@ -251,8 +251,3 @@ def tokens_of(model_args: dict[str, Any]) -> TokenConfig | None:
         return None
     keys = params_of(token_config_class(method))
     return token_config_class(method)(**{key: model_args[key] for key in keys if key in model_args})
-
-
-def describe_methods() -> list[tuple[str, str, dict[str, Param]]]:
-    """``(name, description, {key: Param})`` of every registered method (``topo-prune methods``, the docs)."""
-    return [(name, get_method(name).description, get_method(name).params) for name in available_methods()[1:]]
