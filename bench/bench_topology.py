@@ -141,7 +141,8 @@ def measure(spec: dict, send) -> None:
     from lmms_topo_plugin.topology.analysis import effective_k
     from lmms_topo_plugin.topology.complexes import FlagComplex, knn_indices, symmetrised_edges, triangles
     from lmms_topo_plugin.topology.consistency import consistency, persistence_image, topological_activity
-    from lmms_topo_plugin.topology.zigzag import bars_to_depths, build_zigzag, raw_barcode
+    from lmms_topo_plugin.topology.engines import raw_barcode
+    from lmms_topo_plugin.topology.zigzag import bars_to_depths, build_zigzag
 
     logger.remove()  # analyze_topology's per-call warnings (e.g. "H1 carries no signal") would flood the output
     logger.add(sys.stderr, level="ERROR")
@@ -391,7 +392,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dim", type=int, default=4096, help="width d of gaussian and synthetic")
     parser.add_argument("--k", type=int, default=15)
     parser.add_argument("--engines", type=_names, default=None,
-                        help="comma-separated zigzag engines (default: every one in topology.zigzag.ENGINES)")
+                        help="comma-separated zigzag engines (default: every one in topology.engines.ENGINES)")
     parser.add_argument("--classic-max", type=int, default=256,
                         help=f"largest N the quadratic {CLASSIC!r} engine runs at (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=600.0,
@@ -405,7 +406,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown kinds {', '.join(unknown)}; known: {', '.join(KINDS)}")
     if args.engines is None:
-        from lmms_topo_plugin.topology.zigzag import ENGINES
+        from lmms_topo_plugin.topology.engines import ENGINES
 
         args.engines = list(ENGINES)
     return args

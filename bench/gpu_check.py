@@ -80,8 +80,6 @@ def plugin_import() -> str:
 
 # in the order they run: the GPU timings first (quick), genai_cuda after onnx_export (it runs its Qwen2.5-VL build)
 SECTIONS = ("torch_speed", "plugin_eval", "onnx_export", "ort_cuda", "genai_cuda")
-TOKEN_METHODS = ("fastv", "halfv", "random")
-TINY_FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3")
 TINY_LAYERS = 6
 GENERATION = {"max_new_tokens": 5, "do_sample": False}
 ORT_GPU_WHEEL = "onnxruntime-gpu 1.31.1 (cp312, manylinux_2_28, CUDA 13) is a 255.6 MB wheel"
@@ -489,7 +487,6 @@ def genai_cuda(args, builds: dict[str, Path]) -> dict[str, Any]:
     if provider == "cuda" and hasattr(og, "is_cuda_available") and not og.is_cuda_available():
         raise Blocked(f"onnxruntime_genai {getattr(og, '__version__', '?')} has no CUDA (the CPU package, or "
                       "onnxruntime-gpu missing)")
-    import numpy as np
     import torch
     from lmms_topo_plugin.calibration.collect import move_inputs
     from lmms_topo_plugin.config.prune import LoadConfig
@@ -530,7 +527,9 @@ def genai_cuda(args, builds: dict[str, Path]) -> dict[str, Any]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from lmms_topo_plugin.families import TINY_MODEL_TYPES
     from lmms_topo_plugin.scorers.registry import DENSE_METHOD, available_methods
+    from lmms_topo_plugin.tokens import TOKEN_METHODS
 
     methods = [name for name in available_methods() if name != DENSE_METHOD]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -540,7 +539,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="plugin_eval/onnx_export/torch_speed weights (default: bfloat16 on cuda, float32 on cpu)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
-    parser.add_argument("--families", default=",".join((*TINY_FAMILIES, "bundled")),
+    parser.add_argument("--families", default=",".join((*TINY_MODEL_TYPES, "bundled")),
                         help="plugin_eval models: tiny families and/or bundled")
     parser.add_argument("--onnx-families", default="llava,qwen2_5_vl,bundled",
                         help="models exported (fp32, fp16, int4); qwen2_5_vl's build feeds genai_cuda")

@@ -16,6 +16,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from lmms_topo_plugin.tokens.configs import HalfVConfig
 from lmms_topo_plugin.model_cards.build_files import EVIDENCE_DIR, SWEEP_RECORD, BuildFiles
 from lmms_topo_plugin.model_cards.local_paths import (
     BUNDLED_MODEL_NAME, fingerprint_hash, is_absolute_path, is_bundled_model, is_local_base, portable,
@@ -156,15 +157,19 @@ def card_data(build: BuildFiles, inputs: CardInputs):
 
 def token_pruning_text(record: dict[str, Any] | None) -> str | None:
     """The checkpoint's visual-token pruning in words (None without it)."""
-    if not record:
+    from lmms_topo_plugin.tokens import from_record  # the pruners load torch: only a card that has one needs them
+
+    config = from_record(record)
+    if config is None:
         return None
-    text = f"`{record['method']}` keeps {record['keep']:g} of the visual tokens from decoder layer {record['layer']}"
-    if record["method"] == "halfv":
-        text += f" (anchor ratio {record['anchor']:g})"
-        if record.get("ssr_mode") == "freeze":
-            text += f"; from layer {record['ssr_layer']} on they are frozen (`freeze`: keys and values only)"
-        elif record.get("ssr_mode") == "top5":
-            text += f"; at layer {record['ssr_layer']} the top 5% by attention stay (`top5`)"
+    text = (f"`{config.token_method}` keeps {config.token_keep:g} of the visual tokens from decoder layer "
+            f"{config.token_layer}")
+    if isinstance(config, HalfVConfig):
+        text += f" (anchor ratio {config.token_anchor:g})"
+        if config.token_ssr_mode == "freeze":
+            text += f"; from layer {config.token_ssr_layer} on they are frozen (`freeze`: keys and values only)"
+        elif config.token_ssr_mode == "top5":
+            text += f"; at layer {config.token_ssr_layer} the top 5% by attention stay (`top5`)"
     if record.get("detected"):
         text += f" (stages detected on {record['detected']['samples']} calibration prompts)"
     return text

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from lmms_topo_plugin.families import ONNX_MODEL_TYPES, TINY_MODEL_TYPES, tiny_recipe
 from lmms_topo_plugin.scorers.registry import DENSE_METHOD, available_methods, get_method
 from lmms_topo_plugin.tokens import TOKEN_METHODS, TokenPruner
-from lmms_topo_plugin.topology.zigzag import DIONYSUS_ENGINES
+from lmms_topo_plugin.topology.engines import DIONYSUS_ENGINES
 
 # ---------------------------------------------------------------------------------------------------- families
 

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from cli import FAULTS, FIXTURES, assert_failed, lmms_eval
 from lmms_topo_plugin.errors import NonFiniteError
 from lmms_topo_plugin.scorers import LayerScores
-from lmms_topo_plugin.topology.zigzag import INSTALL_HINT
+from lmms_topo_plugin.topology.engines import INSTALL_HINT
 from table import DIONYSUS_METHODS, ids
 
 

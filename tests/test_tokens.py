@@ -182,7 +182,7 @@ def test_halfv_top5_keeps_the_visual_tokens_with_the_most_rotary_attention(tiny_
 
 
 @pytest.mark.parametrize("make,message", [
-    (lambda: FastV(layer=2, keep=0.0), "model_args: token_keep=0.0 is out of range; expected a float in (0, 1]"),
+    (lambda: FastV(layer=2, keep=0.0), "model_args: token_keep=0.0 is not valid; expected a float in (0, 1]"),
     (lambda: FastV(layer=0, keep=0.5), "model_args: token_layer=0 is out of range; expected an int >= 1 (layer 0's KV cache "
                              "must hold the whole prompt: generation sizes its mask by it)"),
 ])
@@ -253,7 +253,8 @@ def test_halfv_detects_its_stages_and_ssr_mode_on_the_pruned_model(tiny_checkpoi
     ({"token_method": "halfv", "token_layer": "3", "token_ssr_mode": "freeze", "token_ssr_layer": "2"},
      "model_args: token_ssr_layer=2 is out of range; with token_ssr_mode=freeze it must be >= 3 (token_layer=3)"),
     ({"token_method": "fastv", "token_layer": "0"},
-     "model_args: token_layer='0' is out of range; expected an int in [1, inf]"),
+     "model_args: token_layer='0' is out of range; expected an int >= 1 (layer 0's KV cache must hold the whole "
+     "prompt: generation sizes its mask by it)"),
     ({"token_method": "fastv", "backend": "onnxruntime", "pretrained": "build"},
      "model_args: token_method= cannot run with backend=onnxruntime: the ONNX graphs do not include token pruning"),
 ])

@@ -24,7 +24,8 @@ from lmms_topo_plugin.topology.complexes import (
 from lmms_topo_plugin.topology.consistency import consistency, persistence_image, survival_matrix, topological_activity
 from lmms_topo_plugin.topology.synthetic import drifting_clouds
 from lmms_topo_plugin.topology.per_depth import per_depth_importance
-from lmms_topo_plugin.topology.zigzag import bars_to_depths, build_zigzag, position_to_depth, raw_barcode
+from lmms_topo_plugin.topology.engines import raw_barcode
+from lmms_topo_plugin.topology.zigzag import bars_to_depths, build_zigzag, position_to_depth
 
 from topology_helpers import needs_dionysus, random_complexes
 

@@ -9,7 +9,8 @@ import torch
 
 from lmms_topo_plugin.topology.complexes import knn_flag_complex
 from lmms_topo_plugin.topology.synthetic import drifting_clouds
-from lmms_topo_plugin.topology.zigzag import ZigzagInput, build_zigzag, raw_barcode
+from lmms_topo_plugin.topology.engines import raw_barcode
+from lmms_topo_plugin.topology.zigzag import ZigzagInput, build_zigzag
 
 from topology_helpers import needs_dionysus, random_complexes
 

@@ -23,10 +23,11 @@ from typing import Any
 
 import torch
 
+from lmms_topo_plugin.families import ONNX_FAMILIES
 from lmms_topo_plugin.models.loading import LoadedModel
 from lmms_topo_plugin.exporters.onnx.graphs import EmbedTokens, export_onnx, graph_files, kv_shape
 
-MODEL_TYPES = ("qwen2_5_vl",)  # model_type values og 0.18 runs from our graphs
+MODEL_TYPES = tuple(model_type for model_type, graph in ONNX_FAMILIES.items() if graph.genai)  # og 0.18 runs these
 CONFIG = "genai_config.json"
 EMBEDDING = "genai_embedding.onnx"
 PROCESSOR = "processor_config.json"

@@ -26,6 +26,7 @@ class Param:
     high_inclusive: bool = True
     choices: Sequence[Any] | None = None
     check: Callable[[Any], str | None] | None = None
+    why: str | None = None  # said after an out-of-range error: why the limit is there
 
     def allowed(self) -> str:
         """A short human description of the allowed values."""
@@ -33,6 +34,8 @@ class Param:
             return "one of " + ", ".join(map(str, self.choices))
         if self.type is bool:
             return "true or false"
+        if self.low is not None and self.high is None:
+            return f"{self.article} {self.type.__name__} >= {self.low}"
         if self.low is not None or self.high is not None:
             low = "-inf" if self.low is None else self.low
             high = "inf" if self.high is None else self.high
@@ -57,7 +60,8 @@ class Param:
             self.high is not None and (value > self.high or (not self.high_inclusive and value >= self.high))
         )
         if out_of_range:
-            raise ModelArgsError(f"model_args: {name}={raw!r} is out of range; expected {self.allowed()}")
+            why = f" ({self.why})" if self.why else ""
+            raise ModelArgsError(f"model_args: {name}={raw!r} is out of range; expected {self.allowed()}{why}")
         if self.check is not None and (problem := self.check(value)):
             raise ModelArgsError(f"model_args: {name}={raw!r} is not valid; {problem}")
         return value

@@ -29,6 +29,7 @@ class OnnxFamily:
     run_vision: Callable[[Any, Mapping[str, np.ndarray]], np.ndarray]
     run_inputs: tuple[str, ...] = ()  # further processor outputs that run_vision reads
     constants: Callable[[Any], dict[str, Any]] = lambda model: {}  # model → JSON values that run_vision reads
+    genai: bool = False  # onnxruntime-genai 0.18's og.Model runs this family from our graphs (genai_config.json)
 
 
 def batch_example(names: tuple[str, ...]) -> Callable[[Mapping[str, torch.Tensor]], tuple[torch.Tensor, ...]]:

@@ -215,7 +215,7 @@ TINY_QWEN2_5_VL = dataclasses.replace(
 FAMILY = Family(
     model_types=("qwen2_vl", "qwen2_5_vl"),
     adapter=QwenVLAdapter,
-    onnx={"qwen2_vl": QWEN, "qwen2_5_vl": QWEN},
+    onnx={"qwen2_vl": QWEN, "qwen2_5_vl": dataclasses.replace(QWEN, genai=True)},
     tiny={"qwen2_vl": TINY_QWEN2_VL, "qwen2_5_vl": TINY_QWEN2_5_VL},
     image_only_processors={
         transformers.Qwen2VLProcessor: Qwen2VLProcessor,

@@ -17,7 +17,7 @@ from lmms_topo_plugin.topology.analysis import SCORES, analyze_topology, select_
 from lmms_topo_plugin.topology.clouds import DEFAULT_K, MIN_POINTS
 from lmms_topo_plugin.topology.multiscale import DEFAULT_SCALES
 from lmms_topo_plugin.topology.per_depth import METRICS
-from lmms_topo_plugin.topology.zigzag import DEFAULT_ENGINE, DIONYSUS_ENGINES, ENGINES, require_dionysus
+from lmms_topo_plugin.topology.engines import DEFAULT_ENGINE, DIONYSUS_ENGINES, ENGINES, require_dionysus
 from lmms_topo_plugin.scorers.base import LayerScorer, LayerScores
 
 DEFAULT_SCALES_TEXT = ":".join(f"{s:g}" for s in DEFAULT_SCALES)
@@ -42,31 +42,35 @@ def check_scales(text: str) -> str | None:
 class TopologyConfig(MethodConfig):
     """``method=topology``'s own parameters."""
 
-    topo_score: str = option(str, "depth_bars", "depth_bars: one kNN complex per depth, bars mapped to depths (the first "
-                             "implementation); multiscale: complexes at several neighbourhood scales, reduced homology, "
-                             "every class of every complex kept, degenerate depths left out; per_depth: no zigzag, each "
-                             "depth's own persistence diagram compared with the next depth's (the paper's ablation)",
-                             choices=(*SCORES, "per_depth"))
-    topo_distance: str = option(str, "bottleneck", "topo_score=per_depth: distance between consecutive depths' diagrams",
-                                choices=METRICS)
-    topo_scales: str = option(str, DEFAULT_SCALES_TEXT, "topo_score=multiscale: quantiles of each "
-                              "depth's kNN edge lengths at which its complex is cut, ':'-separated (1 = the whole kNN "
-                              "complex)", check=check_scales)
-    topo_weighting: str = option(str, "none", "weight of a bar in the survival fractions: none, or lifetime (the weight "
-                                 "of the effective persistence image)", choices=("none", "lifetime"))
+    topo_score: str = option(
+        str, "depth_bars",
+        "depth_bars: one kNN complex per depth, bars mapped to depths (the first implementation); multiscale: "
+        "complexes at several neighbourhood scales, reduced homology, every class of every complex kept, degenerate "
+        "depths left out; per_depth: no zigzag, each depth's own persistence diagram compared with the next "
+        "depth's (the paper's ablation)", choices=(*SCORES, "per_depth"))
+    topo_distance: str = option(str, "bottleneck", "topo_score=per_depth: distance between consecutive depths' "
+                                "diagrams", choices=METRICS)
+    topo_scales: str = option(str, DEFAULT_SCALES_TEXT, "topo_score=multiscale: quantiles of each depth's kNN edge "
+                              "lengths at which its complex is cut, ':'-separated (1 = the whole kNN complex)",
+                              check=check_scales)
+    topo_weighting: str = option(str, "none", "weight of a bar in the survival fractions: none, or lifetime (the "
+                                 "weight of the effective persistence image)", choices=("none", "lifetime"))
     topo_k: int = option(int, DEFAULT_K, "neighbours per point in the symmetrised kNN graph (clamped to N-1)", low=1)
-    topo_alpha: float = option(float, 1.0, "weight |l - l'|^alpha of depth pairs in the consistency score", low=0.0, high=4.0)
+    topo_alpha: float = option(float, 1.0, "weight |l - l'|^alpha of depth pairs in the consistency score",
+                               low=0.0, high=4.0)
     topo_sigma: float = option(float, 0.5, "width, in layers, of each bar's Gaussian in the persistence image",
                                check=lambda v: None if v > 0 else "expected a float > 0")
     topo_select: str = option(str, "topn", "topn: the n most consistent layers; epsilon: those with consistency >= "
                               "topo_epsilon * max, at most n", choices=("topn", "epsilon"))
-    topo_epsilon: float = option(float, 0.9, "threshold of topo_select=epsilon, as a fraction of the max consistency",
-                                 check=lambda v: None if 0 < v <= 1 else "expected a float in (0, 1]")
-    topo_points: str = option(str, "last_token", "point per calibration sample: the last prompt token's state, the mean "
-                              "of its visual tokens' states (every calibration prompt needs an image), or the mean of all "
-                              "its prompt tokens' states", choices=("last_token", "visual_mean", "prompt_mean"))
-    topo_engine: str = option(str, DEFAULT_ENGINE, "zigzag barcode engine: quiver (numpy, no dionysus), or dionysus' fast "
-                              "(cone) or classic (quadratic; small N): all give the same bars", choices=ENGINES)
+    topo_epsilon: float = option(float, 0.9, "threshold of topo_select=epsilon, as a fraction of the max "
+                                 "consistency", check=lambda v: None if 0 < v <= 1 else "expected a float in (0, 1]")
+    topo_points: str = option(str, "last_token", "point per calibration sample: the last prompt token's state, the "
+                              "mean of its visual tokens' states (every calibration prompt needs an image), or the "
+                              "mean of all its prompt tokens' states", choices=("last_token", "visual_mean",
+                                                                                "prompt_mean"))
+    topo_engine: str = option(str, DEFAULT_ENGINE, "zigzag barcode engine: quiver (numpy, no dionysus), or "
+                              "dionysus' fast (cone) or classic (quadratic; small N): all give the same bars",
+                              choices=ENGINES)
 
 
 @register_layer_method(

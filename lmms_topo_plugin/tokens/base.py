@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Iterator, Sequence
 import torch
 from loguru import logger
 
+from lmms_topo_plugin.config.params import params_of
 from lmms_topo_plugin.tokens.configs import TokenConfig
 from lmms_topo_plugin.families import VLMAdapter
 from lmms_topo_plugin.families.layers import DecoderLayerAdapter, gather_tokens
@@ -73,11 +74,10 @@ class TokenPruner:
     _floored: set = field(default_factory=set, init=False, repr=False, compare=False)  # warned (parameter, count)
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.keep <= 1.0:
-            raise ModelArgsError(f"model_args: token_keep={self.keep} is out of range; expected a float in (0, 1]")
-        if self.layer < FIRST_TOKEN_LAYER:
-            raise ModelArgsError(f"model_args: token_layer={self.layer} is out of range; expected an int >= "
-                                 f"{FIRST_TOKEN_LAYER} ({WHY_NOT_LAYER_0})")
+        """The values are checked against their config's options (one range, one message)."""
+        params = params_of(self.config_class)
+        params["token_keep"].parse("token_keep", self.keep)
+        params["token_layer"].parse("token_layer", self.layer)
 
     def selection_layers(self) -> tuple[int, ...]:
         """The decoder layers at whose input visual tokens are selected, ascending."""
@@ -211,12 +211,6 @@ class TokenPruner:
             local = torch.searchsorted(previous.contiguous(), prompt.stages[stage].to(hidden.device))
         local = with_generated(local, previous.shape[1], hidden.shape[1] - previous.shape[1])
         return hidden.gather(1, local[..., None].expand(-1, -1, hidden.shape[-1]))
-
-
-# transformers sizes a decoding step's attention mask and positions by layer 0's KV cache, so that cache must hold
-# the whole prompt: no token stage may drop tokens from layer 0's input
-FIRST_TOKEN_LAYER = 1
-WHY_NOT_LAYER_0 = "layer 0's KV cache must hold the whole prompt: generation sizes its mask by it"
 
 
 def kept_count(count: int, fraction: float) -> int:

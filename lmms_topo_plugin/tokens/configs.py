@@ -10,8 +10,11 @@ from typing import Any
 
 from lmms_topo_plugin.config.params import option
 
-LAYER_HELP = ("decoder layer (of the pruned model) from which visual tokens are dropped; from 1 on, since generation "
-              "sizes its attention mask by layer 0's KV cache, which must hold the whole prompt")
+# transformers sizes a decoding step's attention mask and positions by layer 0's KV cache, so that cache must hold
+# the whole prompt: no token stage may drop tokens from layer 0's input
+FIRST_TOKEN_LAYER = 1
+WHY_NOT_LAYER_0 = "layer 0's KV cache must hold the whole prompt: generation sizes its mask by it"
+LAYER_HELP = f"decoder layer (of the pruned model) from which visual tokens are dropped; from 1 on ({WHY_NOT_LAYER_0})"
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,7 @@ class TokenConfig:
                                "fastv, halfv or random")
     token_keep: float = option(float, 0.5, "fraction of the visual tokens token_method keeps", low=0.0, high=1.0,
                                check=lambda value: None if value > 0 else "expected a float in (0, 1]")
-    token_layer: int | None = option(int, 2, LAYER_HELP, low=1)
+    token_layer: int | None = option(int, 2, LAYER_HELP, low=FIRST_TOKEN_LAYER, why=WHY_NOT_LAYER_0)
 
     @property
     def needs_detection(self) -> bool:
@@ -43,7 +46,8 @@ class HalfVConfig(TokenConfig):
     """``token_method=halfv``: step 1 at its IVR layer, step 2 from its SSR layer; either may be detected."""
 
     token_layer: int | None = option(int, None, LAYER_HELP + "; halfv: its IVR layer (default: detected, the visual "
-                                     "entropy curve's; topo-prune analyze --what entropy shows it)", low=1)
+                                     "entropy curve's; topo-prune analyze --what entropy shows it)",
+                                     low=FIRST_TOKEN_LAYER, why=WHY_NOT_LAYER_0)
     token_anchor: float = option(float, 0.1, "halfv: fraction of the kept visual tokens chosen by relevance (the "
                                  "rest by diversity)", low=0.0, high=1.0)
     token_ssr_mode: str = option(str, "auto", "halfv step 2 from the SSR layer: freeze (visual tokens give keys and "
@@ -52,7 +56,8 @@ class HalfVConfig(TokenConfig):
                                  "next-token distribution by a KL of at most 1e-3 on the calibration prompts, else "
                                  "top5)", choices=("auto", "freeze", "top5", "off"))
     token_ssr_layer: int | None = option(int, None, "halfv: the SSR layer (of the pruned model) where step 2 starts; "
-                                         "default: detected (the visual entropy curve's minimum)", low=1)
+                                         "default: detected (the visual entropy curve's minimum)",
+                                         low=FIRST_TOKEN_LAYER, why=WHY_NOT_LAYER_0)
 
     @property
     def needs_detection(self) -> bool:

@@ -94,7 +94,7 @@ def detect_stages(curve: Sequence[float], plateau: float = 0.05, span: int = 2) 
         end = min(layer + span, ssr)
         if values[layer] - values[end] > tolerance and all(values[j + 1] < values[j] for j in range(layer, end)):
             return Stages(layer, ssr)
-    return Stages(1, ssr)  # never 0: no token stage starts at layer 0 (tokens/base.py, FIRST_TOKEN_LAYER)
+    return Stages(1, ssr)  # never 0: no token stage starts at layer 0 (tokens/configs.py, FIRST_TOKEN_LAYER)
 
 
 def ssr_mode_choice(kl: float | None, visual_tokens: int, kl_threshold: float = KL_THRESHOLD,

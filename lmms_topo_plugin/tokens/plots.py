@@ -15,7 +15,8 @@ from typing import Sequence
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from lmms_topo_plugin.tokens import token_pruner
+from lmms_topo_plugin.tokens import from_record, token_pruner
+from lmms_topo_plugin.tokens.configs import HalfVConfig
 
 KEPT_COLOUR, FROZEN_COLOUR, STAGE_COLOUR = "#1f77b4", "#9ecae1", "#d62728"
 
@@ -44,8 +45,8 @@ def token_stages(record: dict) -> list[Stage]:
     ``ssr_keep`` share of the original visual tokens, or what step 1 left when that is fewer."""
     pruner = token_pruner(record)
     layers = pruner.selection_layers()
-    if record["method"] != "halfv":
-        return [Stage(layers[0], f"{record['method']} selection at layer {layers[0]}", pruner.keep)]
+    if pruner.name != "halfv":
+        return [Stage(layers[0], f"{pruner.name} selection at layer {layers[0]}", pruner.keep)]
     stages = [Stage(layers[0], f"IVR layer {layers[0]} (halfv step 1)", pruner.keep)]
     if len(layers) > 1:
         stages.append(Stage(layers[1], f"SSR layer {layers[1]} (halfv step 2: top5)",
@@ -66,15 +67,16 @@ def token_schedule(record: dict, num_layers: int) -> list[LayerTokens]:
 
 def token_summary(record: dict) -> str:
     """One line naming the token pruning: method, keep and the layers it acts at, as ``model_args`` spell them."""
-    keep = f"token_keep={record['keep']:g}"
-    if record["method"] != "halfv":
-        seed = f", seed={record.get('seed', 0)}" if record["method"] == "random" else ""
-        return (f"visual-token pruning token_method={record['method']} ({keep}{seed}, from decoder layer "
-                f"{record['layer']})")
-    mode = record.get("ssr_mode") or "off"
-    step_2 = "no step 2" if mode == "off" else f"SSR layer {record['ssr_layer']}: {mode}"
-    return (f"visual-token pruning token_method=halfv ({keep}, anchor {record['anchor']:g}, IVR layer "
-            f"{record['layer']}, {step_2})")
+    config = from_record(record)
+    keep = f"token_keep={config.token_keep:g}"
+    if not isinstance(config, HalfVConfig):
+        seed = f", seed={record.get('seed', 0)}" if config.token_method == "random" else ""
+        return (f"visual-token pruning token_method={config.token_method} ({keep}{seed}, from decoder layer "
+                f"{config.token_layer})")
+    mode = config.token_ssr_mode
+    step_2 = "no step 2" if mode == "off" else f"SSR layer {config.token_ssr_layer}: {mode}"
+    return (f"visual-token pruning token_method=halfv ({keep}, anchor {config.token_anchor:g}, IVR layer "
+            f"{config.token_layer}, {step_2})")
 
 
 def _percent(share: float) -> str:

@@ -2,7 +2,7 @@
 
 ``analyze_topology(states, k=, alpha=, sigma=, engine=)`` turns clouds ``[N, L+1, d]`` into JSON-ready layer
 scores; ``write_topology_plots(result, out_dir, removed=)`` draws them. Modules: ``complexes`` (kNN flag
-complexes), ``zigzag`` (the intersection zigzag, dionysus, bars → depths), ``consistency`` (scores, EPI),
+complexes), ``zigzag`` (the intersection zigzag, bars → depths), ``engines`` (its barcode: quiver, dionysus), ``consistency`` (scores, EPI),
 ``analysis`` (the pipeline and the ε rule), ``plots``, ``synthetic`` (test and benchmark clouds).
 """
 

@@ -15,7 +15,8 @@ from lmms_topo_plugin.topology.consistency import (
 )
 from lmms_topo_plugin.topology.diagnostics import depth_health, diagnostics
 from lmms_topo_plugin.topology.multiscale import DEFAULT_SCALES, multiscale_bars
-from lmms_topo_plugin.topology.zigzag import DEFAULT_ENGINE, bars_to_depths, build_zigzag, depth_rows, raw_barcode
+from lmms_topo_plugin.topology.engines import DEFAULT_ENGINE, raw_barcode
+from lmms_topo_plugin.topology.zigzag import bars_to_depths, build_zigzag, depth_rows
 
 def _json(values: np.ndarray) -> list:
     """Nested lists of floats (or ints) with NaN as ``None``."""

@@ -30,7 +30,8 @@ import torch
 from lmms_topo_plugin.topology.complexes import (
     FlagComplex, nearest_neighbours, squared_distances, symmetrised_edges, triangles,
 )
-from lmms_topo_plugin.topology.zigzag import build_zigzag, depth_rows, raw_barcode
+from lmms_topo_plugin.topology.engines import raw_barcode
+from lmms_topo_plugin.topology.zigzag import build_zigzag, depth_rows
 
 DEFAULT_SCALES = (0.1, 0.25, 0.5, 1.0)
 

@@ -1,5 +1,5 @@
-"""The intersection zigzag of per-depth complexes, its barcode (dionysus, or the dionysus-free ``quiver`` engine of
-:mod:`.zigzag_quiver`), and bars mapped to depths.
+"""The intersection zigzag of per-depth complexes (the input of every barcode engine, :mod:`.engines`) and its
+bars mapped to depths.
 
 Positions. Depths ``0..L`` give the zigzag ``K_0 ⊇ K_0∩K_1 ⊆ K_1 ⊇ … ⊆ K_L`` on positions ``0..2L``:
 position ``2l`` is ``K_l``, position ``2l+1`` is ``K_l ∩ K_{l+1}``. Every change happens at a half-integer
@@ -20,26 +20,12 @@ alive depth (``death`` or ``death - 1``); a bar that never dies has ``death = la
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from lmms_topo_plugin.errors import MissingDependencyError
 from lmms_topo_plugin.topology.complexes import FlagComplex
-from lmms_topo_plugin.topology.zigzag_quiver import quiver_barcode
-
-# "quiver" (zigzag_quiver.py, the default) needs no dionysus: numpy homology of every complex + the quiver
-# decomposition; "fast" (FastZigzag cone) and "classic" are dionysus' and cross-check it
-ENGINES = ("quiver", "fast", "classic")
-DEFAULT_ENGINE = "quiver"
-DIONYSUS_ENGINES = ("fast", "classic")
-INSTALL_HINT = ("topo_engine=fast|classic needs dionysus (zigzag persistent homology), which does not import here "
-                "(the default topo_engine=quiver does not); install it "
-                f"with `topo-prune install-topology` (or `{sys.executable} -m lmms_topo_plugin.cli.main install-topology`): "
-                "it builds dionysus==2.2.3 from source, or prints the steps this platform needs first")
-
 
 @dataclass(frozen=True)
 class ZigzagInput:
@@ -107,38 +93,6 @@ def build_zigzag(complexes: Sequence[FlagComplex]) -> ZigzagInput:
     return ZigzagInput(len(complexes), simplices, times, offsets)
 
 
-def require_dionysus():
-    """The dionysus module, or a :class:`MissingDependencyError` that says how to install it."""
-    try:
-        import dionysus
-    except ImportError as error:
-        raise MissingDependencyError(INSTALL_HINT) from error
-    return dionysus
-
-
-def raw_barcode(zigzag: ZigzagInput, engine: str = DEFAULT_ENGINE) -> dict[int, np.ndarray]:
-    """Bars ``[B, 2]`` (birth time, death time; ``inf`` = never dies) of H0 and H1; every engine gives the same."""
-    if engine not in ENGINES:
-        raise ValueError(f"unknown zigzag engine {engine!r}; expected one of {', '.join(ENGINES)}")
-    if engine == "quiver":
-        return quiver_barcode(zigzag.num_depths, zigzag.simplices, zigzag.times, zigzag.offsets)
-    dionysus = require_dionysus()
-    filtration = dionysus.Filtration(zigzag.simplex_lists())
-    times = zigzag.time_lists()
-    if engine == "fast":
-        cone = dionysus.fast_zigzag(filtration, times)
-        reduced = dionysus.homology_persistence(cone)
-        diagrams = [[point for kind in groups.values() for point in kind]
-                    for groups in dionysus.init_zigzag_diagrams(reduced, cone)]
-    else:
-        diagrams = dionysus.zigzag_homology_persistence(filtration, times)[1]
-    return {
-        dim: np.array([(p.birth, p.death) for p in diagrams[dim]] if dim < len(diagrams) else [],
-                      dtype=np.float64).reshape(-1, 2)
-        for dim in (0, 1)
-    }
-
-
 def position_to_depth(position: np.ndarray) -> np.ndarray:
     """Zigzag position ``i`` → depth ``i // 2 + i % 2`` (``K_{l-1} ∩ K_l`` and ``K_l`` are depth ``l``)."""
     return position // 2 + position % 2
@@ -159,9 +113,3 @@ def bars_to_depths(raw: np.ndarray, num_depths: int) -> np.ndarray:
     bars = depth_rows(raw, num_depths)
     bars = bars[bars[:, 0] < bars[:, 1]]
     return bars[np.lexsort(bars.T[::-1])]
-
-
-def zigzag_barcode(complexes: Sequence[FlagComplex], engine: str = DEFAULT_ENGINE) -> dict[int, np.ndarray]:
-    """Depth bars ``{0: [B0, 3], 1: [B1, 3]}`` (birth, death, last) of the intersection zigzag of ``complexes``."""
-    zigzag = build_zigzag(complexes)
-    return {dim: bars_to_depths(raw, zigzag.num_depths) for dim, raw in raw_barcode(zigzag, engine).items()}
