@@ -21,7 +21,7 @@ from lmms_topo_plugin.cache import DiskCache, cache_key
 from lmms_topo_plugin.calibration.sources import (
     DOMAINS, default_calibration_prompts, domain_calibration_prompts, prompts_fingerprint, task_calibration_prompts,
 )
-from lmms_topo_plugin.calibration.collect import COLLECTORS_VERSION, calibrate
+from lmms_topo_plugin.calibration.collect import COLLECTORS_VERSION, calibrate, move_inputs
 from lmms_topo_plugin.config.prune import PruneConfig
 from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.failures import out_of_memory_as_failure
@@ -30,8 +30,13 @@ from lmms_topo_plugin.families import adapter_class_for
 from lmms_topo_plugin.models.prompting import Prompt
 from lmms_topo_plugin.scorers import LayerScorer, LayerScores
 from lmms_topo_plugin.records import REPORT_SCHEMA, PRUNING, pruning_record_of, set_pruning_record, token_record_of
-from lmms_topo_plugin.plan import PrunePlan, RemoveLayers, layer_budget, method_scorer, plan_layers
+from lmms_topo_plugin.models.prompting import encode
+from lmms_topo_plugin.plan import (
+    PrunePlan, RemoveLayers, SliceWidths, layer_budget, method_scorer, plan_layers, plan_widths,
+)
+from lmms_topo_plugin.scorers.comp.search import CompResult, CompSearch
 from lmms_topo_plugin.surgery.layers import remove_layers
+from lmms_topo_plugin.surgery.widths import slice_widths, widths_record
 
 
 
@@ -74,6 +79,9 @@ def prepare(config: PruneConfig, *, load_calibration: bool = True) -> Prepared:
     num_layers = hf_config.get_text_config().num_hidden_layers
     scorer = method_scorer(config)
     n_remove = layer_budget(config.layers, num_layers, scorer)
+    if scorer is not None and scorer.unit == "widths" and scorer.config.comp_token_layer >= num_layers:
+        raise ModelArgsError(f"model_args: comp_token_layer={scorer.config.comp_token_layer} is out of range; the "
+                             f"model has {num_layers} decoder layers")
     for key in ("token_layer", "token_ssr_layer"):
         layer = getattr(config.tokens, key, None)
         if layer is not None and layer >= num_layers - n_remove:
@@ -136,6 +144,9 @@ def file_sha256(path: str, size: int, mtime_ns: int) -> str:
 def compute_plan(prepared: Prepared, loaded: LoadedModel, cache: DiskCache, timings: dict[str, float]) -> tuple[PrunePlan, dict]:
     """Scores (from cache or a calibration pass) and the layers to remove; no model change yet."""
     config, scorer = prepared.config, prepared.scorer
+    if scorer is not None and scorer.unit == "widths":
+        result, cache_info = compute_widths(prepared, loaded, cache, timings)
+        return plan_widths(config, result, prepared.num_layers), cache_info
     if scorer is None or prepared.n_remove == 0:
         return plan_layers(config, scorer, None, prepared.num_layers), {}
     scores, cache_info = compute_scores(prepared, loaded, cache, timings)
@@ -179,6 +190,33 @@ def compute_scores(prepared: Prepared, loaded: LoadedModel, cache: DiskCache, ti
     return scores, cache_info
 
 
+def compute_widths(prepared: Prepared, loaded: LoadedModel, cache: DiskCache,
+                   timings: dict[str, float]) -> tuple[CompResult, dict]:
+    """A width method's search result, from the cache or a search on the loaded model (the last ``comp_val``
+    calibration prompts held out to score its stages, the others to score units)."""
+    config = prepared.config
+    params, prompts = config.layers.params, prepared.calibration_prompts
+    model = loaded.model
+    model_id = model_fingerprint(prepared.pretrained, prepared.hf_config, config.load.revision)
+    key = cache_key("widths", model_id, prompts_fingerprint(prompts), config.scorer_fingerprint(),
+                    config.layers.sparsity, str(model.dtype), model.config._attn_implementation, prepared.scorer.version)
+    cache_info = {"dir": str(cache.root), "widths_key": key, "widths_hit": False}
+    cached = cache.get_json("widths", key)
+    if cached is not None:
+        cache_info["widths_hit"] = True
+        return CompResult.from_dict(cached), cache_info
+    batches = [move_inputs(encode(loaded.processor, loaded.adapter, [prompt]), model.device, model.dtype)
+               for prompt in prompts]
+    start = time.perf_counter()
+    with out_of_memory_as_failure("the comp search (one calibration prompt at a time)", "use fewer calib_limit="):
+        search = CompSearch(loaded, params, config.layers.sparsity, batches[:-params.comp_val],
+                            batches[-params.comp_val:], config.run.seed)
+        result = search.run()
+    timings["search"] = time.perf_counter() - start
+    cache.put_json("widths", key, result.as_dict())
+    return result, cache_info
+
+
 def pruning_record(plan: PrunePlan, prepared: Prepared, previous: dict | None,
                    details: dict | None = None) -> dict[str, Any]:
     """What this run removed, from which model, by which method (``details``: e.g. its parameters and
@@ -202,13 +240,17 @@ def apply_plan(plan: PrunePlan, prepared: Prepared, loaded: LoadedModel, details
     layers removed now, and the visual-token pruning planned or carried by the checkpoint, which the plugin
     re-applies on load. Returns the kept decoder layers (indices before this plan)."""
     kept = list(range(loaded.adapter.num_layers))
+    widths = None
     for action in plan.actions:
         if isinstance(action, RemoveLayers):
             kept = remove_layers(loaded.adapter, action.layers)
+        elif isinstance(action, SliceWidths):
+            slice_widths(loaded.adapter, action.kept, layout=action.layout)
+            widths = widths_record(action.kept, action.layout)
     previous = pruning_record_of(loaded.model.config)
     tokens = plan.token_pruning or token_record_of(loaded.model.config)
     if plan.actions:
-        record = pruning_record(plan, prepared, previous, details)
+        record = pruning_record(plan, prepared, previous, details) | ({"widths": widths} if widths else {})
         set_pruning_record(loaded.model.config, record | ({"token_pruning": tokens} if tokens else {}))
     return kept
 
@@ -243,7 +285,13 @@ def build_report(prepared: Prepared, loaded: LoadedModel, plan: PrunePlan, kept:
 
 
 def log_plan(plan: PrunePlan) -> None:
-    if plan.removed_layers:
+    if plan.widths is not None:
+        summary, tokens = plan.scores, plan.token_pruning
+        kept_tokens = f", {tokens['keep']:.2f} of the visual tokens kept" if tokens else ""
+        logger.info(f"topo_pruned: method={plan.method} removes {summary['rate']:.1%} of the prefill FLOPs "
+                    f"({summary['flops_dense'] / 1e9:.4g} → {summary['flops_pruned'] / 1e9:.4g} GFLOPs per prompt; "
+                    f"{plan.widths.layout} widths{kept_tokens}; validation KL {summary['validation_kl']:.4g})")
+    elif plan.removed_layers:
         logger.info(
             f"topo_pruned: method={plan.method} removes {len(plan.removed_layers)}/{plan.num_layers} decoder layers: "
             f"{plan.removed_layers}"

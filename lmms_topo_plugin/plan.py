@@ -13,6 +13,7 @@ from lmms_topo_plugin.tokens.configs import TokenConfig
 
 if TYPE_CHECKING:
     from lmms_topo_plugin.scorers.base import LayerScorer, LayerScores
+    from lmms_topo_plugin.scorers.comp.search import CompResult
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,27 @@ class PruneVisualTokens:
         return {"kind": self.kind, **self.record()}
 
 
-Action = RemoveLayers | PruneVisualTokens
+@dataclass(frozen=True)
+class SliceWidths:
+    """Keep these units (attention head groups, MLP or projector channels) of every width site, by site name
+    (:mod:`lmms_topo_plugin.surgery.widths`), in ``layout`` ``per_layer`` or ``uniform``."""
+
+    kept: dict[str, tuple[int, ...]]
+    layout: str
+    kind: ClassVar[str] = "slice_widths"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "layout": self.layout, "kept": {name: list(units) for name, units in self.kept.items()}}
+
+
+Action = RemoveLayers | SliceWidths | PruneVisualTokens
 
 
 @dataclass(frozen=True)
 class PrunePlan:
-    """What a run decided, as ordered actions (today: remove layers, then prune visual tokens; heads and channels
-    are further kinds of action), with the scores that chose them among ``candidates`` of ``num_layers``."""
+    """What a run decided, as ordered actions (remove layers or slice widths, then prune visual tokens), with the
+    scores that chose them (a width method: its search's FLOPs and stages) among ``candidates`` of
+    ``num_layers``."""
 
     method: str
     num_layers: int
@@ -64,6 +79,10 @@ class PrunePlan:
     @property
     def n_remove(self) -> int:
         return len(self.removed_layers)
+
+    @property
+    def widths(self) -> SliceWidths | None:
+        return next((action for action in self.actions if isinstance(action, SliceWidths)), None)
 
     @property
     def token_pruning(self) -> dict[str, Any] | None:
@@ -101,6 +120,8 @@ def removable_candidates(layers: LayerConfig, num_layers: int) -> list[int]:
 def layer_budget(layers: LayerConfig, num_layers: int, scorer: LayerScorer | None) -> int:
     """How many of ``num_layers`` decoder layers ``layers`` removes, checked against what ``scorer`` (the method's;
     None for the dense model) can remove."""
+    if scorer is not None and scorer.unit != "layers":
+        return 0
     n = layers.n_remove if layers.n_remove is not None else int(round((layers.sparsity or 0.0) * num_layers + 1e-9))
     if n == 0 or layers.method == DENSE_METHOD:
         return 0
@@ -139,3 +160,16 @@ def plan_from_record(method: str, num_layers: int, removed_layers: list[int], co
     """The plan a saved record states (a sweep's winner: its layers, and ``config``'s token pruning), no scores."""
     return PrunePlan(method, num_layers, ordered_actions(list(removed_layers), config), None,
                      removable_candidates(config.layers, num_layers))
+
+
+def plan_widths(config: PruneConfig, result: CompResult, num_layers: int) -> PrunePlan:
+    """The plan of a width method's search ``result``: its widths, then its visual-token pruning (CoMP's token
+    importance from ``comp_token_layer`` on)."""
+    params = config.layers.params
+    actions: list[Action] = [SliceWidths({name: tuple(units) for name, units in result.kept.items()},
+                                         params.comp_widths)]
+    if result.token_keep is not None:
+        tokens = TokenConfig(token_method="cit", token_keep=result.token_keep, token_layer=params.comp_token_layer)
+        actions.append(PruneVisualTokens(tokens, config.run.seed))
+    summary = {key: value for key, value in result.as_dict().items() if key != "kept"}
+    return PrunePlan(config.method, num_layers, tuple(actions), summary | {"rate": result.rate}, [])

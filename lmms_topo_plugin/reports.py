@@ -12,7 +12,7 @@ from lmms_topo_plugin.cache import atomic_write_bytes, atomic_write_json
 from lmms_topo_plugin.config.prune import LayerConfig, tokens_of
 from lmms_topo_plugin.plan import removable_candidates
 from lmms_topo_plugin.pipeline import PruneReport
-from lmms_topo_plugin.scorers.registry import get_method
+from lmms_topo_plugin.scorers.registry import DENSE_METHOD, get_method
 from lmms_topo_plugin.scorers import LayerScores
 
 
@@ -57,10 +57,14 @@ def protected_layers(report: PruneReport) -> list[int]:
 
 
 def token_record(report: PruneReport) -> dict | None:
-    """The visual-token pruning the run asked for, as the pruning record states it (None without token_method);
-    halfv's stages as detected when the run left them open (the report's config holds the resolved values)."""
+    """The visual-token pruning of the run, as the pruning record states it (None without): what token_method=
+    asked for, halfv's stages as detected when the run left them open (the report's config holds the resolved
+    values), or else the plan's (a width method chooses its own)."""
     tokens = tokens_of(report.config)
-    return tokens.to_record(report.config.get("seed", 0)) if tokens is not None else None
+    if tokens is not None:
+        return tokens.to_record(report.config.get("seed", 0))
+    planned = [action for action in report.plan.get("actions", []) if action["kind"] == "prune_visual_tokens"]
+    return {key: value for key, value in planned[-1].items() if key != "kind"} if planned else None
 
 
 def report_figures(report: PruneReport) -> dict[str, bytes]:
@@ -69,7 +73,9 @@ def report_figures(report: PruneReport) -> dict[str, bytes]:
     plan = report.plan
     tokens = token_record(report)
     figures = {}
-    if plan.get("scores"):
+    if plan["method"] != DENSE_METHOD and get_method(plan["method"]).unit == "widths":
+        figures = get_method(plan["method"]).scorer_class.plan_figures(plan)
+    elif plan.get("scores"):
         figures = score_figures(plan["method"], LayerScores.from_json(plan["scores"]), plan["removed_layers"],
                                 protected=protected_layers(report), token_pruning=tokens)
     if tokens:

@@ -123,7 +123,10 @@ def _method_row(name: str) -> LayerMethodRow:
 
 
 LAYER_METHODS: dict[str, LayerMethodRow] = {name: _method_row(name) for name in available_methods()
-                                            if name != DENSE_METHOD}
+                                            if name != DENSE_METHOD and get_method(name).unit == "layers"}
+# methods that prune widths (heads, channels) and visual tokens, by a search on the loaded model
+WIDTH_METHODS: tuple[str, ...] = tuple(name for name in available_methods()
+                                       if name != DENSE_METHOD and get_method(name).unit == "widths")
 
 
 DOMAIN_METHODS = tuple(row for row in LAYER_METHODS.values() if row.domains)
@@ -150,6 +153,7 @@ _TOKEN_CASES: dict[str, list[TokenCase]] = {
                         "token_method=fastv,token_keep=0.25,token_layer=1")],
     "random": [TokenCase("random", "random", dict(layer=2, keep=0.5, seed=3),
                          "token_method=random,token_keep=0.5,token_layer=2,seed=3")],
+    "cit": [TokenCase("cit", "cit", dict(layer=1, keep=0.25), "token_method=cit,token_keep=0.25,token_layer=1")],
     "halfv": [
         TokenCase("halfv", "halfv", dict(layer=1, keep=0.5, anchor=0.2),
                   "token_method=halfv,token_keep=0.5,token_layer=1,token_anchor=0.2,token_ssr_mode=off"),
@@ -179,5 +183,5 @@ def ids(rows) -> list[str]:
 
 
 __all__ = ["DIONYSUS_METHODS", "DOMAIN_METHODS", "FAMILIES", "FAMILY_TABLE", "FamilyRow", "LAYER_METHODS",
-           "LayerMethodRow", "MROPE_FAMILIES", "REPRESENTATIVE_FAMILIES", "TOKEN_CASES", "TokenCase", "families",
+           "LayerMethodRow", "WIDTH_METHODS", "MROPE_FAMILIES", "REPRESENTATIVE_FAMILIES", "TOKEN_CASES", "TokenCase", "families",
            "ids", "stale_notes"]

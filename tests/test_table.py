@@ -11,7 +11,7 @@ from lmms_topo_plugin.families import TINY_MODEL_TYPES
 from lmms_topo_plugin.integrations.lmms_eval.model import recorded_token_pruner
 from lmms_topo_plugin.scorers.registry import available_methods
 from lmms_topo_plugin.tokens import TOKEN_METHODS
-from table import FAMILIES, FamilyRow, LAYER_METHODS, TOKEN_CASES, families, ids, stale_notes
+from table import FAMILIES, FamilyRow, LAYER_METHODS, TOKEN_CASES, WIDTH_METHODS, families, ids, stale_notes
 
 ARGS_TOKEN_CASES = [case for case in TOKEN_CASES if case.model_args]
 
@@ -21,7 +21,7 @@ def parse(model_args: str) -> dict[str, str]:
 
 
 def test_the_table_has_a_row_for_everything_the_product_offers_and_names_nothing_else():
-    assert list(LAYER_METHODS) == available_methods()[1:]  # every method= but the dense none
+    assert sorted((*LAYER_METHODS, *WIDTH_METHODS)) == available_methods()[1:]  # every method= but the dense none
     assert {case.method for case in TOKEN_CASES} == set(TOKEN_METHODS)
     assert FAMILIES == TINY_MODEL_TYPES
     assert stale_notes() == []

@@ -239,8 +239,8 @@ def test_halfv_detects_its_stages_and_ssr_mode_on_the_pruned_model(tiny_checkpoi
 
 
 @pytest.mark.parametrize("extra,message", [
-    ({"token_keep": "0.3"}, "model_args: token_keep= needs token_method= (fastv, halfv or random)"),
-    ({"token_method": "ours"}, "model_args: token_method='ours' is not valid; expected one of fastv, halfv, random"),
+    ({"token_keep": "0.3"}, "model_args: token_keep= needs token_method= (cit, fastv, halfv or random)"),
+    ({"token_method": "ours"}, "model_args: token_method='ours' is not valid; expected one of cit, fastv, halfv, random"),
     ({"token_method": "fastv", "token_anchor": "0.2"},
      "model_args: token_anchor= is a parameter of token_method=halfv, not of token_method=fastv"),
     ({"token_method": "fastv", "token_keep": "0"}, "model_args: token_keep='0' is not valid; expected a float in (0, 1]"),

@@ -167,6 +167,13 @@ class PruneConfig:
                                  "sparsity/n_remove")
         if layers.method != DENSE_METHOD and layers.sparsity is None and layers.n_remove is None:
             raise ModelArgsError(f"model_args: method={layers.method} needs sparsity= (in [0, 1)) or n_remove=")
+        if layers.method != DENSE_METHOD and get_method(layers.method).unit == "widths":
+            if layers.n_remove is not None:
+                raise ModelArgsError(f"model_args: method={layers.method} removes no layers: give sparsity= (the "
+                                     "fraction of the dense model's prefill FLOPs to remove), not n_remove=")
+            if self.tokens is not None:
+                raise ModelArgsError(f"model_args: method={layers.method} prunes visual tokens itself: drop "
+                                     f"token_method={self.tokens.token_method}")
         if backend == "onnxruntime" and self.tokens is not None:
             raise ModelArgsError("model_args: token_method= cannot run with backend=onnxruntime: the ONNX graphs do not "
                                  "include token pruning")

@@ -30,6 +30,8 @@ class VLMAdapter:
 
     text_model_attr: ClassVar[str] = "language_model"
     vision_tower_attr: ClassVar[str] = "vision_tower"
+    # The attention module's attribute in a vision encoder layer.
+    vision_attention_attr: ClassVar[str] = "self_attn"
     # Whether the processor wants one list of images per prompt (True) or one flat list (False).
     nested_images: ClassVar[bool] = False
     layer_adapter_class: ClassVar[type[DecoderLayerAdapter]] = DecoderLayerAdapter
@@ -71,14 +73,34 @@ class VLMAdapter:
         return getattr(self.backbone, self.vision_tower_attr)
 
     @property
+    def vision_layers(self) -> nn.ModuleList:
+        """The vision encoder's layers, input side first."""
+        return self.vision_tower.encoder.layers
+
+    @property
+    def projector(self) -> tuple[nn.Module, nn.Linear, nn.Linear] | None:
+        """The vision-to-text projector MLP: the module, its linear into the hidden channels and its linear out of
+        them; None where the connector has no hidden layer (the default)."""
+        return None
+
+    @property
+    def fixed_widths(self) -> dict[tuple[str, str], str]:
+        """The ``(tower, kind)`` widths that the config cannot state, so that only a per-layer record describes
+        them once pruned, each with the reason."""
+        return {
+            ("vision", "heads"): "the vision attention derives head_dim from the hidden size over the head count",
+            ("projector", "channels"): "the projector's hidden width is the text hidden_size",
+        }
+
+    @property
     def text_configs(self) -> list[PretrainedConfig]:
         """Every config object that describes the decoder (they may be distinct copies)."""
-        configs = [self.model.config.get_text_config(), self.text_model.config]
-        unique: list[PretrainedConfig] = []
-        for config in configs:
-            if all(config is not seen for seen in unique):
-                unique.append(config)
-        return unique
+        return _distinct([self.model.config.get_text_config(), self.text_model.config])
+
+    @property
+    def vision_configs(self) -> list[PretrainedConfig]:
+        """Every config object that describes the vision tower (they may be distinct copies)."""
+        return _distinct([self.model.config.vision_config, self.vision_tower.config])
 
     @property
     def text_config(self) -> PretrainedConfig:
@@ -101,6 +123,15 @@ class VLMAdapter:
     def replace_layers(self, kept: list[nn.Module]) -> None:
         """Install ``kept`` as the decoder's layer list."""
         self.text_model.layers = nn.ModuleList(kept)
+
+
+def _distinct(configs: list[PretrainedConfig]) -> list[PretrainedConfig]:
+    """``configs`` without repeats of the same object, in order."""
+    unique: list[PretrainedConfig] = []
+    for config in configs:
+        if all(config is not seen for seen in unique):
+            unique.append(config)
+    return unique
 
 
 @dataclass(frozen=True)

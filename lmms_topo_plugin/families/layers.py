@@ -37,9 +37,11 @@ class DecoderLayerAdapter:
     def __init__(self, layer: nn.Module, text_config: PretrainedConfig) -> None:
         self.layer = layer
         self.attention = layer.self_attn
-        self.num_heads = text_config.num_attention_heads
-        self.num_kv_heads = getattr(text_config, "num_key_value_heads", None) or self.num_heads
-        self.head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // self.num_heads
+        heads = text_config.num_attention_heads
+        self.head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // heads
+        # counted from the projections: a width-pruned layer may have fewer heads than the config states
+        self.num_heads = self.attention.q_proj.out_features // self.head_dim
+        self.num_kv_heads = self.attention.k_proj.out_features // self.head_dim
 
     @property
     def cache_index(self) -> int:

@@ -18,6 +18,12 @@ from lmms_topo_plugin.families.recipe import RENDER_CONTENT, VISION_WIDTH, TinyR
 class LlavaAdapter(VLMAdapter):
     """LLaVA-1.5 and LLaVA-NeXT: CLIP vision tower, projector, Llama/Mistral/Vicuna decoder."""
 
+    @property
+    def projector(self) -> tuple[nn.Module, nn.Linear, nn.Linear]:
+        """``multi_modal_projector``: ``linear_1``, activation, ``linear_2``."""
+        projector = self.backbone.multi_modal_projector
+        return projector, projector.linear_1, projector.linear_2
+
 
 # -- ONNX vision graph ----------------------------------------------------------------------------
 

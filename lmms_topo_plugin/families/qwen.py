@@ -33,6 +33,28 @@ class QwenVLAdapter(VLMAdapter):
     """Qwen2-VL and Qwen2.5-VL: native-resolution ViT with patch merger, Qwen2 decoder with M-RoPE."""
 
     vision_tower_attr = "visual"
+    vision_attention_attr = "attn"
+
+    @property
+    def vision_layers(self) -> nn.ModuleList:
+        return self.vision_tower.blocks
+
+    @property
+    def projector(self) -> tuple[nn.Module, nn.Linear, nn.Linear]:
+        """The patch merger's MLP (``Linear``, GELU, ``Linear``) over each 2x2 block of vision features."""
+        merger = self.vision_tower.merger
+        return merger, merger.mlp[0], merger.mlp[2]
+
+    @property
+    def fixed_widths(self) -> dict[tuple[str, str], str]:
+        fixed = {
+            **super().fixed_widths,
+            ("text", "heads"): "the decoder attention derives head_dim from hidden_size / num_attention_heads",
+            ("projector", "channels"): "the merger's hidden width is the vision width times spatial_merge_size^2",
+        }
+        if not hasattr(self.model.config.vision_config, "intermediate_size"):  # Qwen2-VL
+            fixed["vision", "channels"] = "the vision MLP width is embed_dim times an integer mlp_ratio"
+        return fixed
 
 
 # -- ONNX vision graph ----------------------------------------------------------------------------

@@ -7,13 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForImageTextToText, PretrainedConfig
+from transformers import AutoConfig, AutoModelForImageTextToText, PretrainedConfig, PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
 
 from lmms_topo_plugin.families import VLMAdapter, adapter_class_for
 from lmms_topo_plugin.config.prune import LoadConfig
 from lmms_topo_plugin.errors import ModelArgsError, ModelLoadError
 from lmms_topo_plugin.failures import first_line, is_out_of_memory, out_of_memory_as_failure
 from lmms_topo_plugin.models.processors import load_processor
+from lmms_topo_plugin.records import pruning_record_of
+from lmms_topo_plugin.surgery.widths import slice_widths
 
 BUNDLED_MODEL_DIR = Path(__file__).parents[1] / "default_model"
 
@@ -86,7 +89,7 @@ def load_model(load: LoadConfig, pretrained: str, hf_config: PretrainedConfig) -
     with out_of_memory_as_failure(f"loading the weights of {pretrained} on {load.device_map or device}",
                                   "use dtype=bfloat16 or float16, or device_map=auto"):
         try:
-            model = AutoModelForImageTextToText.from_pretrained(pretrained, **kwargs)
+            model = _from_pretrained(pretrained, hf_config, kwargs)
             if not load.device_map:
                 model.to(device)
             model.eval()
@@ -97,3 +100,33 @@ def load_model(load: LoadConfig, pretrained: str, hf_config: PretrainedConfig) -
             raise ModelLoadError(f"pretrained={pretrained!r} failed to load: {type(error).__name__}: "
                                  f"{first_line(error)}") from error
     return LoadedModel(model, processor, adapter_class(model), pretrained)
+
+
+def _from_pretrained(pretrained: str, hf_config: PretrainedConfig, kwargs: dict[str, Any]) -> PreTrainedModel:
+    """``from_pretrained``; a checkpoint whose widths are pruned per layer (a shape the config cannot state) is
+    built at its recorded widths first, then loaded by transformers' own loader (checkpoint key renaming, dtype,
+    device_map, tied weights, generation config)."""
+    widths = (pruning_record_of(hf_config) or {}).get("widths") or {}
+    if widths.get("layout") != "per_layer":
+        return AutoModelForImageTextToText.from_pretrained(pretrained, **kwargs)
+    model_class = MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING[type(hf_config)]
+    model, info = _at_widths(model_class, widths["kept"]).from_pretrained(pretrained, output_loading_info=True,
+                                                                          **kwargs)
+    unloaded = sorted(info["missing_keys"] | info["unexpected_keys"])  # a mismatched shape raises in transformers
+    if unloaded:
+        raise ValueError(f"the weights do not fit the recorded per-layer widths: {len(unloaded)} keys missing or "
+                         f"unexpected, e.g. {unloaded[0]}")
+    model.__class__ = model_class  # the loaded model is a plain instance of its class
+    return model
+
+
+def _at_widths(model_class: type[PreTrainedModel], kept: dict[str, list[int]]) -> type[PreTrainedModel]:
+    """``model_class`` (same name) whose construction ends with :func:`slice_widths` of ``kept``, so that
+    ``from_pretrained`` creates the pruned shapes (on the meta device) before it loads the weights into them."""
+
+    def __init__(self, config, *args, **kwargs):
+        model_class.__init__(self, config, *args, **kwargs)
+        slice_widths(adapter_class_for(config)(self), kept)
+
+    return type(model_class.__name__, (model_class,), {"__init__": __init__, "__module__": model_class.__module__,
+                                                        "__qualname__": model_class.__qualname__})

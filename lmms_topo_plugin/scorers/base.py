@@ -62,11 +62,14 @@ class LayerScores:
         return cls(data["importance"], data.get("details", {}))
 
 
-class LayerScorer:
-    """Base class of every registered layer method."""
+class PruningMethod:
+    """Base class of every registered method: its config, seed and what calibration it needs. ``unit`` says what
+    it prunes: ``layers`` (a :class:`LayerScorer`: scores, then a layer budget) or ``widths`` (heads, channels and
+    visual tokens chosen by a search on the loaded model, :mod:`lmms_topo_plugin.scorers.comp`)."""
 
     method_name: ClassVar[str]
-    version: ClassVar[int] = 1  # bump when the scores change meaning: part of the scores' cache key
+    unit: ClassVar[str] = "layers"
+    version: ClassVar[int] = 1  # bump when the results change meaning: part of their cache key
     needs: ClassVar[tuple[str, ...]] = ()
     min_samples: ClassVar[int] = 1
     default_samples: ClassVar[int] = 64  # calibration samples when calib_limit is not given (per domain, if any)
@@ -75,6 +78,10 @@ class LayerScorer:
     def __init__(self, config: MethodConfig, *, seed: int = 0) -> None:
         self.config = config
         self.seed = seed
+
+
+class LayerScorer(PruningMethod):
+    """Base class of every registered layer method."""
 
     def score(self, stats: dict[str, torch.Tensor], num_layers: int) -> LayerScores:
         raise NotImplementedError

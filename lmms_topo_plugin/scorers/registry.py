@@ -1,6 +1,6 @@
-"""The method registry: layer-pruning methods registered by name with their config class.
+"""The method registry: pruning methods registered by name with their config class.
 
-A method registers its scorer class with ``@register_layer_method(name, config_class=..., description=...)``
+A method registers its class (a layer scorer, or a width method such as CoMP) with ``@register_layer_method(name, config_class=..., description=...)``
 (PEFT's config per method): the config class is a frozen dataclass whose :func:`~lmms_topo_plugin.config.params.option`
 fields are the method's own ``model_args`` keys, with their defaults, ranges and help. Names are validated and
 collisions refused, so every method the plugin knows is listed in one place (``available_methods()``), and its
@@ -18,7 +18,7 @@ from lmms_topo_plugin.config.params import MethodConfig, Param, parse_config, pa
 from lmms_topo_plugin.errors import ModelArgsError
 
 if TYPE_CHECKING:
-    from lmms_topo_plugin.scorers.base import LayerScorer
+    from lmms_topo_plugin.scorers.base import PruningMethod
 
 DENSE_METHOD = "none"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -26,10 +26,10 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered method: its scorer class, its config class and a one-line description."""
+    """A registered method: its class, its config class and a one-line description."""
 
     name: str
-    scorer_class: type[LayerScorer]
+    scorer_class: type[PruningMethod]
     config_class: type[MethodConfig]
     description: str = ""
 
@@ -42,8 +42,13 @@ class MethodSpec:
         """This method's config from its ``model_args`` (strings or values), validated."""
         return parse_config(self.config_class, given, where=f"method={self.name}")
 
-    def create(self, config: MethodConfig | None = None, *, seed: int = 0) -> LayerScorer:
-        """The scorer for ``config`` (default: every parameter at its default)."""
+    @property
+    def unit(self) -> str:
+        """What the method prunes: ``layers`` or ``widths``."""
+        return self.scorer_class.unit
+
+    def create(self, config: MethodConfig | None = None, *, seed: int = 0) -> PruningMethod:
+        """The method for ``config`` (default: every parameter at its default)."""
         return self.scorer_class(config if config is not None else self.config_class(), seed=seed)
 
 
@@ -52,12 +57,13 @@ _METHODS: dict[str, MethodSpec] = {}
 
 def register_layer_method(
     name: str, *, config_class: type[MethodConfig] = MethodConfig, description: str = ""
-) -> Callable[[type[LayerScorer]], type[LayerScorer]]:
-    """Class decorator that registers a :class:`LayerScorer` under ``name`` with its config class."""
+) -> Callable[[type[PruningMethod]], type[PruningMethod]]:
+    """Class decorator that registers a method (a :class:`~lmms_topo_plugin.scorers.base.PruningMethod`: a layer
+    scorer, or a width method) under ``name`` with its config class."""
     if not _NAME.match(name) or name == DENSE_METHOD:
         raise ValueError(f"invalid method name {name!r}: use lowercase letters, digits and '_', not {DENSE_METHOD!r}")
 
-    def decorate(cls: type[LayerScorer]) -> type[LayerScorer]:
+    def decorate(cls: type[PruningMethod]) -> type[PruningMethod]:
         if name in _METHODS and _METHODS[name].scorer_class is not cls:
             raise ValueError(f"method {name!r} is already registered by {_METHODS[name].scorer_class.__qualname__}")
         _METHODS[name] = MethodSpec(name, cls, config_class, description)

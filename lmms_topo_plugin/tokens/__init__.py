@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from lmms_topo_plugin.tokens.base import PrunedPrompt, TokenPruner
 from lmms_topo_plugin.tokens.configs import HalfVConfig, TokenConfig
-from lmms_topo_plugin.tokens.methods import FastV, HalfV, RandomTokens
+from lmms_topo_plugin.tokens.methods import CollaborativeTokens, FastV, HalfV, RandomTokens
 
-TOKEN_METHODS: dict[str, type[TokenPruner]] = {cls.name: cls for cls in (FastV, HalfV, RandomTokens)}
+TOKEN_METHODS: dict[str, type[TokenPruner]] = {cls.name: cls for cls in (FastV, HalfV, RandomTokens, CollaborativeTokens)}
 
 
 def config_class(method: str) -> type[TokenConfig]:
@@ -44,4 +44,4 @@ def token_pruner(record: dict | None) -> TokenPruner | None:
     return cls(layer=config.token_layer, keep=config.token_keep, **extra)
 
 
-__all__ = ["config_class", "from_record", "record_model_args", "token_pruner", "TOKEN_METHODS", "FastV", "HalfV", "PrunedPrompt", "RandomTokens", "TokenPruner"]
+__all__ = ["config_class", "from_record", "record_model_args", "token_pruner", "TOKEN_METHODS", "CollaborativeTokens", "FastV", "HalfV", "PrunedPrompt", "RandomTokens", "TokenPruner"]

@@ -19,10 +19,10 @@ LAYER_HELP = f"decoder layer (of the pruned model) from which visual tokens are 
 
 @dataclass(frozen=True)
 class TokenConfig:
-    """``token_method=fastv|random``: keep ``token_keep`` of the visual tokens from ``token_layer`` on (prefill)."""
+    """``token_method=fastv|random|cit``: keep ``token_keep`` of the visual tokens from ``token_layer`` on (prefill)."""
 
     token_method: str = option(str, None, "visual-token pruning during prefill (combinable with a layer method=): "
-                               "fastv, halfv or random")
+                               "fastv, halfv, random or cit (CoMP's token importance)")
     token_keep: float = option(float, 0.5, "fraction of the visual tokens token_method keeps", low=0.0, high=1.0,
                                check=lambda value: None if value > 0 else "expected a float in (0, 1]")
     token_layer: int | None = option(int, 2, LAYER_HELP, low=FIRST_TOKEN_LAYER, why=WHY_NOT_LAYER_0)

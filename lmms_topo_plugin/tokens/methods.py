@@ -1,11 +1,13 @@
-"""The token pruners: FastV (last-token attention at one layer), HalfV (step 1: relevance anchors and a diversity
+"""The token pruners: FastV (last-token attention at one layer), CoMP's collaborative token importance (the
+attention every query gives, the maximum over heads), HalfV (step 1: relevance anchors and a diversity
 fill at the IVR layer; step 2 from the SSR layer: freezing, or the top 5% by attention) and a seeded random drop,
 on one machinery."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 
@@ -42,6 +44,49 @@ class FastV(TokenPruner):
 
     def relevance(self, layer: DecoderLayerAdapter, hidden: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         return last_token_attention(layer, hidden, visual)
+
+
+QUERY_CHUNK = 256  # queries per attention block in received_attention (bounds its memory to B x H x 256 x T)
+
+
+def received_attention(layer: DecoderLayerAdapter, hidden: torch.Tensor,
+                       rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+                       heads: Sequence[int] | None = None) -> torch.Tensor:
+    """``[B, T]``: ``Σ_n max_h A[h, n, i]``, the attention each position ``i`` receives from every query ``n`` at
+    ``layer``'s input (causal softmax over all keys, from its q/k projections, with the rotary embedding when
+    ``rotary`` is given), the maximum over the query heads ``heads`` (default: all; pruned heads do not vote).
+    CoMP's collaborative token importance, up to its normalisation (which does not change a ranking)."""
+    normed = layer.attention_input(hidden)
+    queries, keys = layer.queries(normed).transpose(1, 2), layer.keys(normed).transpose(1, 2)  # [B, H, T, dh]
+    if rotary is not None:
+        queries, keys = layer.rotate(queries, rotary), layer.rotate(keys, rotary)
+    if heads is not None:
+        queries, keys = queries[:, list(heads)], keys[:, list(heads)]
+    length = hidden.shape[1]
+    positions = torch.arange(length, device=hidden.device)
+    received = torch.zeros(hidden.shape[0], length, dtype=torch.float32, device=hidden.device)
+    for start in range(0, length, QUERY_CHUNK):
+        block = slice(start, min(start + QUERY_CHUNK, length))
+        logits = queries[:, :, block].float() @ keys.float().transpose(-1, -2) / math.sqrt(layer.head_dim)
+        logits = logits.masked_fill(positions[None, :] > positions[block, None], float("-inf"))
+        received += logits.softmax(dim=-1).amax(dim=1).sum(dim=1)
+    return received
+
+
+@dataclass
+class CollaborativeTokens(TokenPruner):
+    """CoMP's token pruning: at layer K keep the visual tokens that receive the most attention from all queries
+    (the maximum over heads, with rotary embedding). ``heads``: the query heads that vote (CoMP's search passes
+    the kept heads of a masked model; a sliced model has only those); not part of the record."""
+
+    heads: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
+    name = "cit"
+
+    def relevance(self, layer: DecoderLayerAdapter, hidden: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        return received_attention(layer, hidden, heads=self.heads)
+
+    def select(self, stage, adapter, layer, hidden, visual, original_visual, rotary) -> torch.Tensor:
+        return drop_lowest(received_attention(layer, hidden, rotary, self.heads), visual, self.drop_count(visual))
 
 
 def farthest_point_fill(features: torch.Tensor, selected: list[int], total: int) -> list[int]:

@@ -1,0 +1,1 @@
+"""CoMP (seed 004): collaborative importance of parameters and tokens, and the multi-mode pruning schedule."""
