@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 
 from lmms_topo_plugin.config.prune import LoadConfig, PruneConfig
+from lmms_topo_plugin.scorers.registry import get_method
 from lmms_topo_plugin.errors import ModelArgsError, PluginError
 from lmms_topo_plugin.models.loading import LoadedModel, load_config, load_model
 from lmms_topo_plugin.pipeline import apply_plan, model_fingerprint, prepare
@@ -77,7 +78,11 @@ def rebuild_winner(record: dict[str, Any], dtype_choice: str = "base") -> Loaded
     """The base model, loaded in the dtype it will be saved in, with the winner's layers removed (and its
     visual-token pruning in the pruning record), after checking the base is the one the sweep measured."""
     winner = record["winner"]
-    model_args = {**record["model_args"], **record_model_args(winner.get("token_pruning"))}
+    widths = winner.get("widths")  # a width method prunes its own visual tokens: not a token_method= of the config
+    if widths is None and get_method(winner["method"]).unit == "widths":
+        raise ModelArgsError(f"--winner: {winner['method']} at {winner['budget']:g} was recorded without its widths "
+                             "(a sweep before width plans were saved); re-run the sweep")
+    model_args = {**record["model_args"], **({} if widths else record_model_args(winner.get("token_pruning")))}
     prepared = prepare(PruneConfig.from_model_args(model_args))
     config = PruneConfig.from_model_args({**model_args, "dtype": saveddtype_name(prepared, dtype_choice)})
     fingerprint = model_fingerprint(prepared.pretrained, prepared.hf_config, config.load.revision)
@@ -86,7 +91,8 @@ def rebuild_winner(record: dict[str, Any], dtype_choice: str = "base") -> Loaded
                              f"now {fingerprint}); re-run the sweep")
     loaded = load_model(config.load, prepared.pretrained, prepared.hf_config)
     num_layers = loaded.adapter.num_layers
-    plan = plan_from_record(winner["method"], num_layers, winner["removed_layers"], config)
+    plan = plan_from_record(winner["method"], num_layers, winner["removed_layers"], config, widths,
+                            winner.get("token_pruning"), winner.get("search"))
     details = {"method_params": winner.get("method_params") or {}, "calibration": winner.get("calibration"),
                "budget": winner["budget"], "selected_by": {key: record[key] for key in ("rule", "objective", "metric")}}
     apply_plan(plan, prepared, loaded, details)

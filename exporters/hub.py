@@ -148,6 +148,9 @@ def commit_message(request: PushRequest, build: BuildFiles) -> str:
     pruning = build.pruning
     if not pruning:
         return "Upload the dense export (topo-prune push)"
+    if pruning.get("widths"):
+        return (f"Upload {pruning['method']}-pruned model: {pruning['widths']['search']['rate']:.1%} of the prefill "
+                f"FLOPs removed, {pruning['widths']['layout']} widths (topo-prune push)")
     return (f"Upload {pruning['method']}-pruned model: {len(pruning['removed_layers'])} of "
             f"{pruning['original_num_hidden_layers']} decoder layers removed (topo-prune push)")
 

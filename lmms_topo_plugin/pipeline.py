@@ -246,13 +246,18 @@ def apply_plan(plan: PrunePlan, prepared: Prepared, loaded: LoadedModel, details
             kept = remove_layers(loaded.adapter, action.layers)
         elif isinstance(action, SliceWidths):
             slice_widths(loaded.adapter, action.kept, layout=action.layout)
-            widths = widths_record(action.kept, action.layout)
+            widths = widths_record(action.kept, action.layout) | {"search": search_summary(plan.scores)}
     previous = pruning_record_of(loaded.model.config)
     tokens = plan.token_pruning or token_record_of(loaded.model.config)
     if plan.actions:
         record = pruning_record(plan, prepared, previous, details) | ({"widths": widths} if widths else {})
         set_pruning_record(loaded.model.config, record | ({"token_pruning": tokens} if tokens else {}))
     return kept
+
+
+def search_summary(scores: dict[str, Any]) -> dict[str, Any]:
+    """What a width method's search reached, for the pruning record and the card (no stage history)."""
+    return {key: scores[key] for key in ("flops_dense", "flops_pruned", "rate", "validation_kl", "token_keep")}
 
 
 def count_parameters(model) -> int:

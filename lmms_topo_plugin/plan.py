@@ -156,10 +156,22 @@ def plan_layers(config: PruneConfig, scorer: LayerScorer | None, scores: LayerSc
                      scores.to_json() if scores is not None else None, candidates)
 
 
-def plan_from_record(method: str, num_layers: int, removed_layers: list[int], config: PruneConfig) -> PrunePlan:
-    """The plan a saved record states (a sweep's winner: its layers, and ``config``'s token pruning), no scores."""
-    return PrunePlan(method, num_layers, ordered_actions(list(removed_layers), config), None,
-                     removable_candidates(config.layers, num_layers))
+def plan_from_record(method: str, num_layers: int, removed_layers: list[int], config: PruneConfig,
+                     widths: dict[str, Any] | None = None, tokens: dict[str, Any] | None = None,
+                     search: dict[str, Any] | None = None) -> PrunePlan:
+    """The plan a saved record states (a sweep's winner: its layers and ``config``'s token pruning; a width
+    method's: its ``widths`` action as the report lists it, its own token-pruning record ``tokens`` and what its
+    ``search`` reached)."""
+    if widths is None:
+        return PrunePlan(method, num_layers, ordered_actions(list(removed_layers), config), None,
+                         removable_candidates(config.layers, num_layers))
+    from lmms_topo_plugin.tokens import from_record
+
+    actions: list[Action] = [SliceWidths({name: tuple(units) for name, units in widths["kept"].items()},
+                                         widths["layout"])]
+    if tokens:
+        actions.append(PruneVisualTokens(from_record(tokens), tokens.get("seed", config.run.seed)))
+    return PrunePlan(method, num_layers, tuple(actions), search, [])
 
 
 def plan_widths(config: PruneConfig, result: CompResult, num_layers: int) -> PrunePlan:

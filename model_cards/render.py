@@ -99,11 +99,13 @@ def cost_rows(record: dict[str, Any]) -> list[list[str]]:
 
 
 def speedups(record: dict[str, Any]) -> dict[str, float]:
-    """Measured prefill and decode speedups (dense time ÷ this model's) and the ideal ``L/L'``."""
+    """Measured prefill and decode speedups (dense time ÷ this model's), the ideal ``L/L'`` and, where the sweep
+    counted them, the prefill FLOPs ratio (dense ÷ this model's)."""
     pruned, dense = record["winner"]["cost"], record["dense"]["cost"]
+    flops = {"flops": dense["prefill_flops"] / pruned["prefill_flops"]} if pruned.get("prefill_flops") else {}
     return {"prefill": dense["prefill_s"] / pruned["prefill_s"],
             "decode": dense["decode_s_per_token"] / pruned["decode_s_per_token"],
-            "ideal": dense["num_layers"] / pruned["num_layers"]}
+            "ideal": dense["num_layers"] / pruned["num_layers"], **flops}
 
 
 def onnx_rows(build: BuildFiles) -> list[list[str]]:
@@ -135,7 +137,8 @@ def calibration_of(build: BuildFiles) -> dict[str, Any] | None:
 
 def tags_of(build: BuildFiles) -> list[str]:
     pruning = build.pruning or {}
-    tags = ["pruned", "layer-pruning", "lmms-eval", "lmms-topo-plugin", build.config.get("model_type", "")]
+    kind = "width-pruning" if pruning.get("widths") else "layer-pruning"
+    tags = ["pruned", kind, "lmms-eval", "lmms-topo-plugin", build.config.get("model_type", "")]
     if pruning.get("method"):
         tags.insert(2, pruning["method"].replace("_", "-"))
     if build.onnx_manifest:
@@ -173,6 +176,21 @@ def token_pruning_text(record: dict[str, Any] | None) -> str | None:
     if record.get("detected"):
         text += f" (stages detected on {record['detected']['samples']} calibration prompts)"
     return text
+
+
+LAYOUT_TEXT = {
+    "per_layer": "each layer keeps its own widths (the paper's global ranking); lmms-topo-plugin rebuilds them "
+                 "from `config.json` before loading",
+    "uniform": "every layer keeps the same widths, stated in `config.json`, so plain `from_pretrained` loads it",
+}
+
+
+def widths_of(pruning: dict[str, Any]) -> dict[str, Any] | None:
+    """A width-pruned checkpoint's layout and FLOPs, as its pruning record states them (None otherwise)."""
+    widths = pruning.get("widths")
+    if not widths:
+        return None
+    return {"layout": widths["layout"], "layout_text": LAYOUT_TEXT[widths["layout"]], **widths["search"]}
 
 
 def base_title(base: str | None, inputs: CardInputs) -> str:
@@ -227,13 +245,14 @@ def template_context(build: BuildFiles, inputs: CardInputs) -> dict[str, Any]:
         "run_report_file": build.run_report_name, "files": [str(path) for path in build.files()],
         "onnx": build.onnx_manifest is not None, "record": record,
         "token_pruning": token_pruning_text(pruning.get("token_pruning")),
+        "widths": widths_of(pruning),
     }
     if record:
         from lmms_topo_plugin.tokens import record_model_args
 
+        own_tokens = {} if context["widths"] else record_model_args(record["winner"].get("token_pruning"))
         model_args = {**public_model_args(record["model_args"], inputs), "method": method,
-                      "sparsity": f"{record['winner']['budget']:g}",
-                      **record_model_args(record["winner"].get("token_pruning"))}
+                      "sparsity": f"{record['winner']['budget']:g}", **own_tokens}
         if record["winner"].get("calib_limit"):
             model_args["calib_limit"] = record["winner"]["calib_limit"]
         context.update({

@@ -28,7 +28,8 @@ def row(key, method, budget, calib_limit, removed, metrics, stderr, prefill_s, d
             "stderr": dict(zip((EM, ANLS), stderr)), "eval_s": 2.0, "method_params": {"seed": 0} if removed else {},
             "calibration": {"samples": calib_limit, "fingerprint": "f" * 24} if calib_limit else None,
             "cost": {"prefill_s": prefill_s, "decode_s_per_token": decode_s, "peak_memory_bytes": memory,
-                     "memory_kind": "rss", "parameters": parameters, "num_layers": 12 - len(removed)}}
+                     "memory_kind": "rss", "parameters": parameters, "num_layers": 12 - len(removed),
+                     "prefill_flops": 1000 * (12 - len(removed))}}
 
 
 # Binary fractions throughout, so every ratio below is exactly the quotient written in the test.
@@ -59,12 +60,12 @@ def test_results_table_values():
     table = results_table([PRUNED, DENSE], EM, RULE)
     assert table == [
         {"key": "dense", "method": "none", "variant": "none", "budget": 0.0, "calib_limit": None, "n_remove": 0, "num_layers": 12,
-         "removed_fraction": 0.0, "removed_layers": [], ANLS: 0.75, ANLS + " stderr": None, EM: 0.5,
+         "removed_fraction": 0.0, "removed_layers": [], "flops_removed": 0.0, ANLS: 0.75, ANLS + " stderr": None, EM: 0.5,
          EM + " stderr": 0.046875, "retained": 1.0, "prefill_s": 0.5, "decode_s_per_token": 0.03125,
          "prefill_speedup": 1.0, "decode_speedup": 1.0, "ideal_speedup": 1.0, "memory_mb": 2.0, "memory_ratio": 1.0,
          "memory_kind": "rss", "parameters": 12_000_000, "passes": None},
         {"key": "topology-0.25-64", "method": "topology", "variant": "topology", "budget": 0.25, "calib_limit": 64, "n_remove": 3,
-         "num_layers": 12, "removed_fraction": 0.25, "removed_layers": [2, 5, 9], ANLS: 0.5, ANLS + " stderr": None,
+         "num_layers": 12, "removed_fraction": 0.25, "removed_layers": [2, 5, 9], "flops_removed": 0.25, ANLS: 0.5, ANLS + " stderr": None,
          EM: 0.375, EM + " stderr": 0.0546875, "retained": 0.75, "prefill_s": 0.375, "decode_s_per_token": 0.0234375,
          "prefill_speedup": 0.5 / 0.375, "decode_speedup": 4 / 3, "ideal_speedup": 12 / 9, "memory_mb": 1.5,
          "memory_ratio": 0.75, "memory_kind": "rss", "parameters": 9_000_000, "passes": True},
@@ -105,12 +106,12 @@ def test_writers_leave_unchanged_files_alone(tmp_path):
     assert (tmp_path / "results.md").read_text() == "b\n"
 
 
-HEADER = ("| method | budget | calibration | removed | topo_synth/exact_match | topo_synth/anls | retained "
+HEADER = ("| method | budget | calibration | removed | FLOPs removed | topo_synth/exact_match | topo_synth/anls | retained "
           "| prefill ms | prefill speedup | decode ms/token | decode speedup | ideal L/L' | memory MB (rss) "
           "| memory ratio | parameters | passes |\n"
           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-          "| ---: |\n")
-DENSE_LINE = ("| dense | — | — | 0/12 | 0.500 ± 0.047 | 0.750 | 100.0% | 500.0 | 1.00× | 31.25 | 1.00× | 1.00× "
+          "| ---: | ---: |\n")
+DENSE_LINE = ("| dense | — | — | 0/12 | 0.0% | 0.500 ± 0.047 | 0.750 | 100.0% | 500.0 | 1.00× | 31.25 | 1.00× | 1.00× "
               "| 2.0 | 1.00× | 12.0M | — |\n")
 
 
@@ -122,7 +123,7 @@ def test_markdown_two_rows_with_winner():
         "Rule `keep>=0.75` on `topo_synth/exact_match`, objective `layers`: winner ★ **topology @ 0.25** "
         "(calibration 64), removes layers 2, 5, 9 (3/12), 0.375 = 75.0% of dense.\n\n"
         + HEADER + DENSE_LINE +
-        "| topology ★ | 0.25 | 64 | 3/12 | 0.375 ± 0.055 | 0.500 | 75.0% | 375.0 | 1.33× | 23.44 | 1.33× | 1.33× "
+        "| topology ★ | 0.25 | 64 | 3/12 | 25.0% | 0.375 ± 0.055 | 0.500 | 75.0% | 375.0 | 1.33× | 23.44 | 1.33× | 1.33× "
         "| 1.5 | 0.75× | 9.0M | yes |\n"
     )
 
@@ -134,7 +135,7 @@ def test_markdown_two_rows_without_winner():
         "# Sweep results: topo_synth/exact_match\n\n"
         "Rule `keep>0.8` on `topo_synth/exact_match`, objective `latency`: no configuration passes the rule.\n\n"
         + HEADER + DENSE_LINE +
-        "| topology | 0.25 | 64 | 3/12 | 0.375 ± 0.055 | 0.500 | 75.0% | 375.0 | 1.33× | 23.44 | 1.33× | 1.33× "
+        "| topology | 0.25 | 64 | 3/12 | 25.0% | 0.375 ± 0.055 | 0.500 | 75.0% | 375.0 | 1.33× | 23.44 | 1.33× | 1.33× "
         "| 1.5 | 0.75× | 9.0M | no |\n"
     )
 

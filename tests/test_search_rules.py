@@ -21,13 +21,15 @@ from lmms_topo_plugin.search.rules import (
 METRIC = "topo_synth/exact_match"
 
 
-def row(key, method, n_remove, value, prefill_s, parameters, budget=0.25):
-    """A sweep row of a 12-layer model with only the fields the rules read filled in meaningfully."""
+def row(key, method, n_remove, value, prefill_s, parameters, budget=0.25, flops=None):
+    """A sweep row of a 12-layer model with only the fields the rules read filled in meaningfully (prefill FLOPs:
+    ``flops``, default proportional to the layers kept)."""
     return {"key": key, "method": method, "budget": budget, "calib_limit": None, "n_remove": n_remove,
             "num_layers": 12, "removed_layers": list(range(n_remove)), "metrics": {METRIC: value},
             "stderr": {METRIC: None}, "eval_s": 1.0,
             "cost": {"prefill_s": prefill_s, "decode_s_per_token": 0.01, "peak_memory_bytes": 10**9,
-                     "memory_kind": "rss", "parameters": parameters, "num_layers": 12 - n_remove}}
+                     "memory_kind": "rss", "parameters": parameters, "num_layers": 12 - n_remove,
+                     "prefill_flops": (12 - n_remove) * 100 if flops is None else flops}}
 
 
 # Dense 0.80, so keep>=0.95 asks for 0.76. Passing: A, T, L, P; F fails (and would win every objective).
@@ -89,11 +91,11 @@ def test_rule_passes():
 
 
 def test_parse_objective():
-    assert OBJECTIVES == ("layers", "latency", "params")
+    assert OBJECTIVES == ("layers", "latency", "params", "flops")
     assert parse_objective(" Latency ") == "latency"
     with pytest.raises(SweepArgsError) as caught:
         parse_objective("speed")
-    assert str(caught.value) == "--objective 'speed' is not one of: layers, latency, params"
+    assert str(caught.value) == "--objective 'speed' is not one of: layers, latency, params, flops"
     assert caught.value.exit_code == 2
 
 
@@ -151,6 +153,11 @@ def test_winner_tie_breaks():
     fast_low, fast_high = row("d", "topology", 2, 0.60, 0.5, 100), row("e", "angular", 1, 0.70, 0.5, 100)
     assert pick_winner([DENSE, fast_low, fast_high], rule, "latency", METRIC) is fast_high
     assert pick_winner([DENSE, fast_low, fast_high], rule, "params", METRIC) is fast_high
+    # flops: fewest prefill FLOPs, whatever was pruned (a width plan removes no layer), then the higher metric
+    widths = row("f", "comp", 0, 0.65, 0.9, 100, flops=500)
+    assert pick_winner([DENSE, fast_low, fast_high, widths], rule, "flops", METRIC) is widths
+    cheap_high = row("g", "comp", 0, 0.70, 0.9, 100, flops=500)
+    assert pick_winner([DENSE, widths, cheap_high], rule, "flops", METRIC) is cheap_high
 
 
 def test_pareto_front_latency():

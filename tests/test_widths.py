@@ -20,7 +20,9 @@ from lmms_topo_plugin.models.loading import load_config, load_model
 from lmms_topo_plugin.models.processors import load_processor
 from lmms_topo_plugin.models.prompting import Prompt, encode
 from lmms_topo_plugin.records import PRUNING, pruning_record_of, set_pruning_record
-from lmms_topo_plugin.surgery.widths import slice_widths, uniform_units, width_masks, width_sites, widths_record
+from lmms_topo_plugin.surgery.widths import (
+    slice_widths, uniform_units, width_masks, width_sites, widths_record, widths_sliced,
+)
 from table import FAMILIES
 
 NUM_LAYERS = 6
@@ -150,6 +152,26 @@ def test_shapes_module_attributes_and_config(tiny_dir, layout):
             stated, "vision", getattr(dense_vision, "intermediate_size", None))
     assert pruning_record_of(model.config)["widths"] == {"layout": layout,
                                                          "kept": {name: sorted(units) for name, units in plan.items()}}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_sliced_for_a_block_is_the_pruned_model_and_dense_again_after(tiny_dir, layout):
+    """The sweep's in-place surgery: inside ``widths_sliced`` the model equals a checkpoint pruned for good (logits,
+    config), after it the dense model again (exact logits, config, every parameter and count)."""
+    processor = load_processor(tiny_dir)
+    model, adapter, plan = pruned(tiny_dir, layout)
+    dense, dense_adapter = load_dense(tiny_dir)
+    before = logits_of(dense, processor, dense_adapter)
+    config_before = dense.config.to_dict()
+    shapes_before = {name: tuple(parameter.shape) for name, parameter in dense.named_parameters()}
+    with widths_sliced(dense_adapter, plan, layout):
+        torch.testing.assert_close(logits_of(dense, processor, dense_adapter), logits_of(model, processor, adapter),
+                                   rtol=0, atol=0)
+        config_pruned = {k: v for k, v in model.config.to_dict().items() if k != "topo_pruning"}
+        assert dense.config.to_dict() == config_pruned
+    torch.testing.assert_close(logits_of(dense, processor, dense_adapter), before, rtol=0, atol=0)
+    assert dense.config.to_dict() == config_before
+    assert {name: tuple(parameter.shape) for name, parameter in dense.named_parameters()} == shapes_before
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

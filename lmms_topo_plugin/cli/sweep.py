@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", help="task/metric the rule reads, as lmms-eval names it "
                        "(default: the first task's metric when it has one)")
     parser.add_argument("--objective", default="layers", help="among passing configurations: layers (most removed), "
-                       "latency (lowest measured prefill), params (fewest parameters)")
+                       "latency (lowest measured prefill), params (fewest parameters), flops (fewest prefill FLOPs; compares "
+                       "width and layer methods)")
     parser.add_argument("--cost-repeats", "--cost_repeats", type=int, default=5,
                        help="timed repeats per configuration (median reported, after a warm-up)")
     parser.add_argument("--out", default="sweep", help="output directory (re-run the same command to resume)")

@@ -29,12 +29,13 @@ import torch
 
 from lmms_topo_plugin.calibration.collect import move_inputs
 from lmms_topo_plugin.models.loading import LoadedModel
+from lmms_topo_plugin.scorers.comp.flops import model_prefill_flops
 from lmms_topo_plugin.models.prompting import Prompt, encode
 from lmms_topo_plugin.synthbench import prompt_for, random_scene, render_image
 
 COST_KEYS = (
     "prefill_s", "decode_s_per_token", "peak_memory_bytes", "memory_kind", "parameters", "num_layers", "repeats",
-    "device", "hardware", "prefill_tokens",
+    "device", "hardware", "prefill_tokens", "prefill_flops",
 )
 _COST_QUESTION = "How many shapes are in the image?"
 _RSS_SAMPLE_INTERVAL_S = 0.002
@@ -81,7 +82,8 @@ def greedy_tokens(model: Any, inputs: dict[str, Any], new_tokens: int) -> torch.
 
 def measure_cost(loaded: LoadedModel, prompt: Prompt, *, repeats: int = 5, warmup: int = 1,
                  decode_tokens: int = 16, token_pruner: Any = None) -> dict[str, Any]:
-    """Prefill and per-token decode latency (medians), peak memory and size of ``loaded`` on ``prompt``; with
+    """Prefill and per-token decode latency (medians), peak memory, size and prefill FLOPs (counted, as it runs:
+    :func:`~lmms_topo_plugin.scorers.comp.flops.model_prefill_flops`) of ``loaded`` on ``prompt``; with
     ``token_pruner`` (a :class:`~lmms_topo_plugin.tokens.TokenPruner`) attached, as generation attaches it.
 
     Returns a JSON-ready dict with the keys of :data:`COST_KEYS`.
@@ -107,6 +109,7 @@ def measure_cost(loaded: LoadedModel, prompt: Prompt, *, repeats: int = 5, warmu
         with _peak_memory(device) as peak:
             decode(model, prefill(model, inputs), decode_tokens)
             sync()
+        flops = model_prefill_flops(loaded.adapter, inputs)
     return {
         "prefill_s": statistics.median(prefill_times),
         "decode_s_per_token": statistics.median(decode_times),
@@ -118,6 +121,7 @@ def measure_cost(loaded: LoadedModel, prompt: Prompt, *, repeats: int = 5, warmu
         "device": str(device),
         "hardware": hardware_description(device),
         "prefill_tokens": int(inputs["input_ids"].shape[1]),
+        "prefill_flops": flops,
     }
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from lmms_topo_plugin.records import WINNER
 from lmms_topo_plugin.cache import atomic_write_bytes
 from lmms_topo_plugin.search.rules import (
-    DENSE, Rule, dense_row, is_dense, pareto_front, passing, removed_fraction, x_value,
+    DENSE, Rule, dense_row, flops_removed, is_dense, pareto_front, passing, removed_fraction, x_value,
 )
 from lmms_topo_plugin.search.variants import label_of
 
@@ -38,7 +38,7 @@ def _entry(row: dict, dense: dict, metric_names: list[str], metric: str, passes:
     entry = {"key": row["key"], "method": row["method"], "variant": label_of(row), "budget": row["budget"],
              "calib_limit": row["calib_limit"],
              "n_remove": row["n_remove"], "num_layers": row["num_layers"], "removed_fraction": removed_fraction(row),
-             "removed_layers": list(row["removed_layers"])}
+             "removed_layers": list(row["removed_layers"]), "flops_removed": flops_removed(row, dense)}
     for name in metric_names:
         entry[name] = row["metrics"].get(name)
         entry[name + STDERR] = row["stderr"].get(name)
@@ -121,7 +121,8 @@ def _markdown_row(entry: dict, metric_names: list[str], winner_key: str | None) 
         cells[0] += " ★"
     retained = "—" if entry["retained"] is None else f"{entry['retained']:.1%}"
     passes = {None: "—", True: "yes", False: "no"}[entry["passes"]]
-    return cells + [f"{entry['n_remove']}/{entry['num_layers']}"] + [_value(entry, n) for n in metric_names] + [
+    flops = "—" if entry["flops_removed"] is None else f"{entry['flops_removed']:.1%}"
+    return cells + [f"{entry['n_remove']}/{entry['num_layers']}", flops] + [_value(entry, n) for n in metric_names] + [
         retained, f"{entry['prefill_s'] * 1e3:.1f}", _times(entry["prefill_speedup"]),
         f"{entry['decode_s_per_token'] * 1e3:.2f}", _times(entry["decode_speedup"]), _times(entry["ideal_speedup"]),
         f"{entry['memory_mb']:.1f}", _times(entry["memory_ratio"]), _count(entry["parameters"]), passes,
@@ -144,7 +145,7 @@ def _headline(table: list[dict], metric: str, rule: Rule, objective: str, winner
 def render_markdown(table: list[dict], metric: str, rule: Rule, objective: str, winner: dict | None) -> str:
     """``results.md``: a title, the headline and one table row per configuration (``metric``'s column first)."""
     metric_names = [metric] + [name for name in table[0] if name + STDERR in table[0] and name != metric]
-    header = (["method", "budget", "calibration", "removed"] + metric_names +
+    header = (["method", "budget", "calibration", "removed", "FLOPs removed"] + metric_names +
               ["retained", "prefill ms", "prefill speedup", "decode ms/token", "decode speedup", "ideal L/L'",
                f"memory MB ({table[0]['memory_kind']})", "memory ratio", "parameters", "passes"])
     winner_key = None if winner is None else winner["key"]
@@ -267,7 +268,8 @@ def winner_record(winner: dict, rows: list[dict], rule: Rule, objective: str, me
     record = WINNER.stamp({
         "winner": {name: label_of(winner) if name == "variant" else winner.get(name) for name in (
             "key", "method", "variant", "budget", "calib_limit", "n_remove", "num_layers", "removed_layers",
-            "method_params", "token_pruning", "calibration", "metrics", "stderr", "cost", "eval_s")},
+            "method_params", "token_pruning", "calibration", "metrics", "stderr", "cost", "eval_s")}
+        | ({"widths": winner["widths"], "search": winner["search"]} if winner.get("widths") else {}),
         "dense": {name: dense[name] for name in ("metrics", "stderr", "cost")},
         "rule": rule.describe(), "objective": objective, "metric": metric,
     })

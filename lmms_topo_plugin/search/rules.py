@@ -19,7 +19,7 @@ DENSE = "none"
 def is_dense(row: dict) -> bool:
     """The dense reference: method ``none`` without token pruning (``none[token_method=...]`` is a candidate)."""
     return row["method"] == DENSE and not row.get("token_pruning")
-OBJECTIVES = ("layers", "latency", "params")
+OBJECTIVES = ("layers", "latency", "params", "flops")
 PARETO_AXES = ("latency", "removed")
 
 _RULE = re.compile(r"(keep|metric)\s*(>=|>)\s*([-+]?[0-9.]+(?:e[-+]?[0-9]+)?)\s*(%?)")
@@ -95,6 +95,13 @@ def removed_fraction(row: dict) -> float:
     return row["n_remove"] / row["num_layers"]
 
 
+def flops_removed(row: dict, dense: dict) -> float | None:
+    """The fraction of the dense model's prefill FLOPs (on the cost prompt) this configuration removes; None for
+    rows measured before FLOPs were counted."""
+    flops, dense_flops = row["cost"].get("prefill_flops"), dense["cost"].get("prefill_flops")
+    return None if flops is None or not dense_flops else 1.0 - flops / dense_flops
+
+
 def x_value(row: dict, x: str) -> float:
     """The cost axis of a Pareto view: measured prefill seconds (``"latency"``) or removed fraction."""
     if x not in PARETO_AXES:
@@ -113,6 +120,7 @@ _RANKINGS = {  # smallest key wins; the row key makes the choice independent of 
     "layers": lambda row, metric: (-row["n_remove"], -row["metrics"][metric], row["cost"]["prefill_s"], row["key"]),
     "latency": lambda row, metric: (row["cost"]["prefill_s"], -row["metrics"][metric], row["key"]),
     "params": lambda row, metric: (row["cost"]["parameters"], -row["metrics"][metric], row["key"]),
+    "flops": lambda row, metric: (row["cost"]["prefill_flops"], -row["metrics"][metric], row["key"]),
 }
 
 
@@ -120,7 +128,8 @@ def pick_winner(rows: list[dict], rule: Rule, objective: str, metric: str) -> di
     """The best passing row under ``objective``, or None when nothing passes.
 
     ``layers``: most removed layers, then higher metric, then lower prefill latency; ``latency``: lowest
-    measured prefill latency, then higher metric; ``params``: fewest parameters, then higher metric.
+    measured prefill latency, then higher metric; ``params``: fewest parameters, then higher metric; ``flops``:
+    fewest prefill FLOPs (counted on the cost prompt, whatever the method prunes), then higher metric.
     """
     candidates = passing(rows, rule, metric)
     rank = _RANKINGS[objective]

@@ -3,13 +3,17 @@
 Per method (and calibration size) the scores come from one calibration pass (cached like a single run); every
 budget's plan is then :func:`~lmms_topo_plugin.plan.plan_layers` of those scores, applied with
 :func:`~lmms_topo_plugin.surgery.layers.layers_removed` to the one loaded model (the same surgery a saved checkpoint
-gets, undone after the evaluation), evaluated by lmms-eval's ``simple_evaluate`` and measured
-(:mod:`~lmms_topo_plugin.search.measure`) side by side with the dense reference. Each configuration's result is
+gets, undone after the evaluation). A width method (``comp``) searches once per budget (cached) and its plan is
+applied with :func:`~lmms_topo_plugin.surgery.widths.widths_sliced`, its visual-token pruning attached. Every
+configuration is evaluated by lmms-eval's ``simple_evaluate`` and measured
+(:mod:`~lmms_topo_plugin.search.measure`, prefill FLOPs included) side by side with the dense reference. Each
+configuration's result is
 written atomically to ``<out>/configs/`` as it finishes, so a re-run evaluates only what is missing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -27,11 +31,12 @@ from lmms_topo_plugin.config.prune import PruneConfig
 from lmms_topo_plugin.distributed import compute_on_rank0, join_launched_processes, rank
 from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.models.loading import LoadedModel, load_model
-from lmms_topo_plugin.pipeline import Prepared, compute_scores, model_fingerprint, prepare
-from lmms_topo_plugin.plan import layer_budget, method_scorer, plan_layers
+from lmms_topo_plugin.pipeline import Prepared, compute_scores, compute_widths, model_fingerprint, prepare
+from lmms_topo_plugin.plan import layer_budget, method_scorer, plan_layers, plan_widths
 from lmms_topo_plugin.scorers.registry import DENSE_METHOD
 from lmms_topo_plugin.surgery.layers import layers_removed
-from lmms_topo_plugin.tokens import token_pruner
+from lmms_topo_plugin.surgery.widths import widths_sliced
+from lmms_topo_plugin.tokens import from_record, token_pruner
 from lmms_topo_plugin.integrations.lmms_eval.evaluate import available_metrics, evaluate, flatten_results, load_tasks
 from lmms_topo_plugin.integrations.lmms_eval.tasks import task_manager
 from lmms_topo_plugin.search.measure import default_cost_prompt, measure_cost
@@ -251,13 +256,14 @@ def evaluate_missing(spec: SweepSpec, points: list[Configuration], done: dict, g
             bar.set_postfix_str(point.label)
             start = time.perf_counter()
             plan = plan_for(point, groups, loaded, cache, scored, spec.out / "scores")
-            with layers_removed(loaded.adapter, plan["removed_layers"]):
-                lm = TopoPrunedChat.around(loaded, point.config, show_progress=False)
+            config = evaluated_config(point.config, plan)
+            with plan_applied(loaded, plan):
+                lm = TopoPrunedChat.around(loaded, config, show_progress=False)
                 raw = evaluate(lm, spec.tasks, manager, spec.limit)
                 cost = measure_cost(loaded, prompt, repeats=spec.cost_repeats,
-                                    token_pruner=token_pruner(point.config.token_pruning)) if rank() == 0 else None
+                                    token_pruner=token_pruner(config.token_pruning)) if rank() == 0 else None
             row = {"key": point.key, "method": point.method, "variant": point.variant, "budget": point.budget,
-                   "calib_limit": point.calib_limit, **plan, "token_pruning": point.config.token_pruning,
+                   "calib_limit": point.calib_limit, **plan, "token_pruning": config.token_pruning,
                    "cost": cost, "eval_s": time.perf_counter() - start}
             if rank() == 0:
                 row["metrics"], row["stderr"] = flatten_results(raw)
@@ -265,6 +271,20 @@ def evaluate_missing(spec: SweepSpec, points: list[Configuration], done: dict, g
             results[point.key] = row
             bar.update(1)
     return results
+
+
+def evaluated_config(config: PruneConfig, plan: dict) -> PruneConfig:
+    """The configuration as it is evaluated: a width method's own visual-token pruning (in its plan) added."""
+    if plan.get("token_pruning") is None:
+        return config
+    return dataclasses.replace(config, tokens=from_record(plan["token_pruning"]))
+
+
+def plan_applied(loaded: LoadedModel, plan: dict):
+    """The plan's surgery on the one loaded model for the body of a ``with`` block, undone after it."""
+    if plan.get("widths") is not None:
+        return widths_sliced(loaded.adapter, plan["widths"]["kept"], plan["widths"]["layout"])
+    return layers_removed(loaded.adapter, plan["removed_layers"])
 
 
 def plan_for(point: Configuration, groups: dict[tuple, Prepared], loaded: LoadedModel, cache: DiskCache,
@@ -276,6 +296,8 @@ def plan_for(point: Configuration, groups: dict[tuple, Prepared], loaded: Loaded
         return {"n_remove": 0, "num_layers": num_layers, "removed_layers": [], "calibration": None,
                 "method_params": {}, "score_s": 0.0}
     prepared = groups[(point.variant, point.calib_limit)]
+    if prepared.scorer.unit == "widths":
+        return width_plan(point, prepared, loaded, cache)
     score_s = 0.0
     if id(prepared) not in scored:
         start = time.perf_counter()
@@ -293,6 +315,20 @@ def plan_for(point: Configuration, groups: dict[tuple, Prepared], loaded: Loaded
             "method_params": point.config.method_params, "scores": scored[id(prepared)].to_json()})
     return {"n_remove": plan.n_remove, "num_layers": num_layers, "removed_layers": plan.removed_layers,
             "calibration": calibration, "method_params": point.config.method_params, "score_s": score_s}
+
+
+def width_plan(point: Configuration, prepared: Prepared, loaded: LoadedModel, cache: DiskCache) -> dict:
+    """A width method's plan for this budget: its search (rank 0, cached like a single run's) on the dense model."""
+    num_layers = loaded.adapter.num_layers
+    start = time.perf_counter()
+    here = dataclasses.replace(prepared, config=point.config)
+    result = compute_on_rank0(lambda: compute_widths(here, loaded, cache, {})[0])
+    plan = plan_widths(point.config, result, num_layers)
+    calibration = {"source": point.config.calibration.source, "samples": len(prepared.calibration_prompts),
+                   "fingerprint": prompts_fingerprint(prepared.calibration_prompts)}
+    return {"n_remove": 0, "num_layers": num_layers, "removed_layers": [], "calibration": calibration,
+            "method_params": point.config.method_params, "score_s": time.perf_counter() - start,
+            "widths": plan.widths.as_dict(), "search": plan.scores, "token_pruning": plan.token_pruning}
 
 
 def scores_path(scores_dir: Path, variant: str, calib_limit: int | None) -> Path:

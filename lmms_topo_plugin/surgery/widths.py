@@ -237,6 +237,32 @@ def _describe(adapter: VLMAdapter, tower: str, kind: str, site: WidthSite, count
 
 
 @contextmanager
+def widths_sliced(adapter: VLMAdapter, kept: Mapping[str, Sequence[int]], layout: str = "per_layer") -> Iterator[None]:
+    """:func:`slice_widths` for the body of a ``with`` block, then every weight, count and config entry restored:
+    the sweep evaluates many width plans on one loaded model (inside the block the model *is* the pruned model,
+    with its real shapes and speed)."""
+    sites = [site for site, _ in _checked(adapter, kept)]
+    linears = [linear for site in sites for linear in (*(p.linear for p in site.producers), site.consumer)]
+    saved = [(linear, linear.weight, linear.bias, linear.in_features, linear.out_features) for linear in linears]
+    counts = [(site.module, name, getattr(site.module, name)) for site in sites
+              for name in ("num_heads", "num_key_value_heads", "intermediate_size") if hasattr(site.module, name)]
+    configs = [(config, dict(vars(config))) for config in (*adapter.text_configs, *adapter.vision_configs)]
+    try:
+        slice_widths(adapter, kept, layout)
+        yield
+    finally:
+        for linear, weight, bias, in_features, out_features in saved:
+            linear.weight, linear.in_features, linear.out_features = weight, in_features, out_features
+            if bias is not None:
+                linear.bias = bias
+        for module, name, value in counts:
+            setattr(module, name, value)
+        for config, values in configs:
+            vars(config).clear()
+            vars(config).update(values)
+
+
+@contextmanager
 def width_masks(adapter: VLMAdapter, kept: Mapping[str, Sequence[int]]) -> Iterator[None]:
     """:func:`slice_widths` without changing a shape, for the body of a ``with`` block: a forward pre-hook on each
     named site's consumer zeroes the input columns of its dropped units (the same outputs as slicing)."""

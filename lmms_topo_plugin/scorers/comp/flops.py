@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from lmms_topo_plugin.surgery.widths import width_sites
 from lmms_topo_plugin.tokens.base import kept_count
 
 
@@ -139,3 +140,11 @@ def measure_load(model: nn.Module, sites: Sequence, inputs: Mapping[str, torch.T
         with torch.inference_mode():
             model(**inputs, use_cache=False)
     return load
+
+
+def model_prefill_flops(adapter, inputs: Mapping[str, torch.Tensor]) -> float:
+    """The prefill FLOPs of ``adapter``'s model as it runs now (its widths and layers, any token pruner attached)
+    on ``inputs`` (one prompt): what every pruned configuration is compared by, whatever it prunes."""
+    sites = width_sites(adapter)
+    load = measure_load(adapter.model, sites, inputs, adapter.image_token_mask(inputs["input_ids"]))
+    return FlopsModel(sites, [load], token_layer=0).flops()

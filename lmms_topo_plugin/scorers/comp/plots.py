@@ -10,14 +10,15 @@ from lmms_topo_plugin.scorers.comp.config import MODES
 MODE_COLOURS = dict(zip(MODES, ("#2ca02c", "#1f77b4", "#9467bd", "#ff7f0e")))
 
 
-def kept_shares(kept: Mapping[str, list[int]], dense: Mapping[str, int], tower: str) -> dict[str, list[float]]:
-    """``{"attn": [...], "mlp": [...]}``: the share of each layer's head groups and channels kept in ``tower``."""
+def kept_shares(kept: Mapping[str, list[int]], dense: Mapping[str, int], tower: str) -> dict[str, dict[int, float]]:
+    """``{"attn": {layer: share}, "mlp": {...}}``: the share of each layer's head groups and channels kept in
+    ``tower`` (a layout that cannot prune a kind, e.g. ``uniform`` vision heads, has no entries for it)."""
     shares: dict[str, dict[int, float]] = {"attn": {}, "mlp": {}}
     for name, units in kept.items():
         parts = name.split(".")
         if parts[0] == tower:
             shares[parts[2]][int(parts[1])] = len(units) / dense[name]
-    return {part: [values[layer] for layer in sorted(values)] for part, values in shares.items()}
+    return shares
 
 
 def widths_figure(kept: Mapping[str, list[int]], dense: Mapping[str, int], layout: str, token_keep: float | None):
@@ -26,9 +27,11 @@ def widths_figure(kept: Mapping[str, list[int]], dense: Mapping[str, int], layou
     figure, axes = subplots(1, len(towers), figsize=(5 * len(towers), 3.4), squeeze=False)
     for axis, tower in zip(axes[0], towers):
         shares = kept_shares(kept, dense, tower)
-        layers = range(len(shares["attn"]))
-        axis.bar([layer - 0.2 for layer in layers], shares["attn"], 0.4, label="head groups", color="#1f77b4")
-        axis.bar([layer + 0.2 for layer in layers], shares["mlp"], 0.4, label="MLP channels", color="#ff7f0e")
+        for (part, label, colour), offset in zip((("attn", "head groups", "#1f77b4"),
+                                                  ("mlp", "MLP channels", "#ff7f0e")), (-0.2, 0.2)):
+            if shares[part]:
+                axis.bar([layer + offset for layer in shares[part]], list(shares[part].values()), 0.4, label=label,
+                         color=colour)
         axis.set_ylim(0, 1.05)
         axis.set_xlabel("decoder layer" if tower == "text" else "vision-tower layer")
         axis.set_ylabel("share kept")
