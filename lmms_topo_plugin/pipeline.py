@@ -79,9 +79,9 @@ def prepare(config: PruneConfig, *, load_calibration: bool = True) -> Prepared:
     num_layers = hf_config.get_text_config().num_hidden_layers
     scorer = method_scorer(config)
     n_remove = layer_budget(config.layers, num_layers, scorer)
-    if scorer is not None and scorer.unit == "widths" and scorer.config.comp_token_layer >= num_layers:
-        raise ModelArgsError(f"model_args: comp_token_layer={scorer.config.comp_token_layer} is out of range; the "
-                             f"model has {num_layers} decoder layers")
+    if scorer is not None and scorer.unit == "widths" and scorer.search_config().comp_token_layer >= num_layers:
+        raise ModelArgsError(f"model_args: comp_token_layer={scorer.search_config().comp_token_layer} is out of "
+                             f"range; the model has {num_layers} decoder layers")
     for key in ("token_layer", "token_ssr_layer"):
         layer = getattr(config.tokens, key, None)
         if layer is not None and layer >= num_layers - n_remove:
@@ -195,7 +195,7 @@ def compute_widths(prepared: Prepared, loaded: LoadedModel, cache: DiskCache,
     """A width method's search result, from the cache or a search on the loaded model (the last ``comp_val``
     calibration prompts held out to score its stages, the others to score units)."""
     config = prepared.config
-    params, prompts = config.layers.params, prepared.calibration_prompts
+    params, prompts = prepared.scorer.search_config(), prepared.calibration_prompts
     model = loaded.model
     model_id = model_fingerprint(prepared.pretrained, prepared.hf_config, config.load.revision)
     key = cache_key("widths", model_id, prompts_fingerprint(prompts), config.scorer_fingerprint(),
@@ -210,7 +210,7 @@ def compute_widths(prepared: Prepared, loaded: LoadedModel, cache: DiskCache,
     start = time.perf_counter()
     with out_of_memory_as_failure("the comp search (one calibration prompt at a time)", "use fewer calib_limit="):
         search = CompSearch(loaded, params, config.layers.sparsity, batches[:-params.comp_val],
-                            batches[-params.comp_val:], config.run.seed)
+                            batches[-params.comp_val:], config.run.seed, prepared.scorer.importance)
         result = search.run()
     timings["search"] = time.perf_counter() - start
     cache.put_json("widths", key, result.as_dict())

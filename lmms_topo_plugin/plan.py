@@ -176,12 +176,11 @@ def plan_from_record(method: str, num_layers: int, removed_layers: list[int], co
 
 def plan_widths(config: PruneConfig, result: CompResult, num_layers: int) -> PrunePlan:
     """The plan of a width method's search ``result``: its widths, then its visual-token pruning (CoMP's token
-    importance from ``comp_token_layer`` on)."""
-    params = config.layers.params
+    importance from its token layer on)."""
     actions: list[Action] = [SliceWidths({name: tuple(units) for name, units in result.kept.items()},
-                                         params.comp_widths)]
+                                         result.layout)]
     if result.token_keep is not None:
-        tokens = TokenConfig(token_method="cit", token_keep=result.token_keep, token_layer=params.comp_token_layer)
+        tokens = TokenConfig(token_method="cit", token_keep=result.token_keep, token_layer=result.token_layer)
         actions.append(PruneVisualTokens(tokens, config.run.seed))
     summary = {key: value for key, value in result.as_dict().items() if key != "kept"}
     return PrunePlan(config.method, num_layers, tuple(actions), summary | {"rate": result.rate}, [])

@@ -141,7 +141,8 @@ def test_the_same_seed_gives_the_same_plan_from_the_cache_and_without_it(searche
 @pytest.mark.parametrize("extra,message", [
     ({"n_remove": "2"}, "model_args: method=comp removes no layers: give sparsity= (the fraction of the dense "
                         "model's prefill FLOPs to remove), not n_remove="),
-    ({"sparsity": "0.3", "token_method": "fastv"}, "model_args: method=comp prunes visual tokens itself: drop "
+    ({"sparsity": "0.3", "token_method": "fastv"}, "model_args: method=comp chooses its own visual-token pruning "
+                                                   "(comp: by its schedule; a width-only method: none): drop "
                                                    "token_method=fastv"),
     ({"sparsity": "0.3", "comp_modes": "vision_params:heads"}, "model_args: comp_modes='vision_params:heads' is not "
      "valid; expected ':'-separated modes among vision_params, language_params, projector_params, vision_tokens, "
@@ -163,3 +164,18 @@ def test_an_unreachable_rate_is_refused_before_the_search(tiny_checkpoints):
                                              r"most 0\.\d+ of the prefill FLOPs can go$"):
         load_pruned({"pretrained": str(tiny_checkpoints("llava", 4)), **COMP_ARGS, "sparsity": "0.99",
                      "comp_modes": "language_params"})
+
+
+@pytest.mark.parametrize("method", ["wanda_widths", "random_widths"])
+def test_the_width_only_baselines_prune_parameters_alone_to_the_budget(method, tiny_checkpoints):
+    pretrained = str(tiny_checkpoints("llava", 4))
+    args = {"pretrained": pretrained, "method": method, "sparsity": "0.3", "device": "cpu", "calib_limit": "10",
+            "comp_val": "3", "comp_step": "0.1"}
+    _, report = load_pruned(args)
+    summary = report.plan["scores"]
+    assert summary["rate"] >= 0.3 and summary["token_keep"] is None
+    assert [action["kind"] for action in report.plan["actions"]] == ["slice_widths"]
+    assert {row["why"] for row in summary["history"]} == {"turn"}  # no schedule: modes in turn
+    assert load_pruned({**args, "recompute": "true"})[1].plan["actions"] == report.plan["actions"]
+    if method == "random_widths":  # the seed draws the order (it also draws the calibration prompts)
+        assert load_pruned({**args, "seed": "1"})[1].plan["actions"] != report.plan["actions"]

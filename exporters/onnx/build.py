@@ -75,9 +75,10 @@ def onnx_tokens(runner: OnnxVLM, prompt: Prompt, length: int) -> list[int]:
 
 def build_onnx(loaded: LoadedModel, build_dir: Path, precisions: tuple[str, ...] = ("fp32",)) -> dict[str, Any]:
     """Write ``build_dir/onnx`` (graphs, manifest, ``validation.json``; for Qwen2.5-VL also onnxruntime-genai's
-    files, :mod:`.genai`); raise :class:`OnnxParityError` when fp32 logits (prefill, and every decoding step with
-    the cache) differ from PyTorch by more than 1e-4 or a greedy token differs. Each further precision (``fp16``,
-    ``int4``) is written from the fp32 graphs and reported against fp32 (logit error, greedy-token agreement)."""
+    files, :mod:`.genai`, unless its decoder layers have different head counts); raise :class:`OnnxParityError`
+    when fp32 logits (prefill, and every decoding step with the cache) differ from PyTorch by more than 1e-4 or a
+    greedy token differs. Each further precision (``fp16``, ``int4``) is written from the fp32 graphs and reported
+    against fp32 (logit error, greedy-token agreement)."""
     check_supported(loaded)
     loaded.model.float()
     prompts = validation_prompts()

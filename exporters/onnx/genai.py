@@ -7,7 +7,9 @@ og runs ``model.type`` ``qwen2_5_vl`` as three sessions: the vision graph once p
 ``position_ids`` ``[3, batch, seq]`` and the attention mask itself, from ``input_ids``, ``image_grid_thw`` and the
 token ids in ``genai_config.json``. Our vision and decoder graphs already have that contract (names, shapes, a
 ``[batch, kv_heads, seq, head_dim]`` cache grown by concatenation, hence ``past_present_share_buffer: false``);
-only the embedding graph differs, so :class:`ImageEmbedTokens` is exported as ``genai_embedding.onnx``.
+only the embedding graph differs, so :class:`ImageEmbedTokens` is exported as ``genai_embedding.onnx``. og states one
+head count for every decoder layer: a decoder width-pruned to different counts per layer gets no og files (the
+manifest's ``genai`` entry says why).
 
 The files go next to the graphs because og opens every ``filename`` relative to the directory of
 ``genai_config.json``: ``og.Model("<build>/onnx")`` loads our vision and decoder graphs by their bare names, with
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from loguru import logger
 
 from lmms_topo_plugin.families import ONNX_FAMILIES
 from lmms_topo_plugin.models.loading import LoadedModel
@@ -71,7 +74,8 @@ def genai_config(loaded: LoadedModel, manifest: dict[str, Any]) -> dict[str, Any
     config, text = loaded.model.config, loaded.adapter.text_config
     generation = loaded.model.generation_config
     graphs = manifest["graphs"]
-    heads, head_dim = kv_shape(loaded)
+    (heads, kv_heads), = decoder_heads(loaded)
+    _, head_dim = kv_shape(loaded)
     eos = generation.eos_token_id if generation.eos_token_id is not None else loaded.processor.tokenizer.eos_token_id
     pad = generation.pad_token_id if generation.pad_token_id is not None else loaded.processor.tokenizer.pad_token_id
     ids = {"bos_token_id": generation.bos_token_id, "eos_token_id": eos if isinstance(eos, list) else [eos],
@@ -89,7 +93,7 @@ def genai_config(loaded: LoadedModel, manifest: dict[str, Any]) -> dict[str, Any
         "embedding": {"filename": EMBEDDING, "inputs": {"input_ids": "input_ids", "image_features": "image_features"},
                       "outputs": {"inputs_embeds": "inputs_embeds"}},
         "decoder": {"filename": graphs["decoder_model_merged"]["file"], "hidden_size": text.hidden_size,
-                    "num_attention_heads": text.num_attention_heads, "num_key_value_heads": heads,
+                    "num_attention_heads": heads, "num_key_value_heads": kv_heads,
                     "head_size": head_dim, "num_hidden_layers": manifest["num_layers"],
                     "inputs": {"inputs_embeds": "inputs_embeds", "attention_mask": "attention_mask",
                                "position_ids": "position_ids", "past_key_names": "past_key_values.%d.key",
@@ -124,9 +128,33 @@ def processor_config(image_processor: Any) -> dict[str, Any]:
     return {"processor": {"name": "qwen2_5_image_processor", "transforms": transforms}}
 
 
+def decoder_heads(loaded: LoadedModel) -> set[tuple[int, int]]:
+    """The distinct ``(query heads, key/value heads)`` of the decoder's layers, counted from their projections: one
+    pair unless width pruning left the layers different."""
+    adapter = loaded.adapter
+    layers = (adapter.layer_adapter(index) for index in range(adapter.num_layers))
+    return {(layer.num_heads, layer.num_kv_heads) for layer in layers}
+
+
+def unsupported(loaded: LoadedModel) -> str | None:
+    """Why no ``genai_config.json`` can describe this decoder (None when one can): og states one
+    ``num_attention_heads`` and ``num_key_value_heads`` for every layer, and allocates every layer's cache so."""
+    if len(decoder_heads(loaded)) == 1:
+        return None
+    return (f"no {CONFIG} written: onnxruntime-genai states one num_key_value_heads for every decoder layer, and "
+            f"the layers of this width-pruned decoder have {kv_shape(loaded)[0]} key/value heads; run the build with "
+            f"OnnxVLM (lmms_topo_plugin.runtime.onnx_runner)")
+
+
 def write_genai(loaded: LoadedModel, manifest: dict[str, Any], onnx_dir: Path) -> dict[str, Any]:
     """Write og's files into ``onnx_dir``, next to the graphs of ``manifest`` (:func:`.graphs.export_graphs`);
-    returns what the manifest records of them: the config and every file written."""
+    returns what the manifest records of them: the config and every file written. A decoder whose layers have
+    different head counts gets none (og could not run it): the record says why (``skipped``), as the log does."""
+    reason = unsupported(loaded)
+    if reason:
+        logger.warning(f"topo-prune export --onnx: {reason}")
+        return {"runtime": "onnxruntime-genai", "config": None, "model_type": loaded.model.config.model_type,
+                "files": [], "skipped": reason}
     export_embedding(loaded, manifest["image_token_id"], onnx_dir / EMBEDDING)
     (onnx_dir / CONFIG).write_text(json.dumps(genai_config(loaded, manifest), indent=2) + "\n")
     (onnx_dir / PROCESSOR).write_text(json.dumps(processor_config(loaded.processor.image_processor), indent=2) + "\n")

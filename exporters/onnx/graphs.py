@@ -83,9 +83,9 @@ class EmbedTokens(nn.Module):
 
 class Decoder(nn.Module):
     """``inputs_embeds, attention_mask, position_ids, past (key, value per layer), logits_to_keep`` →
-    ``logits, present``. ``logits_to_keep`` (int64 scalar, as transformers' ``logits_to_keep``): the LM head runs
-    over the last ``logits_to_keep`` positions only, or over every position for 0 (its default in the graph,
-    :data:`OPTIONAL_INPUTS`)."""
+    ``logits, present``; each layer's cache has that layer's key/value heads (:func:`kv_shape`). ``logits_to_keep``
+    (int64 scalar, as transformers' ``logits_to_keep``): the LM head runs over the last ``logits_to_keep`` positions
+    only, or over every position for 0 (its default in the graph, :data:`OPTIONAL_INPUTS`)."""
 
     def __init__(self, loaded: LoadedModel) -> None:
         super().__init__()
@@ -132,10 +132,18 @@ def add_input_defaults(path: Path, defaults: dict[str, int]) -> None:
     onnx.save(model, str(path))
 
 
-def kv_shape(loaded: LoadedModel) -> tuple[int, int]:
-    """``(key/value heads, head_dim)`` of the decoder's attention."""
-    config = loaded.adapter.text_config
-    return config.num_key_value_heads, getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+def kv_shape(loaded: LoadedModel) -> tuple[list[int], int]:
+    """``(key/value heads of each decoder layer, head_dim)``: the heads counted from each layer's projections
+    (width pruning may leave fewer than the config states, and not as many in every layer); one head size."""
+    adapter, config = loaded.adapter, loaded.adapter.text_config
+    heads = [adapter.layer_adapter(index).num_kv_heads for index in range(adapter.num_layers)]
+    return heads, getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def kv_manifest(heads: list[int]) -> dict[str, Any]:
+    """The manifest's cache shape: ``kv_heads_per_layer`` always, and the one ``kv_heads`` that builds before it
+    stated (and runners before it read) only when every layer has as many."""
+    return {**({"kv_heads": heads[0]} if len(set(heads)) == 1 else {}), "kv_heads_per_layer": list(heads)}
 
 
 def past_names(num_layers: int, prefix: str) -> list[str]:
@@ -166,7 +174,7 @@ def export_graphs(loaded: LoadedModel, vision_inputs: Mapping[str, torch.Tensor]
     hidden = loaded.adapter.text_config.hidden_size
     batch, seq, total = 2, 5, 8
     ids = torch.ones(batch, seq, dtype=torch.int64)
-    past = tuple(torch.zeros(batch, heads, total - seq, head_dim) for _ in range(2 * num_layers))
+    past = tuple(torch.zeros(batch, layer_heads, total - seq, head_dim) for layer_heads in heads for _ in range(2))
     cache_axes = {0: "batch", 2: "past_sequence_length"}
     positions, position_axes = torch.arange(total - seq, total).expand(batch, seq), {0: "batch", 1: "sequence_length"}
     if family.positions == "mrope":
@@ -200,7 +208,7 @@ def export_graphs(loaded: LoadedModel, vision_inputs: Mapping[str, torch.Tensor]
     manifest = ONNX_BUILD.stamp({
         "model_type": model.config.model_type, "graphs": files,
         "precisions": ["fp32"],
-        "image_token_id": loaded.adapter.image_token_id, "num_layers": num_layers, "kv_heads": heads,
+        "image_token_id": loaded.adapter.image_token_id, "num_layers": num_layers, **kv_manifest(heads),
         "head_dim": head_dim, "hidden_size": hidden, "opset": OPSET,
         "vision_per_image": family.per_image, "position_ids": family.positions,
         "vision_constants": family.constants(model),

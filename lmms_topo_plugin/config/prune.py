@@ -172,7 +172,8 @@ class PruneConfig:
                 raise ModelArgsError(f"model_args: method={layers.method} removes no layers: give sparsity= (the "
                                      "fraction of the dense model's prefill FLOPs to remove), not n_remove=")
             if self.tokens is not None:
-                raise ModelArgsError(f"model_args: method={layers.method} prunes visual tokens itself: drop "
+                raise ModelArgsError(f"model_args: method={layers.method} chooses its own visual-token pruning "
+                                     f"(comp: by its schedule; a width-only method: none): drop "
                                      f"token_method={self.tokens.token_method}")
         if backend == "onnxruntime" and self.tokens is not None:
             raise ModelArgsError("model_args: token_method= cannot run with backend=onnxruntime: the ONNX graphs do not "

@@ -68,6 +68,14 @@ def check_build(build_dir: str | Path) -> Path:
                      f"topo-prune export --onnx")
 
 
+def kv_heads_per_layer(manifest: dict) -> list[int]:
+    """Each decoder layer's key/value heads: the manifest's ``kv_heads_per_layer``, or the one ``kv_heads`` of every
+    layer in a build made before width pruning (which has no per-layer list)."""
+    if "kv_heads_per_layer" in manifest:
+        return list(manifest["kv_heads_per_layer"])
+    return [manifest["kv_heads"]] * manifest["num_layers"]
+
+
 class OnnxVLM:
     """The three sessions of a build directory (``<build>/onnx``) and the checkpoint's processor."""
 
@@ -209,8 +217,11 @@ class OnnxVLM:
         return self.manifest["graphs"]["decoder_model_merged"].get("optional_inputs", {})
 
     def empty_past(self, batch: int) -> list[np.ndarray]:
-        shape = (batch, self.manifest["kv_heads"], 0, self.manifest["head_dim"])
-        return [np.zeros(shape, dtype=np.float32) for _ in self._past_names]
+        """The prefill's empty cache: a key and a value ``[batch, heads, 0, head_dim]`` per decoder layer, each
+        with its layer's key/value heads (:func:`kv_heads_per_layer`)."""
+        head_dim = self.manifest["head_dim"]
+        return [np.zeros((batch, heads, 0, head_dim), dtype=np.float32)
+                for heads in kv_heads_per_layer(self.manifest) for _ in ("key", "value")]
 
     def next_step(self, token: np.ndarray, mask: np.ndarray, past: Sequence, positions: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray, list, np.ndarray]:

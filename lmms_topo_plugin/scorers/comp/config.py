@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from lmms_topo_plugin.config.params import MethodConfig, option
 
-MODES = ("vision_params", "language_params", "projector_params", "vision_tokens")
+PARAMETER_MODES = ("vision_params", "language_params", "projector_params")
+MODES = (*PARAMETER_MODES, "vision_tokens")
 LAYOUTS = ("per_layer", "uniform")
 
 
@@ -20,24 +21,31 @@ def check_modes(text: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class CompConfig(MethodConfig):
-    """CoMP: attention head groups and MLP channels (decoder, vision tower, projector) and visual tokens, pruned
-    together in stages until ``sparsity`` of the dense model's prefill FLOPs is removed."""
+class WidthSearchConfig(MethodConfig):
+    """What every width method's search takes: the layout of the widths, the stage size and the held-out
+    prompts (the width-only baselines have no more)."""
 
     comp_widths: str = option(str, "per_layer", "per_layer: each layer keeps its own widths (the paper's global "
                               "ranking; the plugin rebuilds the shapes before loading the checkpoint); uniform: every "
                               "layer keeps the same widths, so the config alone describes them and plain "
                               "from_pretrained loads the checkpoint (vision heads and the projector stay whole)",
                               choices=LAYOUTS)
+    comp_step: float = option(float, 0.05, "one stage prunes this fraction of a mode's dense units (or of the "
+                              "visual tokens)", low=0.0, high=0.5,
+                              check=lambda v: None if v > 0 else "expected a float in (0, 0.5]")
+    comp_val: int = option(int, 8, "calibration prompts held out to count FLOPs and score each stage (KL of the "
+                           "next-token distribution at the prompt's end to the dense model's)", low=1)
+
+
+@dataclass(frozen=True)
+class CompConfig(WidthSearchConfig):
+    """CoMP: attention head groups and MLP channels (decoder, vision tower, projector) and visual tokens, pruned
+    together in stages until ``sparsity`` of the dense model's prefill FLOPs is removed."""
+
     comp_modes: str = option(str, ":".join(MODES), "the modes the schedule may advance, ':'-separated: "
                              "vision_params (vision-tower heads and MLP channels), language_params (decoder heads "
                              "and MLP channels), projector_params (the projector's hidden channels), vision_tokens "
                              "(visual tokens dropped from comp_token_layer on)", check=check_modes)
-    comp_step: float = option(float, 0.05, "one stage prunes this fraction of a mode's dense units (or of the "
-                              "visual tokens)", low=0.0, high=0.5,
-                              check=lambda v: None if v > 0 else "expected a float in (0, 0.5]")
-    comp_val: int = option(int, 8, "calibration prompts held out to score each stage (KL of the next-token "
-                           "distribution at the prompt's end to the dense model's)", low=1)
     comp_token_layer: int = option(int, 2, "decoder layer from which vision_tokens drops visual tokens (ranked by "
                                    "the collaborative token importance)", low=1)
     comp_collaborative: bool = option(bool, True, "token-weighted parameter importance and head-masked token "

@@ -1,11 +1,12 @@
-"""``method=comp`` in the registry: a width method whose plan comes from :class:`~.search.CompSearch`."""
+"""The width methods in the registry: ``comp`` and the width-only baselines it is compared with, each a search
+(:class:`~.search.CompSearch`) under its own settings."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from lmms_topo_plugin.scorers.base import PruningMethod
-from lmms_topo_plugin.scorers.comp.config import CompConfig
+from lmms_topo_plugin.scorers.comp.config import PARAMETER_MODES, CompConfig, WidthSearchConfig
 from lmms_topo_plugin.scorers.registry import register_layer_method
 
 
@@ -18,14 +19,19 @@ from lmms_topo_plugin.scorers.registry import register_layer_method
 )
 class CompMethod(PruningMethod):
     unit = "widths"
-    version = 1
+    version = 2  # 2: results state their layout and token layer
     needs = ("comp_importance",)
     default_samples = 32
+    importance: ClassVar[str] = "cip"  # how units are ranked: CoMP's importance, or "random" (seeded)
 
     @property
     def min_samples(self) -> int:
         """The held-out prompts and at least as many to score with."""
         return 2 * self.config.comp_val
+
+    def search_config(self) -> CompConfig:
+        """The settings its search runs with."""
+        return self.config
 
     @classmethod
     def plan_figures(cls, plan: Mapping[str, Any]) -> dict[str, bytes]:
@@ -33,3 +39,27 @@ class CompMethod(PruningMethod):
         from lmms_topo_plugin.scorers.comp.plots import comp_figures
 
         return comp_figures(plan)
+
+
+@register_layer_method(
+    "wanda_widths",
+    config_class=WidthSearchConfig,
+    description="width-only baseline: attention head groups and MLP channels (decoder, vision tower, projector) "
+    "ranked once on the dense model by plain Wanda importance (no token weighting), pruned mode by mode to "
+    "sparsity= of the dense prefill FLOPs; no visual tokens",
+)
+class WandaWidthsMethod(CompMethod):
+    def search_config(self) -> CompConfig:
+        return CompConfig(comp_widths=self.config.comp_widths, comp_step=self.config.comp_step,
+                          comp_val=self.config.comp_val, comp_modes=":".join(PARAMETER_MODES),
+                          comp_collaborative=False, comp_schedule="joint")
+
+
+@register_layer_method(
+    "random_widths",
+    config_class=WidthSearchConfig,
+    description="random baseline of the width methods: head groups and MLP channels in a seeded random order "
+    "(seed=), pruned mode by mode to sparsity= of the dense prefill FLOPs",
+)
+class RandomWidthsMethod(WandaWidthsMethod):
+    importance = "random"

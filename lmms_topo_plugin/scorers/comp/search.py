@@ -41,6 +41,8 @@ class CompResult:
 
     kept: dict[str, list[int]]
     dense_units: dict[str, int]
+    layout: str
+    token_layer: int
     token_keep: float | None
     flops_dense: float
     flops_pruned: float
@@ -64,8 +66,8 @@ class CompSearch:
     """One search on a loaded model: its sites, FLOPs model, dense reference and the masks it advances."""
 
     def __init__(self, loaded: Any, config: CompConfig, sparsity: float, calibration: Sequence[Mapping],
-                 validation: Sequence[Mapping], seed: int) -> None:
-        self.loaded, self.config, self.seed = loaded, config, seed
+                 validation: Sequence[Mapping], seed: int, importance: str = "cip") -> None:
+        self.loaded, self.config, self.seed, self.importance = loaded, config, seed, importance
         self.model = loaded.model
         self.adapter = loaded.adapter
         describable = uniform_units(self.adapter) if config.comp_widths == "uniform" else None
@@ -135,6 +137,10 @@ class CompSearch:
         return any(len(units) < site.units for site in self.sites for units in [self.kept[site.name]])
 
     def scores(self) -> dict[str, torch.Tensor]:
+        """Every unit's score on the model as the masks make it (``random``: a seeded draw per site)."""
+        if self.importance == "random":
+            generator = torch.Generator().manual_seed(self.seed)
+            return {site.name: torch.rand(site.units, generator=generator) for site in self.sites}
         with ExitStack() as stack:
             self.attached(stack)
             return unit_scores(self.model, self.sites, self.kept, self.calibration,
@@ -188,9 +194,14 @@ class CompSearch:
         return [group for _, group in sorted(rounds, key=lambda item: item[0])]
 
     def advance_tokens(self) -> bool:
+        """Lower the visual tokens kept by a step (further while no held-out prompt loses a token), stopping at
+        the target; False when even the fewest tokens save nothing more."""
+        now = self.current_flops()
         keep = 1.0 if self.token_keep is None else self.token_keep
         lower = max(MIN_TOKEN_KEEP, keep - self.config.comp_step)
-        if lower >= keep:
+        while lower > MIN_TOKEN_KEEP and self.current_flops(keep=lower) >= now:
+            lower = max(MIN_TOKEN_KEEP, lower - self.config.comp_step)
+        if self.current_flops(keep=lower) >= now:
             return False
         if self.current_flops(keep=lower) < self.target:  # the target falls inside this step: bisect to it
             high = keep
@@ -226,6 +237,8 @@ class CompSearch:
                     available.remove(mode)
                     continue
                 new_flops = self.current_flops()
+                if new_flops >= flops:  # units that cost nothing on the held-out prompts: no cost to learn
+                    continue
                 new_loss = self.loss() if config.comp_schedule == "mps" else float("nan")
                 cost = (new_loss - loss) / ((flops - new_flops) / self.flops.dense)
                 if config.comp_schedule == "mps":
@@ -237,7 +250,7 @@ class CompSearch:
                 loss, flops = new_loss, new_flops
         final_loss = self.loss()
         return CompResult({name: list(units) for name, units in self.kept.items()}, dict(self.flops.dense_units),
-                          self.token_keep, self.flops.dense, self.current_flops(), final_loss, history)
+                          config.comp_widths, config.comp_token_layer, self.token_keep, self.flops.dense, self.current_flops(), final_loss, history)
 
 
 def mode_of(site) -> str:
