@@ -40,6 +40,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import readme_tables  # noqa: E402  (bench/: standard library only)
+
 DEFAULT_OUT = ROOT / "bench" / "results" / "comp"
 RATES = [0.3, 0.45, 0.6, 0.75]
 DEV_STEPS = ("0.05", "0.1")
@@ -124,14 +128,10 @@ def rows_of(folder: Path, label: str, seed: int = 0) -> list[dict]:
 
 
 def command_line() -> str:
+    """The command as run, paths inside the checkout relative to it."""
     python, script = Path(sys.executable), Path(sys.argv[0]).resolve()
-    for path in (python, script):
-        try:
-            path.relative_to(ROOT)
-        except ValueError:
-            pass
-    return shlex.join([os.path.relpath(python, ROOT) if str(python).startswith(str(ROOT)) else str(python),
-                       os.path.relpath(script, ROOT), *sys.argv[1:]])
+    inside = [os.path.relpath(path, ROOT) if str(path).startswith(str(ROOT)) else str(path) for path in (python, script)]
+    return shlex.join([*inside, *sys.argv[1:]])
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -227,29 +227,8 @@ def main() -> int:
                     "loadavg_at_start": loadavg, "loadavg_at_end": list(os.getloadavg())},
     })
     plot(rows, args.out.parent / "comp.png")
-    print(render(rows, rates))
+    print(readme_tables.comp_table(rows, rates))
     return 0
-
-
-def render(rows: list[dict], rates: list[float]) -> str:
-    """Exact match per method and rate (random: mean (min..max) over seeds), the FLOPs actually removed."""
-    families = sorted({row["family"] for row in rows if row["family"] != "dense"})
-    lines = ["| method | " + " | ".join(f"{rate:.0%}" for rate in rates) + " |",
-             "|---|" + "---:|" * len(rates)]
-    for family in families:
-        cells = []
-        for rate in rates:
-            chosen = [row for row in rows if row["family"] == family and row["target_rate"] == rate]
-            if not chosen:
-                cells.append("unreachable")
-                continue
-            scores = [row["exact_match"] for row in chosen]
-            flops = statistics.mean(row["flops_removed"] for row in chosen)
-            spread = f" ({min(scores):.3f}..{max(scores):.3f})" if len(scores) > 1 else ""
-            cells.append(f"{statistics.mean(scores):.3f}{spread} @ {flops:.0%}")
-        lines.append(f"| {family} | " + " | ".join(cells) + " |")
-    dense = next(row["exact_match"] for row in rows if row["family"] == "dense")
-    return f"dense: {dense:.3f}\n" + "\n".join(lines)
 
 
 if __name__ == "__main__":

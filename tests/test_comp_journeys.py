@@ -113,3 +113,22 @@ def test_both_layouts_export_reload_and_say_how_on_their_card(layout, tiny_check
     assert "of its prefill FLOPs removed** by `comp`" in card and "Training-free" in card
     assert f"`comp_widths={layout}`" in card and "width-pruning" in card
     assert ("rebuilds the shapes before loading" in card) == (layout == "per_layer")
+
+
+def test_a_comp_onnx_export_takes_the_parameter_modes_and_refuses_the_token_mode_first(tiny_checkpoints, tmp_path,
+                                                                                        capsys):
+    base = tiny_checkpoints("llava", 6)
+    args = f"pretrained={base},method=comp,sparsity=0.3,{SEARCH}"
+    assert main(["export", "--model-args", args, "--out", str(tmp_path / "refused"), "--onnx"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "--onnx: method=comp with comp_modes including vision_tokens may prune visual tokens, which the ONNX graphs "
+        "do not include; export with comp_modes=vision_params:language_params:projector_params")
+    assert not (tmp_path / "refused").exists()
+    out = tmp_path / "onnx"
+    modes = "comp_modes=vision_params:language_params:projector_params"
+    assert main(["export", "--model-args", f"{args},{modes}", "--out", str(out), "--onnx"]) == 0
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["onnx"]["greedy_tokens_identical"]
+    manifest = json.loads((out / "onnx" / "manifest.json").read_text())
+    kept = json.loads((out / "config.json").read_text())["topo_pruning"]["widths"]["kept"]
+    assert manifest["kv_heads_per_layer"] == [len(kept[f"text.{layer}.attn"]) for layer in range(6)]

@@ -478,6 +478,14 @@ TOKENS = {
 }
 
 
+COMP = {"command": ".venv/bin/python bench/bench_comp.py", "rates": [0.6], "metric": "topo_synth/exact_match",
+        "dev": {"metric": "topo_synth_dev/exact_match", "rate": 0.6, "by_step": {"0.05": 0.9, "0.1": 0.8},
+                "chosen_step": "0.05"},
+        "rows": [{"family": "dense", "target_rate": 0.0, "exact_match": 1.0, "flops_removed": 0.0},
+                 {"family": "comp", "target_rate": 0.6, "exact_match": 0.75, "flops_removed": 0.6},
+                 {"family": "wanda_widths", "target_rate": 0.6, "exact_match": 0.5, "flops_removed": 0.6}]}
+
+
 def write_results(folder: Path) -> None:
     """A results folder with every source the README's blocks read, from the hand-made inputs above."""
     data = sweep_data()
@@ -490,6 +498,7 @@ def write_results(folder: Path) -> None:
     (folder / "onnx.json").write_text(json.dumps(ONNX_SPEED))
     (folder / "tokens.json").write_text(json.dumps(TOKENS))
     (folder / "topology_ablations.json").write_text(json.dumps(ABLATIONS))
+    (folder / "comp.json").write_text(json.dumps(COMP))
 
 
 DOMAINS_MARKDOWN = """\
@@ -582,6 +591,7 @@ def test_write_and_check_touch_only_the_blocks(tmp_path):
                      TOPOLOGY_SPEED_MARKDOWN, TOKENS_MARKDOWN):
         assert markdown in text
     assert readme_tables.topology_ablations_block(ABLATIONS) in text
+    assert "| comp | 0.750 @ 60% |" in text and "(`wanda_widths`); CoMP wins on this model." in text
     assert all(f"prose {name}" in text for name in readme_tables.BLOCKS)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "results"]  # no temporary file left
 
@@ -735,3 +745,19 @@ def test_topology_ablations_block_renders_known_input_exactly():
             in block)  # sorted by size
     assert "| random (mean of 2 seeds, min–max) | 0.750 (0.625–0.875) | 0.250 (0.250–0.250) | 0.500 |" in block
     assert block.endswith("On test, at 0.125 it ties random (mean) (0.750); at 0.25 it ties angular (0.500).")
+
+
+def test_comp_block_names_the_strongest_reached_single_mode_baseline_and_unreachable_cells():
+    def row(family, rate, score, flops, seed=0):
+        return {"family": family, "target_rate": rate, "exact_match": score, "flops_removed": flops, "seed": seed}
+
+    rows = [row("dense", 0.0, 0.99, 0.0), row("comp", 0.6, 0.8, 0.6), row("comp (no MPS: joint)", 0.6, 0.9, 0.6),
+            row("wanda_widths", 0.6, 0.5, 0.61), row("random (layers)", 0.6, 0.7, 0.64),
+            row("random (layers)", 0.6, 0.3, 0.64, seed=1), row("block_influence (layers)", 0.6, 0.55, 0.64)]
+    table = readme_tables.comp_table(rows, [0.3, 0.6])
+    assert "| random (layers) | unreachable | 0.500 (0.300..0.700) @ 64% |" in table.splitlines()
+    assert "| comp | unreachable | 0.800 @ 60% |" in table.splitlines()
+    verdict = readme_tables._comp_verdict({"rows": rows})
+    # ablations of comp are not single-mode baselines; random's mean (0.5) loses to block_influence (0.55)
+    assert verdict == ("At 60% of the prefill FLOPs, `comp` keeps 0.800 exact match against 0.550 for the strongest "
+                       "single-mode baseline (`block_influence (layers)`); CoMP wins on this model.")

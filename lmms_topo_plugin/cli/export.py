@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lmms_topo_plugin.config.params import parse_model_args_text
 from lmms_topo_plugin.errors import ModelArgsError
+from lmms_topo_plugin.scorers.registry import get_method
 from lmms_topo_plugin.exporters.checkpoint import SAVE_DTYPES, check_destination, is_checkpoint
 from lmms_topo_plugin.failures import RESTARTS
 
@@ -55,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
     if args.winner:
         out = export_winner(args.winner, args.out, args.save_dtype, precisions, check)
     else:
-        out = export_model_args(parse_model_args_text(args.model_args), args.out, args.save_dtype, precisions, check)
+        model_args = parse_model_args_text(args.model_args)
+        if args.onnx:
+            refuse_token_modes_for_onnx(model_args)
+        out = export_model_args(model_args, args.out, args.save_dtype, precisions, check)
     report = json.loads((out / "export_report.json").read_text())
     print(f"checkpoint: {out} ({report['num_layers']} decoder layers, {report['dtype']}; reloaded logits within "
           f"{report['max_abs_logit_difference']:.1g} of the pruned model)")
@@ -67,6 +71,21 @@ def run(args: argparse.Namespace) -> int:
             print(f"onnx {precision}: max logit difference to fp32 {variant['max_abs_logit_difference_vs_fp32']:.3g}, "
                   f"greedy tokens agreeing with fp32 {variant['greedy_token_agreement_vs_fp32']:.0%}")
     return 0
+
+
+def refuse_token_modes_for_onnx(model_args: dict[str, str]) -> None:
+    """Before any pruning: a width method that may prune visual tokens cannot be exported to ONNX (the graphs do
+    not include token pruning), so say which ``comp_modes`` can."""
+    from lmms_topo_plugin.config.prune import PruneConfig
+    from lmms_topo_plugin.scorers.comp.config import PARAMETER_MODES
+
+    config = PruneConfig.from_model_args(model_args)
+    if config.method == "none" or get_method(config.method).unit != "widths":
+        return
+    if "vision_tokens" in get_method(config.method).create(config.layers.params).search_config().modes:
+        raise ModelArgsError(f"--onnx: method={config.method} with comp_modes including vision_tokens may prune "
+                             f"visual tokens, which the ONNX graphs do not include; export with "
+                             f"comp_modes={':'.join(PARAMETER_MODES)}")
 
 
 def onnx_precisions(text: str) -> tuple[str, ...]:
