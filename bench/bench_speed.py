@@ -53,8 +53,9 @@ VOCAB = 32000
 HEADS = 16
 
 
-def build_model(layers: int, hidden: int, image_tokens: int):
-    """A random-weight LLaVA-shaped ``LoadedModel`` (float32, CPU) and its processor's image size."""
+def build_model(layers: int, hidden: int, image_tokens: int, kv_heads: int = HEADS, vocab: int = VOCAB):
+    """A random-weight LLaVA-shaped ``LoadedModel`` (float32, CPU; ``kv_heads`` key/value heads for the query
+    heads, a ``vocab``-token vocabulary) and its processor's image size."""
     from lmms_topo_plugin.families import adapter_class_for, image_only_processor_class
     from lmms_topo_plugin.families.tiny import tiny_config, tiny_model, tiny_tokenizer
     from lmms_topo_plugin.models.loading import LoadedModel
@@ -66,7 +67,7 @@ def build_model(layers: int, hidden: int, image_tokens: int):
     image_size = side * PATCH
     tokenizer = tiny_tokenizer("llava", vocabulary())
     config = tiny_config("llava", num_layers=layers, hidden_size=hidden, tokenizer=tokenizer, text_overrides=dict(
-        vocab_size=VOCAB, num_attention_heads=HEADS, num_key_value_heads=HEADS,
+        vocab_size=vocab, num_attention_heads=HEADS, num_key_value_heads=kv_heads,
         intermediate_size=round(2.75 * hidden / 64) * 64, max_position_embeddings=4096,
     ))
     config.vision_config.image_size, config.vision_config.patch_size = image_size, PATCH

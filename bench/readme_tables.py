@@ -1020,6 +1020,48 @@ def comp_block(data: dict) -> str:
                          "![exact match against FLOPs removed](bench/results/comp.png)"])
 
 
+COMP_SPEED_FILE = "comp_speed.json"  # bench/bench_comp_speed.py: width layouts, predicted against measured
+
+
+def _range(values: list[float]) -> str:
+    return f"{min(values):.2f}–{max(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+
+def comp_speed_block(data: dict) -> str:
+    """Predicted (FLOPs) and measured (CPU time) speedups of the width layouts, and irregular widths relative to
+    uniform ones at equal FLOPs."""
+    model = data["model"]
+    text = _wrap(
+        f"Measured by `{display_command(data['command'])}`: a random-weight LLaVA-shaped model ({model['layers']} "
+        f"decoder layers of width {model['hidden']}, {model['heads']} heads on {model['kv_heads']} key/value heads, "
+        f"MLP {model['intermediate']}, {model['image_tokens']} image tokens, {model['dtype']}, CPU, one thread), "
+        f"its decoder's prefill FLOPs cut by {_join([f'{rate:.0%}' for rate in data['args']['rates']])} three ways at "
+        "equal FLOPs: `uniform` (every layer the same widths), `per_layer` (irregular widths, channel counts off "
+        "multiples of 8, the same head groups in all) and `per_layer_rounded` (those widths rounded to multiples "
+        "of 8). Speedups against dense by this thread's CPU time (what other processes on the machine do not "
+        f"inflate), medians of {data['args']['repeats']} interleaved rounds; predicted: the FLOPs model.")
+    lines = ["| runtime | batch | widths | prefill predicted | prefill measured | decode predicted | decode measured |",
+             "|---|---:|---|---:|---:|---:|---:|"]
+    for row in data["rows"]:
+        if row["config"] == "dense":
+            continue
+        for runtime in ("pytorch", "onnxruntime"):
+            for batch, cell in row.get(runtime, {}).items():
+                measured = (["blocked", "blocked"] if "blocked" in cell else
+                            [f"{cell['prefill_cpu_speedup']:.2f}×", f"{cell['decode_cpu_speedup']:.2f}×"])
+                lines.append(f"| {runtime} | {batch} | {row['config']} | {row['predicted_prefill_speedup']:.2f}× | "
+                             f"{measured[0]} | {row['predicted_decode_speedup']:.2f}× | {measured[1]} |")
+    verdicts = []
+    for config in ("per_layer", "per_layer_rounded"):
+        found = [item for item in data["comparisons"] if item["config"] == config]
+        if found:
+            verdicts.append(
+                f"`{config}` runs at {_range([item['prefill_cpu_vs_uniform'] for item in found])} of `uniform`'s "
+                f"prefill speed and {_range([item['decode_cpu_vs_uniform'] for item in found])} of its decode speed "
+                "at equal FLOPs (1.00 is what the FLOPs predict; runtimes and batch sizes pooled).")
+    return "\n\n".join([text, "\n".join(lines), _wrap(" ".join(verdicts))])
+
+
 def _load(name: str, results_dir: Path) -> dict:
     return json.loads((results_dir / name).read_text(encoding="utf-8"))
 
@@ -1035,6 +1077,7 @@ BLOCKS: dict[str, tuple[str, Callable[[Path], dict], Callable[[dict], str]]] = {
     "token-pruning": ("tokens.json", lambda folder: _load("tokens.json", folder), tokens_block),
     "topology-ablations": (ABLATIONS_FILE, lambda folder: _load(ABLATIONS_FILE, folder), topology_ablations_block),
     "comp": (COMP_FILE, lambda folder: _load(COMP_FILE, folder), comp_block),
+    "comp-speed": (COMP_SPEED_FILE, lambda folder: _load(COMP_SPEED_FILE, folder), comp_speed_block),
 }
 
 

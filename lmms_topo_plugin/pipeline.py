@@ -210,7 +210,7 @@ def compute_widths(prepared: Prepared, loaded: LoadedModel, cache: DiskCache,
     start = time.perf_counter()
     with out_of_memory_as_failure("the comp search (one calibration prompt at a time)", "use fewer calib_limit="):
         search = CompSearch(loaded, params, config.layers.sparsity, batches[:-params.comp_val],
-                            batches[-params.comp_val:], config.run.seed, prepared.scorer.importance)
+                            batches[-params.comp_val:], config.run.seed, prepared.scorer.importance, config.method)
         result = search.run()
     timings["search"] = time.perf_counter() - start
     cache.put_json("widths", key, result.as_dict())

@@ -1,7 +1,9 @@
 """The ``topo-prune`` console command."""
 
+import argparse
 import json
 
+import pytest
 from transformers import AutoModelForImageTextToText
 
 from lmms_topo_plugin.integrations.lmms_eval.tasks import bundled_tasks_dir
@@ -34,3 +36,47 @@ def test_prune_saves_a_loadable_checkpoint_and_rejects_bad_args(tiny_checkpoints
     assert model.config.get_text_config().num_hidden_layers == 4
     assert main(["prune", "--model-args", f"pretrained={checkpoint},method=spacing,n_remove=3"]) == 2
     assert "method=spacing can remove at most 2 of 6" in capsys.readouterr().err
+
+
+def test_version_names_the_plugin_and_what_it_runs_on(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"topo-prune {version('lmms-topo-plugin')} (lmms-eval {version('lmms-eval')}, "
+                           f"transformers {version('transformers')}, torch {version('torch')}")
+
+
+def subcommands():
+    from lmms_topo_plugin.cli.main import build_parser
+
+    parser = build_parser()
+    (group,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    return group.choices
+
+
+@pytest.mark.parametrize("name", sorted(subcommands()))
+def test_every_option_of_every_command_has_help_and_states_its_default(name):
+    command = subcommands()[name]
+    assert command.description and command.description[0].isupper()
+    for action in command._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+        shown = command.formatter_class("prog")._get_help_string(action) % vars(action)
+        if action.default not in (None, False, [], argparse.SUPPRESS) and not action.required:
+            assert "default" in shown, f"{name} {action.option_strings} does not state its default"
+
+
+def test_methods_lists_width_methods_and_token_pruners_with_their_parameters(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    from lmms_topo_plugin.tokens import TOKEN_METHODS
+
+    assert "comp (widths): CoMP" in out and "topology (layers): TopoVLM" in out
+    assert "    comp_widths (default per_layer): per_layer: each layer keeps its own widths" in out
+    for name, pruner in TOKEN_METHODS.items():
+        assert f"\n{name}: {pruner.summary}\n" in out
+    assert "a int" not in out and "(default None)" not in out

@@ -3,6 +3,7 @@ against the model's own attention, and the search: the target met, the same plan
 pruned model equal to the masked dense one it was chosen on, bad arguments refused with one line."""
 
 import copy
+from contextlib import ExitStack
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from lmms_topo_plugin.calibration.collect import move_inputs
 from lmms_topo_plugin.config.prune import PruneConfig
 from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.exporters.onnx.build import validation_prompts
+from lmms_topo_plugin.integrations.lmms_eval.model import recorded_token_pruner
 from lmms_topo_plugin.models.prompting import encode
 from lmms_topo_plugin.pipeline import prepare
 from lmms_topo_plugin.scorers.comp.flops import FlopsModel, measure_load
@@ -20,6 +22,7 @@ from lmms_topo_plugin.tokens import CollaborativeTokens
 from lmms_topo_plugin.tokens.base import kept_count
 from lmms_topo_plugin.tokens.flops import layer_prefill_flops
 from lmms_topo_plugin.tokens.methods import received_attention
+from table import FAMILIES
 
 COMP_ARGS = {"method": "comp", "device": "cpu", "calib_limit": "10", "comp_val": "3", "comp_step": "0.1"}
 
@@ -105,28 +108,27 @@ def test_the_search_removes_the_flops_asked_for(searched):
     assert report.parameters_after < report.parameters_before
 
 
-def test_the_pruned_model_is_the_masked_dense_model_it_was_chosen_on(searched, tiny_checkpoints):
-    pretrained, pruned, report = searched
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_prunes_to_the_target_as_its_masked_dense_model(family, tiny_checkpoints):
+    """The pruned model (sliced, its token pruner from the record) equals the dense one under the masks and token
+    pruner the search chose it with."""
+    pretrained = str(tiny_checkpoints(family, 4))
+    pruned, report = load_pruned({"pretrained": pretrained, **COMP_ARGS, "sparsity": "0.4"})
+    assert report.plan["scores"]["rate"] >= 0.4
     actions = {action["kind"]: action for action in report.plan["actions"]}
-    kept = actions["slice_widths"]["kept"]
-    original = dense(tiny_checkpoints)
+    original = dense(tiny_checkpoints, family)
     batch = one_prompt(original, 1)
     tokens = actions.get("prune_visual_tokens")
-    with torch.inference_mode(), width_masks(original.adapter, kept):
+    with ExitStack() as stack, torch.inference_mode():
+        stack.enter_context(width_masks(original.adapter, actions["slice_widths"]["kept"]))
         if tokens:
-            with CollaborativeTokens(layer=tokens["layer"], keep=tokens["keep"]).attach(original.adapter):
-                expected = original.model(**batch, use_cache=False).logits
-        else:
-            expected = original.model(**batch, use_cache=False).logits
-    from lmms_topo_plugin.integrations.lmms_eval.model import recorded_token_pruner
-
+            stack.enter_context(CollaborativeTokens(layer=tokens["layer"], keep=tokens["keep"]).attach(original.adapter))
+        expected = original.model(**batch, use_cache=False).logits
     pruner = recorded_token_pruner(pruned)
-    with torch.inference_mode():
+    with ExitStack() as stack, torch.inference_mode():
         if pruner is not None:
-            with pruner.attach(pruned.adapter):
-                got = pruned.model(**batch, use_cache=False).logits
-        else:
-            got = pruned.model(**batch, use_cache=False).logits
+            stack.enter_context(pruner.attach(pruned.adapter))
+        got = pruned.model(**batch, use_cache=False).logits
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -179,3 +181,17 @@ def test_the_width_only_baselines_prune_parameters_alone_to_the_budget(method, t
     assert load_pruned({**args, "recompute": "true"})[1].plan["actions"] == report.plan["actions"]
     if method == "random_widths":  # the seed draws the order (it also draws the calibration prompts)
         assert load_pruned({**args, "seed": "1"})[1].plan["actions"] != report.plan["actions"]
+
+
+@pytest.mark.parametrize("layout", ["per_layer", "uniform"])
+def test_comp_multiple_leaves_every_pruned_channel_count_a_multiple(layout, tiny_checkpoints):
+    pretrained = str(tiny_checkpoints("llava", 4))
+    _, report = load_pruned({"pretrained": pretrained, **COMP_ARGS, "sparsity": "0.4", "comp_multiple": "8",
+                             "comp_widths": layout, "comp_modes": "language_params:vision_params"})
+    summary = report.plan["scores"]
+    kept = next(action for action in report.plan["actions"] if action["kind"] == "slice_widths")["kept"]
+    channels = {name: len(units) for name, units in kept.items() if name.endswith(".mlp") or name == "projector"}
+    pruned = {name: count for name, count in channels.items() if count < summary["dense_units"][name]}
+    assert pruned and summary["rate"] >= 0.4
+    assert all(count % 8 == 0 for count in pruned.values()), pruned
+    assert all(summary["dense_units"][name] % 8 == 0 for name in pruned)  # so the dense widths were multiples too

@@ -486,6 +486,17 @@ COMP = {"command": ".venv/bin/python bench/bench_comp.py", "rates": [0.6], "metr
                  {"family": "wanda_widths", "target_rate": 0.6, "exact_match": 0.5, "flops_removed": 0.6}]}
 
 
+COMP_SPEED = {
+    "command": ".venv/bin/python bench/bench_comp_speed.py", "args": {"rates": [0.5], "repeats": 5},
+    "model": {"layers": 8, "hidden": 512, "heads": 16, "kv_heads": 4, "intermediate": 1408, "image_tokens": 576,
+              "dtype": "float32"},
+    "rows": [{"config": "dense"}, *({"config": config, "predicted_prefill_speedup": 2.0, "predicted_decode_speedup": 1.5,
+                                     "pytorch": {"1": {"prefill_cpu_speedup": speed, "decode_cpu_speedup": 1.25}},
+                                     "onnxruntime": {"1": {"blocked": "ValueError: no"}}}
+                                    for config, speed in (("uniform", 1.875), ("per_layer", 1.5)))],
+    "comparisons": [{"config": "per_layer", "prefill_cpu_vs_uniform": 0.8, "decode_cpu_vs_uniform": 1.0}]}
+
+
 def write_results(folder: Path) -> None:
     """A results folder with every source the README's blocks read, from the hand-made inputs above."""
     data = sweep_data()
@@ -499,6 +510,7 @@ def write_results(folder: Path) -> None:
     (folder / "tokens.json").write_text(json.dumps(TOKENS))
     (folder / "topology_ablations.json").write_text(json.dumps(ABLATIONS))
     (folder / "comp.json").write_text(json.dumps(COMP))
+    (folder / "comp_speed.json").write_text(json.dumps(COMP_SPEED))
 
 
 DOMAINS_MARKDOWN = """\
@@ -592,6 +604,9 @@ def test_write_and_check_touch_only_the_blocks(tmp_path):
         assert markdown in text
     assert readme_tables.topology_ablations_block(ABLATIONS) in text
     assert "| comp | 0.750 @ 60% |" in text and "(`wanda_widths`); CoMP wins on this model." in text
+    assert "| pytorch | 1 | per_layer | 2.00× | 1.50× | 1.50× | 1.25× |" in text
+    assert "| onnxruntime | 1 | uniform | 2.00× | blocked | 1.50× | blocked |" in text
+    assert "`per_layer` runs at 0.80 of `uniform`'s prefill speed and 1.00 of its decode speed" in text
     assert all(f"prose {name}" in text for name in readme_tables.BLOCKS)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "results"]  # no temporary file left
 

@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--family", default="llava", help="architecture family (llava, llava_next, qwen2_vl, qwen2_5_vl, idefics3)")
     parser.add_argument("--layers", type=int, default=8, help="decoder layers")
     parser.add_argument("--hidden-size", type=int, default=64, help="decoder width")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
 
 
 def run(args: argparse.Namespace) -> int:

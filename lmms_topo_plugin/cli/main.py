@@ -21,11 +21,39 @@ COMMANDS = {module.NAME: module for module in (
     install_topology, regimes)}
 
 
+class StatedDefaults(argparse.HelpFormatter):
+    """Each option's help ends with its default, unless the help states it already (or it has none to state)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.required or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def versions() -> str:
+    """``topo-prune X (lmms-eval Y, transformers Z, torch W)``: what a bug report needs first."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    others = ", ".join(f"{name} {of(name)}" for name in ("lmms-eval", "transformers", "torch", "onnxruntime"))
+    return f"topo-prune {of('lmms-topo-plugin')} ({others})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="topo-prune", description="``topo-prune``: helper commands around the lmms-eval plugin.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="topo-prune", description="Helper commands around the lmms-eval plugin "
+                                     "lmms-topo-plugin: prune, search, export, publish.", formatter_class=StatedDefaults)
+    parser.add_argument("--version", action="version", version=versions())
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, module in COMMANDS.items():
-        module.add_arguments(commands.add_parser(name, help=module.HELP))
+        description = module.HELP[0].upper() + module.HELP[1:] + "."
+        module.add_arguments(commands.add_parser(name, help=module.HELP, description=description,
+                                                 formatter_class=StatedDefaults))
     return parser
 
 

@@ -13,8 +13,10 @@ HELP = "answer one prompt with an ONNX build (ONNX Runtime)"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("build", help="a directory written by topo-prune export --onnx")
     parser.add_argument("--image", action="append", default=[], help="an image file (repeat for several)")
-    parser.add_argument("--prompt", required=True)
-    parser.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=32)
+    parser.add_argument("--prompt", required=True, help="the question (the chat template wraps it; an image goes "
+                        "where the build's family puts it)")
+    parser.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=32,
+                        help="greedy tokens generated at most (stops at the end-of-sequence token)")
     parser.add_argument("--provider", default="auto", help="auto (CUDA when onnxruntime-gpu sees a GPU), cuda, cpu")
     parser.add_argument("--precision", default="fp32", help="fp32, fp16 or int4 (as exported)")
     parser.add_argument("--allow-cpu-fallback", action="store_true",

@@ -16,7 +16,7 @@ ON_INTERRUPT = RESTARTS
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-args", "--model_args", required=True, help="the same key=value,... string lmms-eval takes")
-    parser.add_argument("--report-dir", default="topo_prune_reports")
+    parser.add_argument("--report-dir", default="topo_prune_reports", help="where the pruning report and its plots go")
     parser.add_argument("--save", help="save the pruned checkpoint (from_pretrained-loadable) here")
     parser.add_argument("--save-dtype", default="base", choices=SAVE_DTYPES,
                        help="dtype of the saved weights (default: the base checkpoint's, e.g. float16)")

@@ -18,9 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-args", "--model_args", default="", help="base model_args (pretrained=, device=, "
                        "dtype=, ...; default: the bundled model); method/sparsity come from --methods/--budgets")
     parser.add_argument("--methods", default="topology,block_influence,angular,random,spacing",
-                       help="comma-separated layer methods (topo-prune methods lists them); a variant sets "
+                       help="comma-separated methods, layer or width (topo-prune methods lists them); a variant sets "
                        "parameters for one entry: topology[topo_k=5,topo_alpha=2] is its own line in the results")
-    parser.add_argument("--budgets", default="0.125,0.25,0.375,0.5", help="comma-separated sparsities in (0, 1)")
+    parser.add_argument("--budgets", default="0.125,0.25,0.375,0.5",
+                        help="comma-separated sparsities in (0, 1): the fraction of decoder layers a layer method "
+                        "removes, of the dense prefill FLOPs a width method removes")
     parser.add_argument("--calib-limits", "--calib_limits", default="",
                        help="comma-separated calibration sizes to sweep too (default: each method's own)")
     parser.add_argument("--tasks", default="topo_synth", help="comma-separated lmms-eval tasks or groups")

@@ -70,6 +70,7 @@ class TokenPruner:
     layer: int
     keep: float
     name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""  # one line for users (topo-prune methods)
     config_class: ClassVar[type[TokenConfig]] = TokenConfig  # its model_args (token_*), defaults included
     _floored: set = field(default_factory=set, init=False, repr=False, compare=False)  # warned (parameter, count)
 

@@ -41,6 +41,7 @@ class FastV(TokenPruner):
     """FastV: at layer K (default 2) keep the visual tokens the last prompt token attends to most."""
 
     name = "fastv"
+    summary = "FastV: at token_layer keep the visual tokens the last prompt token attends to most"
 
     def relevance(self, layer: DecoderLayerAdapter, hidden: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         return last_token_attention(layer, hidden, visual)
@@ -81,6 +82,8 @@ class CollaborativeTokens(TokenPruner):
 
     heads: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
     name = "cit"
+    summary = ("CoMP's token importance: at token_layer keep the visual tokens that receive the most attention from "
+               "all queries (the maximum over heads)")
 
     def relevance(self, layer: DecoderLayerAdapter, hidden: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         return received_attention(layer, hidden, heads=self.heads)
@@ -117,6 +120,8 @@ class HalfV(TokenPruner):
     ssr_mode: str = "off"
     ssr_keep: float = SSR_KEEP
     name = "halfv"
+    summary = ("HalfV: at its IVR layer keep relevance anchors and a diversity fill; from its SSR layer freeze the "
+               "visual tokens or keep the top 5% by attention")
     config_class = HalfVConfig
 
     def __post_init__(self) -> None:
@@ -172,6 +177,7 @@ class RandomTokens(TokenPruner):
 
     seed: int = 0
     name = "random"
+    summary = "the baseline: a uniformly random subset of the visual tokens, reproducible with seed="
 
     def relevance(self, layer: DecoderLayerAdapter, hidden: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         """The same draw for every row, in the order of its visual tokens: a prompt's choice does not depend on

@@ -35,6 +35,9 @@ class WidthSearchConfig(MethodConfig):
                               check=lambda v: None if v > 0 else "expected a float in (0, 0.5]")
     comp_val: int = option(int, 8, "calibration prompts held out to count FLOPs and score each stage (KL of the "
                            "next-token distribution at the prompt's end to the dense model's)", low=1)
+    comp_multiple: int = option(int, 1, "MLP and projector channels are dropped in blocks that leave each layer a "
+                                "multiple of this many (e.g. 8, for kernels that like aligned widths; head groups are "
+                                "whole units already); 1: channel by channel", low=1)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 A forward of the dense model over each held-out prompt (batch 1, no cache) records what passes through every
 width site (:func:`lmms_topo_plugin.surgery.widths.width_sites`): the rows its consumer sees and, for attention,
 the query-key pairs (causal in the decoder, full per image in the vision tower). Every other linear and
-convolution (patch embedding, LM head) is counted once as fixed. A site's FLOPs are then linear in its kept units:
+convolution (patch embedding, the LM head on the last position, as generation's prefill computes it) is counted
+once as fixed. A site's FLOPs are then linear in its kept units:
 ``units × (2 × weights per unit × rows + 4 × unit width × pairs)`` (2 per multiply-accumulate; QKᵀ and AV). Visual
 tokens dropped from decoder layer ``token_layer`` on shrink the rows and pairs of every later decoder site; the
 fixed part (the LM head included) is not credited with them, so token savings are, if anything, under-counted.
@@ -138,7 +139,7 @@ def measure_load(model: nn.Module, sites: Sequence, inputs: Mapping[str, torch.T
             if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d)) and id(module) not in inside:
                 stack.callback(module.register_forward_hook(count_fixed).remove)
         with torch.inference_mode():
-            model(**inputs, use_cache=False)
+            model(**inputs, use_cache=False, logits_to_keep=1)
     return load
 
 

@@ -51,7 +51,8 @@ class CompMethod(PruningMethod):
 class WandaWidthsMethod(CompMethod):
     def search_config(self) -> CompConfig:
         return CompConfig(comp_widths=self.config.comp_widths, comp_step=self.config.comp_step,
-                          comp_val=self.config.comp_val, comp_modes=":".join(PARAMETER_MODES),
+                          comp_val=self.config.comp_val, comp_multiple=self.config.comp_multiple,
+                          comp_modes=":".join(PARAMETER_MODES),
                           comp_collaborative=False, comp_schedule="joint")
 
 

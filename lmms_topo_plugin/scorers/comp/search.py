@@ -66,8 +66,8 @@ class CompSearch:
     """One search on a loaded model: its sites, FLOPs model, dense reference and the masks it advances."""
 
     def __init__(self, loaded: Any, config: CompConfig, sparsity: float, calibration: Sequence[Mapping],
-                 validation: Sequence[Mapping], seed: int, importance: str = "cip") -> None:
-        self.loaded, self.config, self.seed, self.importance = loaded, config, seed, importance
+                 validation: Sequence[Mapping], seed: int, importance: str = "cip", method: str = "comp") -> None:
+        self.config, self.seed, self.importance, self.method = config, seed, importance, method
         self.model = loaded.model
         self.adapter = loaded.adapter
         describable = uniform_units(self.adapter) if config.comp_widths == "uniform" else None
@@ -95,15 +95,15 @@ class CompSearch:
         keep = MIN_TOKEN_KEEP if "vision_tokens" in self.modes else None
         reachable = 1.0 - self.flops.flops(floor_units, keep) / self.flops.dense
         if sparsity > reachable:
-            raise ModelArgsError(f"model_args: sparsity={sparsity:g} is not reachable by method=comp on this model "
-                                 f"with comp_modes={':'.join(self.modes)} and comp_widths={self.config.comp_widths}: "
+            raise ModelArgsError(f"model_args: sparsity={sparsity:g} is not reachable by method={self.method} on "
+                                 f"this model with comp_modes={':'.join(self.modes)} and comp_widths={self.config.comp_widths}: "
                                  f"at most {math.floor(reachable * 1000) / 1000:g} of the prefill FLOPs can go")
 
     # -- the model as the masks make it -------------------------------------------------------------------
 
-    def current_flops(self, kept: Mapping[str, Sequence[int]] | None = None, keep: float | None | str = "now") -> float:
-        kept = self.kept if kept is None else kept
-        return self.flops.flops({name: len(units) for name, units in kept.items()},
+    def current_flops(self, keep: float | None | str = "now") -> float:
+        """FLOPs of the widths kept now, with ``keep`` of the visual tokens (default: the current fraction)."""
+        return self.flops.flops({name: len(units) for name, units in self.kept.items()},
                                 self.token_keep if keep == "now" else keep)
 
     def attached(self, stack: ExitStack) -> None:
@@ -134,7 +134,7 @@ class CompSearch:
         return float(sum((ref.exp() * (ref - cur)).sum() for ref, cur in zip(self.reference, now)) / len(now))
 
     def any_pruned(self) -> bool:
-        return any(len(units) < site.units for site in self.sites for units in [self.kept[site.name]])
+        return any(len(self.kept[site.name]) < site.units for site in self.sites)
 
     def scores(self) -> dict[str, torch.Tensor]:
         """Every unit's score on the model as the masks make it (``random``: a seeded draw per site)."""
@@ -166,31 +166,41 @@ class CompSearch:
             dropped += len(group)
         return dropped > 0
 
+    def blocks(self, site, ranked: list[int]) -> list[list[int]]:
+        """``ranked`` units of ``site`` (lowest first) in the blocks they are dropped in: one unit each, or for
+        MLP and projector channels under ``comp_multiple=N`` blocks that leave the site a multiple of N."""
+        size = self.config.comp_multiple if site.kind == "channels" else 1
+        cuts = [0, *range(len(ranked) % size or size, len(ranked) + 1, size)]
+        return [ranked[start:end] for start, end in zip(cuts, cuts[1:])]
+
     def global_order(self, sites: Sequence, scores: Mapping[str, torch.Tensor]) -> list[list[tuple[str, int]]]:
-        """Kept units of ``sites`` from the lowest score up, one at a time, never a site's last unit."""
-        ranked = sorted(((float(scores[site.name][unit]), site.name, unit)
-                         for site in sites for unit in self.kept[site.name]))
-        left = {site.name: len(self.kept[site.name]) for site in sites}
-        order = []
-        for _, name, unit in ranked:
-            if left[name] > 1:
-                left[name] -= 1
-                order.append([(name, unit)])
-        return order
+        """Kept units of ``sites`` in blocks (:meth:`blocks`) from the lowest mean score up, never a site's last
+        block."""
+        ranked = []
+        for site in sites:
+            units = sorted(self.kept[site.name], key=lambda unit, n=site.name: float(scores[n][unit]))
+            for block in self.blocks(site, units)[:-1]:
+                mean = sum(float(scores[site.name][unit]) for unit in block) / len(block)
+                ranked.append((mean, site.name, block))
+        return [[(name, unit) for unit in block] for _, name, block in sorted(ranked)]
 
     def uniform_order(self, sites: Sequence, scores: Mapping[str, torch.Tensor]) -> list[list[tuple[str, int]]]:
-        """Rounds that drop one unit from every site of a kind (each its own lowest), heads and channels in turn
-        by the fraction of their width already gone, so the widths stay equal within a kind."""
+        """Rounds that drop one block (:meth:`blocks`) from every site of a kind (each its own lowest units), heads
+        and channels in turn by the fraction of their width already gone, so the widths stay equal within a
+        kind."""
         kinds: dict[str, list] = {}
         for site in sites:
             kinds.setdefault(site.kind, []).append(site)
         rounds = []
-        for kind, members in kinds.items():
-            ranked = {site.name: sorted(self.kept[site.name], key=lambda u, n=site.name: float(scores[n][u]))
+        for members in kinds.values():
+            ranked = {site.name: self.blocks(site, sorted(self.kept[site.name],
+                                                          key=lambda u, n=site.name: float(scores[n][u])))
                       for site in members}
-            width = len(ranked[members[0].name])
-            for step in range(width - 1):
-                rounds.append(((step + 1) / members[0].units, [(site.name, ranked[site.name][step]) for site in members]))
+            dropped = 0
+            for step in range(len(ranked[members[0].name]) - 1):
+                dropped += len(ranked[members[0].name][step])
+                rounds.append((dropped / members[0].units,
+                               [(site.name, unit) for site in members for unit in ranked[site.name][step]]))
         return [group for _, group in sorted(rounds, key=lambda item: item[0])]
 
     def advance_tokens(self) -> bool:
