@@ -167,20 +167,23 @@ def plan_from_record(method: str, num_layers: int, removed_layers: list[int], co
                          removable_candidates(config.layers, num_layers))
     from lmms_topo_plugin.tokens import from_record
 
-    actions: list[Action] = [SliceWidths({name: tuple(units) for name, units in widths["kept"].items()},
-                                         widths["layout"])]
-    if tokens:
-        actions.append(PruneVisualTokens(from_record(tokens), tokens.get("seed", config.run.seed)))
-    return PrunePlan(method, num_layers, tuple(actions), search, [])
+    pruning = PruneVisualTokens(from_record(tokens), tokens.get("seed", config.run.seed)) if tokens else None
+    return PrunePlan(method, num_layers, width_actions(widths["kept"], widths["layout"], pruning), search, [])
+
+
+def width_actions(kept: dict[str, Any], layout: str, tokens: PruneVisualTokens | None) -> tuple[Action, ...]:
+    """A width plan's actions: slice the widths, then (when there is one) its visual-token pruning."""
+    widths = SliceWidths({name: tuple(units) for name, units in kept.items()}, layout)
+    return (widths, tokens) if tokens is not None else (widths,)
 
 
 def plan_widths(config: PruneConfig, result: CompResult, num_layers: int) -> PrunePlan:
     """The plan of a width method's search ``result``: its widths, then its visual-token pruning (CoMP's token
     importance from its token layer on)."""
-    actions: list[Action] = [SliceWidths({name: tuple(units) for name, units in result.kept.items()},
-                                         result.layout)]
+    tokens = None
     if result.token_keep is not None:
-        tokens = TokenConfig(token_method="cit", token_keep=result.token_keep, token_layer=result.token_layer)
-        actions.append(PruneVisualTokens(tokens, config.run.seed))
+        tokens = PruneVisualTokens(TokenConfig(token_method="cit", token_keep=result.token_keep,
+                                               token_layer=result.token_layer), config.run.seed)
     summary = {key: value for key, value in result.as_dict().items() if key != "kept"}
-    return PrunePlan(config.method, num_layers, tuple(actions), summary | {"rate": result.rate}, [])
+    return PrunePlan(config.method, num_layers, width_actions(result.kept, result.layout, tokens),
+                     summary | {"rate": result.rate}, [])

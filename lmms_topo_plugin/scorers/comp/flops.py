@@ -72,26 +72,33 @@ class FlopsModel:
         self.costs = {site.name: SiteCost(2 * _linear_weights(site.module) / site.units,
                                           4 * site.unit_width if site.kind == "heads" else 0.0,
                                           site_text_layer(site.name)) for site in sites}
+        self.fixed = sum(load.fixed for load in loads) / len(loads)
+        self._unit_flops: dict[float | None, dict[str, float]] = {}
+
+    def unit_flops(self, keep: float | None = None) -> dict[str, float]:
+        """Each site's FLOPs per kept unit (a site's FLOPs are linear in its units), with ``keep`` of the visual
+        tokens from the token layer on (None: all); computed once per ``keep`` (the search asks often)."""
+        if keep not in self._unit_flops:
+            totals = dict.fromkeys(self.costs, 0.0)
+            for load in self.loads:
+                drop = load.visual - kept_count(load.visual, keep) if keep is not None else 0
+                for name, cost in self.costs.items():
+                    rows, pairs = load.rows[name], load.pairs.get(name, 0)
+                    if drop and cost.text_layer is not None and cost.text_layer >= self.token_layer:
+                        rows = load.tokens - drop
+                        pairs = rows * (rows + 1) // 2
+                    totals[name] += cost.per_row * rows + cost.per_pair * pairs
+            self._unit_flops[keep] = {name: total / len(self.loads) for name, total in totals.items()}
+        return self._unit_flops[keep]
 
     def site_flops(self, units: Mapping[str, int] | None = None, keep: float | None = None) -> dict[str, float]:
-        """Each site's FLOPs with ``units`` kept per site (default: dense) and ``keep`` of the visual tokens from
-        the token layer on (None: all)."""
+        """Each site's FLOPs with ``units`` kept per site (default: dense) and ``keep`` of the visual tokens."""
         units = {**self.dense_units, **(units or {})}
-        totals = dict.fromkeys(self.costs, 0.0)
-        for load in self.loads:
-            drop = load.visual - kept_count(load.visual, keep) if keep is not None else 0
-            for name, cost in self.costs.items():
-                rows, pairs = load.rows[name], load.pairs.get(name, 0)
-                if drop and cost.text_layer is not None and cost.text_layer >= self.token_layer:
-                    rows = load.tokens - drop
-                    pairs = rows * (rows + 1) // 2
-                totals[name] += units[name] * (cost.per_row * rows + cost.per_pair * pairs)
-        return {name: total / len(self.loads) for name, total in totals.items()}
+        return {name: units[name] * per_unit for name, per_unit in self.unit_flops(keep).items()}
 
     def flops(self, units: Mapping[str, int] | None = None, keep: float | None = None) -> float:
         """Mean FLOPs per prompt: the fixed part and every site's (:meth:`site_flops`)."""
-        fixed = sum(load.fixed for load in self.loads) / len(self.loads)
-        return fixed + sum(self.site_flops(units, keep).values())
+        return self.fixed + sum(self.site_flops(units, keep).values())
 
     @property
     def dense(self) -> float:
