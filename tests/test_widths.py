@@ -217,7 +217,8 @@ def test_a_record_that_does_not_fit_the_weights_is_refused(tiny_dir, tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     config["topo_pruning"]["widths"]["kept"]["text.0.attn"] = [0, 1]  # the weights keep one group
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelLoadError, match=r"failed to load: RuntimeError: .*mismatch") as error:
+    with pytest.raises(ModelLoadError, match=r"failed to load: ValueError: the weights do not fit the per-layer "
+                                             r"widths that config\.json states \(topo_pruning\.widths\)") as error:
         load_model(LoadConfig(device="cpu"), str(tmp_path), load_config(str(tmp_path)))
     assert "\n" not in str(error.value)
 

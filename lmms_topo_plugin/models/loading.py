@@ -110,8 +110,14 @@ def _from_pretrained(pretrained: str, hf_config: PretrainedConfig, kwargs: dict[
     if widths.get("layout") != "per_layer":
         return AutoModelForImageTextToText.from_pretrained(pretrained, **kwargs)
     model_class = MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING[type(hf_config)]
-    model, info = _at_widths(model_class, widths["kept"]).from_pretrained(pretrained, output_loading_info=True,
-                                                                          **kwargs)
+    try:
+        model, info = _at_widths(model_class, widths["kept"]).from_pretrained(pretrained, output_loading_info=True,
+                                                                              **kwargs)
+    except RuntimeError as error:
+        if "ignore_mismatched_sizes" not in str(error):
+            raise
+        raise ValueError("the weights do not fit the per-layer widths that config.json states (topo_pruning.widths): "
+                         "a weight's shape differs (transformers' loading report above names it)") from error
     unloaded = sorted(info["missing_keys"] | info["unexpected_keys"])  # a mismatched shape raises in transformers
     if unloaded:
         raise ValueError(f"the weights do not fit the recorded per-layer widths: {len(unloaded)} keys missing or "
