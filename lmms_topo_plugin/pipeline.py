@@ -71,8 +71,9 @@ class Prepared:
     calibration_domains: list[str] = field(default_factory=list)  # each prompt's domain, for domain-aware methods
 
 
-def prepare(config: PruneConfig, *, load_calibration: bool = True) -> Prepared:
-    """All validation that needs no weights: model directory, architecture, budget, calibration data."""
+def prepare(config: PruneConfig, *, load_calibration: bool = True, check_widths: bool = True) -> Prepared:
+    """All validation that needs no weights: model directory, architecture, budget, calibration data; with
+    ``check_widths``, whether a width method can reach its budget (:func:`check_width_budget`)."""
     pretrained = resolve_pretrained(config.load.pretrained)
     hf_config = load_config(pretrained, config.load.revision)
     adapter_class_for(hf_config)
@@ -106,7 +107,19 @@ def prepare(config: PruneConfig, *, load_calibration: bool = True) -> Prepared:
                     "model_args: topo_points=visual_mean needs an image in every calibration prompt; "
                     "the calibration data has text-only prompts (choose another calib_task or topo_points=last_token)"
                 )
-    return Prepared(config, pretrained, hf_config, num_layers, n_remove, scorer, prompts, domains)
+    prepared = Prepared(config, pretrained, hf_config, num_layers, n_remove, scorer, prompts, domains)
+    if check_widths:
+        check_width_budget(prepared, config)
+    return prepared
+
+
+def check_width_budget(prepared: Prepared, config: PruneConfig) -> None:
+    """A width method's ``sparsity`` in ``config`` refused (one line) if its search cannot reach it on this model and
+    these calibration prompts; counted without the weights. Nothing to check for other methods."""
+    scorer = prepared.scorer
+    if scorer is not None and scorer.unit == "widths" and prepared.calibration_prompts:
+        scorer.check_reachable(prepared.pretrained, prepared.hf_config, prepared.calibration_prompts,
+                               config.layers.sparsity, config.method, config.load.revision)
 
 
 def calibration_prompts(config: PruneConfig, limit: int) -> list[Prompt]:

@@ -16,7 +16,10 @@ from lmms_topo_plugin.exporters.onnx.build import validation_prompts
 from lmms_topo_plugin.integrations.lmms_eval.model import recorded_token_pruner
 from lmms_topo_plugin.models.prompting import encode
 from lmms_topo_plugin.pipeline import prepare
+from lmms_topo_plugin.scorers.comp.config import CompConfig
 from lmms_topo_plugin.scorers.comp.flops import FlopsModel, measure_load
+from lmms_topo_plugin.scorers.comp.preflight import estimated_flops
+from lmms_topo_plugin.scorers.comp.search import search_sites
 from lmms_topo_plugin.surgery.widths import width_masks, width_sites
 from lmms_topo_plugin.tokens import CollaborativeTokens
 from lmms_topo_plugin.tokens.base import kept_count
@@ -160,12 +163,44 @@ def test_bad_comp_arguments_are_refused_before_loading(extra, message, tiny_chec
     assert str(error.value) == message
 
 
-def test_an_unreachable_rate_is_refused_before_the_search(tiny_checkpoints):
+def test_an_unreachable_rate_is_refused_before_loading(tiny_checkpoints, monkeypatch):
+    monkeypatch.setattr("lmms_topo_plugin.models.loading.AutoModelForImageTextToText.from_pretrained",
+                        lambda *args, **kwargs: pytest.fail("weights loaded"))
     with pytest.raises(ModelArgsError, match=r"^model_args: sparsity=0\.99 is not reachable by method=comp on this "
                                              r"model with comp_modes=language_params and comp_widths=per_layer: at "
                                              r"most 0\.\d+ of the prefill FLOPs can go$"):
-        load_pruned({"pretrained": str(tiny_checkpoints("llava", 4)), **COMP_ARGS, "sparsity": "0.99",
-                     "comp_modes": "language_params"})
+        prepare(PruneConfig.from_model_args({"pretrained": str(tiny_checkpoints("llava", 4)), **COMP_ARGS,
+                                             "sparsity": "0.99", "comp_modes": "language_params"}))
+
+
+def assert_flops_estimated_as_measured(pretrained: str, layout: str) -> None:
+    """The FLOPs model built before loading (narrow copy, meta shapes) is the one measured on the loaded model."""
+    loaded = load_pruned({"pretrained": pretrained, "device": "cpu"})[0]
+    params = CompConfig(comp_widths=layout)
+    prompts = validation_prompts()[:3]
+    sites = search_sites(loaded.adapter, layout)
+    batches = [move_inputs(encode(loaded.processor, loaded.adapter, [prompt]), "cpu", torch.float32)
+               for prompt in prompts]
+    measured = FlopsModel(sites, [measure_load(loaded.model, sites, batch, loaded.adapter.image_token_mask(
+        batch["input_ids"])) for batch in batches], params.comp_token_layer)
+    estimated, estimated_sites, _ = estimated_flops(pretrained, loaded.model.config, prompts, params)
+    assert [site.name for site in estimated_sites] == [site.name for site in sites]
+    assert estimated.dense_units == measured.dense_units
+    assert estimated.fixed == measured.fixed
+    assert estimated.unit_flops() == measured.unit_flops() and estimated.unit_flops(0.5) == measured.unit_flops(0.5)
+
+
+@pytest.mark.parametrize("layout", ["per_layer", "uniform"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_flops_model_before_loading_is_the_loaded_models(family, layout, tiny_checkpoints):
+    assert_flops_estimated_as_measured(str(tiny_checkpoints(family, 4)), layout)
+
+
+def test_the_flops_model_before_loading_a_per_layer_checkpoint_is_the_loaded_models(searched, tmp_path):
+    _, pruned, _ = searched
+    pruned.model.save_pretrained(tmp_path)
+    pruned.processor.save_pretrained(tmp_path)
+    assert_flops_estimated_as_measured(str(tmp_path), "per_layer")
 
 
 @pytest.mark.parametrize("method", ["wanda_widths", "random_widths"])

@@ -2,6 +2,7 @@
 exported in both layouts (checkpoint reloads; uniform loads with plain ``from_pretrained``), and on its card."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.e2e  # the end-to-end tier (real CLI runs, exports): py
 
 SEARCH = "device=cpu,calib_limit=12,comp_val=4,comp_step=0.1"
 PER_LAYER, UNIFORM = "comp[comp_val=4,comp_step=0.1]", "comp[comp_widths=uniform,comp_val=4,comp_step=0.1]"
+PROJECTOR_ONLY = "comp[comp_modes=projector_params,comp_val=4]"  # cannot remove 30% of a tiny LLaVA's FLOPs
 
 
 def test_lmms_eval_prunes_the_bundled_model_with_comp_inline(tmp_path):
@@ -61,7 +63,7 @@ def swept(tiny_checkpoints, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LMMS_TOPO_CACHE", str(root / "cache"))
         result = run_sweep(SweepSpec(model_args={"pretrained": str(base), "device": "cpu"},
-                                     methods=[PER_LAYER, UNIFORM, "block_influence"], budgets=[0.3],
+                                     methods=[PER_LAYER, UNIFORM, PROJECTOR_ONLY, "block_influence"], budgets=[0.3],
                                      calib_limits=[12],
                                      tasks=["topo_synth_count"], out=root / "sweep", rule="metric>=0", limit=4,
                                      cost_repeats=1, objective="flops"))
@@ -78,6 +80,11 @@ def test_the_sweep_rows_count_flops_for_widths_and_layers_alike(swept):
         assert rows[name]["widths"]["layout"] == layout
         assert rows[name]["removed_layers"] == [] and rows[name]["cost"]["prefill_flops"] < dense_flops
     assert rows["block_influence"]["cost"]["prefill_flops"] < dense_flops
+    [skipped] = result["skipped"]  # counted before the model loaded, like a spacing budget past its limit
+    assert (skipped["variant"], skipped["budget"]) == (PROJECTOR_ONLY, 0.3)
+    assert re.fullmatch(r"sparsity=0\.3 is not reachable by method=comp on this model with "
+                        r"comp_modes=projector_params and comp_widths=per_layer: at most 0\.\d+ of the prefill FLOPs "
+                        r"can go", skipped["reason"])
 
 
 def test_the_exported_winner_reloads_to_the_model_the_sweep_evaluated(swept):

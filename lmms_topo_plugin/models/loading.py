@@ -126,6 +126,13 @@ def _from_pretrained(pretrained: str, hf_config: PretrainedConfig, kwargs: dict[
     return model
 
 
+def model_class_at_widths(hf_config: PretrainedConfig) -> type[PreTrainedModel]:
+    """The model class of ``hf_config``, built at the per-layer widths its pruning record states (if any)."""
+    model_class = MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING[type(hf_config)]
+    widths = (pruning_record_of(hf_config) or {}).get("widths") or {}
+    return _at_widths(model_class, widths["kept"]) if widths.get("layout") == "per_layer" else model_class
+
+
 def _at_widths(model_class: type[PreTrainedModel], kept: dict[str, list[int]]) -> type[PreTrainedModel]:
     """``model_class`` (same name) whose construction ends with :func:`slice_widths` of ``kept``, so that
     ``from_pretrained`` creates the pruned shapes (on the meta device) before it loads the weights into them."""

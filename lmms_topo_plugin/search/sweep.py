@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
@@ -31,7 +31,8 @@ from lmms_topo_plugin.config.prune import PruneConfig
 from lmms_topo_plugin.distributed import compute_on_rank0, join_launched_processes, rank
 from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.models.loading import LoadedModel, load_model
-from lmms_topo_plugin.pipeline import Prepared, compute_scores, compute_widths, model_fingerprint, prepare
+from lmms_topo_plugin.pipeline import (Prepared, check_width_budget, compute_scores, compute_widths,
+                                       model_fingerprint, prepare)
 from lmms_topo_plugin.plan import layer_budget, method_scorer, plan_layers, plan_widths
 from lmms_topo_plugin.scorers.registry import DENSE_METHOD
 from lmms_topo_plugin.surgery.layers import layers_removed
@@ -154,6 +155,8 @@ def run_sweep(spec: SweepSpec) -> dict[str, Any]:
     identity = sweep_identity(spec, dense)
     feasible, skipped = split_feasible(points, dense.num_layers)
     groups = prepare_groups(feasible)
+    feasible, unreachable = split_reachable_widths(feasible, groups)
+    skipped += unreachable
     for point in points:
         tokens = [point.config.token_pruning] if point.config.tokens is not None else []  # absent: keys of older sweeps
         point.key = cache_key("sweep-config", identity, point.method, point.budget, point.calib_limit,
@@ -201,13 +204,12 @@ def sweep_identity(spec: SweepSpec, dense: Prepared) -> dict[str, Any]:
     }
 
 
-def split_feasible(points: list[Configuration], num_layers: int) -> tuple[list[Configuration], list[dict]]:
-    """The configurations a method can reach; the others (e.g. ``spacing`` past half the layers) are skipped,
-    with the reason, instead of failing the sweep."""
+def _split(points: list[Configuration], check: Callable[[Configuration], None]) -> tuple[list[Configuration], list[dict]]:
+    """The points ``check`` accepts; the others skipped with the reason its ModelArgsError gives."""
     feasible, skipped = [], []
     for point in points:
         try:
-            layer_budget(point.config.layers, num_layers, method_scorer(point.config))
+            check(point)
         except ModelArgsError as error:
             skipped.append({"method": point.method, "variant": point.variant, "budget": point.budget,
                             "calib_limit": point.calib_limit,
@@ -217,13 +219,27 @@ def split_feasible(points: list[Configuration], num_layers: int) -> tuple[list[C
     return feasible, skipped
 
 
+def split_feasible(points: list[Configuration], num_layers: int) -> tuple[list[Configuration], list[dict]]:
+    """The configurations a method can reach; the others (e.g. ``spacing`` past half the layers) are skipped,
+    with the reason, instead of failing the sweep."""
+    return _split(points, lambda point: layer_budget(point.config.layers, num_layers, method_scorer(point.config)))
+
+
+def split_reachable_widths(points: list[Configuration], groups: dict[tuple, Prepared]) -> tuple[list[Configuration], list[dict]]:
+    """Width-method budgets their search can reach on this model (counted before loading); the others skipped."""
+    def check(point: Configuration) -> None:
+        if point.method != DENSE_METHOD:
+            check_width_budget(groups[(point.variant, point.calib_limit)], point.config)
+    return _split(points, check)
+
+
 def prepare_groups(points: list[Configuration]) -> dict[tuple, Prepared]:
     """One prepared scorer and calibration set per (variant, calibration size): every check before weights load."""
     groups: dict[tuple, Prepared] = {}
     for point in points:
         group = (point.variant, point.calib_limit)
         if point.method != DENSE_METHOD and group not in groups:
-            groups[group] = prepare(point.config)
+            groups[group] = prepare(point.config, check_widths=False)  # per point: split_reachable_widths
     return groups
 
 

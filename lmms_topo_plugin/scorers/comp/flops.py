@@ -54,12 +54,13 @@ def _linear_weights(module: nn.Module) -> int:
     return sum(child.weight.numel() for child in module.modules() if isinstance(child, nn.Linear))
 
 
-def _module_flops(module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> int:
-    """2 × multiply-accumulates of a linear or convolution call."""
+def _module_flops(module: nn.Module, inputs: torch.Tensor, output: torch.Tensor, priced: nn.Module) -> int:
+    """2 × multiply-accumulates of a linear or convolution call of ``module``, at the shape of ``priced`` (the
+    same module, or its full-width twin: the rows or output positions are what the call passes)."""
     if isinstance(module, nn.Linear):
-        return 2 * module.in_features * module.out_features * (inputs.numel() // module.in_features)
-    kernel = math.prod(module.kernel_size) * module.in_channels // module.groups
-    return 2 * output.numel() * kernel
+        return 2 * priced.in_features * priced.out_features * (inputs.numel() // module.in_features)
+    kernel = math.prod(priced.kernel_size) * priced.in_channels // priced.groups
+    return 2 * output.numel() // module.out_channels * priced.out_channels * kernel
 
 
 class FlopsModel:
@@ -119,10 +120,15 @@ def _pairs(site, args: tuple, kwargs: dict) -> int:
 
 
 def measure_load(model: nn.Module, sites: Sequence, inputs: Mapping[str, torch.Tensor],
-                 visual_mask: torch.Tensor) -> PromptLoad:
-    """What one prompt (``inputs`` of batch 1) passes through every site of the dense ``model``."""
+                 visual_mask: torch.Tensor, priced_by: nn.Module | None = None) -> PromptLoad:
+    """What one prompt (``inputs`` of batch 1) passes through every site of the dense ``model``.
+
+    Rows and pairs depend on the prompt and the model's depths only, not on its widths; the fixed FLOPs are priced
+    at the shapes of ``priced_by`` (a model of the same architecture at other widths, e.g. on the meta device),
+    by default ``model``'s own."""
     load = PromptLoad(tokens=int(inputs["input_ids"].shape[1]), visual=int(visual_mask.sum()))
     inside = {id(child) for site in sites for child in site.module.modules()}
+    priced = dict((priced_by or model).named_modules())
 
     def count_rows(site):
         def hook(module, args):
@@ -134,17 +140,19 @@ def measure_load(model: nn.Module, sites: Sequence, inputs: Mapping[str, torch.T
             load.pairs[site.name] = load.pairs.get(site.name, 0) + _pairs(site, args, kwargs)
         return hook
 
-    def count_fixed(module, args, output):
-        load.fixed += _module_flops(module, args[0], output)
+    def count_fixed(name):
+        def hook(module, args, output):
+            load.fixed += _module_flops(module, args[0], output, priced[name])
+        return hook
 
     with ExitStack() as stack:
         for site in sites:
             stack.callback(site.consumer.register_forward_pre_hook(count_rows(site)).remove)
             if site.kind == "heads":
                 stack.callback(site.module.register_forward_pre_hook(count_pairs(site), with_kwargs=True).remove)
-        for module in model.modules():
+        for name, module in model.named_modules():
             if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d)) and id(module) not in inside:
-                stack.callback(module.register_forward_hook(count_fixed).remove)
+                stack.callback(module.register_forward_hook(count_fixed(name)).remove)
         with torch.inference_mode():
             model(**inputs, use_cache=False, logits_to_keep=1)
     return load

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Sequence
 
 from lmms_topo_plugin.scorers.base import PruningMethod
 from lmms_topo_plugin.scorers.comp.config import PARAMETER_MODES, CompConfig, WidthSearchConfig
@@ -32,6 +32,15 @@ class CompMethod(PruningMethod):
     def search_config(self) -> CompConfig:
         """The settings its search runs with."""
         return self.config
+
+    def check_reachable(self, pretrained: str, hf_config: Any, prompts: Sequence[Any], sparsity: float,
+                        method: str, revision: str | None = None) -> None:
+        """Refuse, before the weights load, a ``sparsity`` the search cannot reach (:mod:`.preflight`)."""
+        from lmms_topo_plugin.scorers.comp.preflight import check_reachable_before_loading
+
+        params = self.search_config()
+        check_reachable_before_loading(pretrained, hf_config, prompts[-params.comp_val:], params, sparsity, method,
+                                       revision)
 
     @classmethod
     def plan_figures(cls, plan: Mapping[str, Any]) -> dict[str, bytes]:

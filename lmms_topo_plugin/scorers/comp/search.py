@@ -70,34 +70,17 @@ class CompSearch:
         self.config, self.seed, self.importance, self.method = config, seed, importance, method
         self.model = loaded.model
         self.adapter = loaded.adapter
-        describable = uniform_units(self.adapter) if config.comp_widths == "uniform" else None
-        self.sites = [site for site in width_sites(self.adapter)
-                      if describable is None or (site.tower, site.kind) in describable]
+        self.sites = search_sites(self.adapter, config.comp_widths)
         self.calibration, self.validation = calibration, validation
         visual = [self.adapter.image_token_mask(batch["input_ids"]) for batch in validation]
         self.flops = FlopsModel(self.sites, [measure_load(self.model, self.sites, batch, mask)
                                              for batch, mask in zip(validation, visual)], config.comp_token_layer)
         self.kept = {site.name: list(range(site.units)) for site in self.sites}
         self.token_keep: float | None = None
-        self.modes = [mode for mode in config.modes if self._mode_exists(mode, visual)]
+        self.modes = present_modes(config.modes, self.sites, visual)
         self.target = (1.0 - sparsity) * self.flops.dense
-        self.check_reachable(sparsity)
+        check_reachable(sparsity, self.flops, self.sites, self.modes, method, config.comp_widths)
         self.reference = self.last_log_probs()
-
-    def _mode_exists(self, mode: str, visual: Sequence[torch.Tensor]) -> bool:
-        if mode == "vision_tokens":
-            return any(bool(mask.any()) for mask in visual)
-        return any(site.tower == MODE_TOWERS[mode] for site in self.sites)
-
-    def check_reachable(self, sparsity: float) -> None:
-        """Refuse a target the modes cannot reach (every site at one unit, the fewest visual tokens)."""
-        floor_units = {site.name: 1 for site in self.sites if mode_of(site) in self.modes}
-        keep = MIN_TOKEN_KEEP if "vision_tokens" in self.modes else None
-        reachable = 1.0 - self.flops.flops(floor_units, keep) / self.flops.dense
-        if sparsity > reachable:
-            raise ModelArgsError(f"model_args: sparsity={sparsity:g} is not reachable by method={self.method} on "
-                                 f"this model with comp_modes={':'.join(self.modes)} and comp_widths={self.config.comp_widths}: "
-                                 f"at most {math.floor(reachable * 1000) / 1000:g} of the prefill FLOPs can go")
 
     # -- the model as the masks make it -------------------------------------------------------------------
 
@@ -261,6 +244,33 @@ class CompSearch:
         final_loss = self.loss()
         return CompResult({name: list(units) for name, units in self.kept.items()}, dict(self.flops.dense_units),
                           config.comp_widths, config.comp_token_layer, self.token_keep, self.flops.dense, self.current_flops(), final_loss, history)
+
+
+def search_sites(adapter, layout: str) -> list:
+    """The width sites a search of ``layout`` prunes: all of them, or under ``uniform`` those the config can state."""
+    describable = uniform_units(adapter) if layout == "uniform" else None
+    return [site for site in width_sites(adapter) if describable is None or (site.tower, site.kind) in describable]
+
+
+def present_modes(modes: Sequence[str], sites: Sequence, visual: Sequence[torch.Tensor]) -> list[str]:
+    """The ``modes`` this model and these prompts have something to prune in (sites of the tower; visual tokens)."""
+    def exists(mode: str) -> bool:
+        if mode == "vision_tokens":
+            return any(bool(mask.any()) for mask in visual)
+        return any(site.tower == MODE_TOWERS[mode] for site in sites)
+    return [mode for mode in modes if exists(mode)]
+
+
+def check_reachable(sparsity: float, flops: FlopsModel, sites: Sequence, modes: Sequence[str], method: str,
+                    layout: str) -> None:
+    """Refuse a target the modes cannot reach (every site of their towers at one unit, the fewest visual tokens)."""
+    floor_units = {site.name: 1 for site in sites if mode_of(site) in modes}
+    keep = MIN_TOKEN_KEEP if "vision_tokens" in modes else None
+    reachable = 1.0 - flops.flops(floor_units, keep) / flops.dense
+    if sparsity > reachable:
+        raise ModelArgsError(f"model_args: sparsity={sparsity:g} is not reachable by method={method} on this model "
+                             f"with comp_modes={':'.join(modes)} and comp_widths={layout}: at most "
+                             f"{math.floor(reachable * 1000) / 1000:g} of the prefill FLOPs can go")
 
 
 def mode_of(site) -> str:
