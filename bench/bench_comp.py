@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """CoMP against the single-mode baselines at matched prefill FLOPs on the bundled model: the reviewer's test.
 
-    .venv/bin/python bench/bench_comp.py                  # what the README reports (resumable)
+    .venv/bin/python bench/bench_comp.py                  # what the results pages report (resumable)
     .venv/bin/python bench/bench_comp.py --rates 0.6 --limit 50 --out /tmp/c    # a look
 
 Everything is evaluated by :func:`lmms_topo_plugin.search.run_sweep` (lmms-eval in-process, one loaded model), so
@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import readme_tables  # noqa: E402  (bench/: standard library only)
+from pages import comp as comp_page  # noqa: E402  (bench/pages: standard library only)
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "comp"
 RATES = [0.3, 0.45, 0.6, 0.75]
@@ -227,7 +227,7 @@ def main() -> int:
                     "loadavg_at_start": loadavg, "loadavg_at_end": list(os.getloadavg())},
     })
     plot(rows, args.out.parent / "comp.png")
-    print(readme_tables.comp_table(rows, rates))
+    print(comp_page.comp_table(rows, rates))
     return 0
 
 

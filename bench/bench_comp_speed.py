@@ -48,7 +48,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_speed  # noqa: E402  (constants, machine and command-line helpers)
-import readme_tables  # noqa: E402  (the README block it prints)
+from pages import comp as comp_page  # noqa: E402  (the results page's section it prints)
 
 DEFAULT_OUT = bench_speed.ROOT / "bench" / "results" / "comp_speed.json"
 CONFIGS = ("uniform", "per_layer", "per_layer_rounded")
@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> None:
         "wall_s": time.perf_counter() - started,
     }
     atomic_write_json(args.out, record)
-    print(readme_tables.comp_speed_block(record))
+    print(comp_page.comp_speed_block(record))
     print(f"wrote {args.out} ({time.perf_counter() - started:.0f} s)")
 
 

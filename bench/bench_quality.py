@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Accuracy versus removed decoder layers on the bundled model: a thin call of the sweep (``topo-prune sweep``).
 
-    .venv/bin/python bench/bench_quality.py                      # what the README reports (resumable)
+    .venv/bin/python bench/bench_quality.py                      # what the results pages report (resumable)
     .venv/bin/python bench/bench_quality.py --methods topology --model-args topo_k=10 --out /tmp/q  # a look
 
 One :func:`lmms_topo_plugin.search.run_sweep` over every layer method of the registry at 1/8, 1/4, 3/8 and 1/2
 of the decoder, evaluated by lmms-eval on the whole ``topo_synth`` test split (500 questions), rule
 ``keep>=0.95`` on ``topo_synth/exact_match``, objective ``layers``, into ``--out`` (default
 ``bench/results/quality_sweep/``). ``random`` gets two more seeds as two more sweeps of ``random`` alone
-(``seed=1`` and ``seed=2`` in ``model_args``, into ``<out>/seed1`` and ``<out>/seed2``), so that the README shows
+(``seed=1`` and ``seed=2`` in ``model_args``, into ``<out>/seed1`` and ``<out>/seed2``), so that the quality page shows
 its mean (min..max) over 3 seeds. Re-running the command reuses every finished configuration.
 
 Every sweep runs with ``recompute=true``: each method really calibrates and scores once (no score cache from
@@ -16,16 +16,16 @@ earlier runs), so that its ``score_s`` can be compared with what reloading per c
 measured in the same run, after the sweeps: per method, one ``lmms_topo_plugin.api.load_pruned`` at
 ``sparsity=0.25`` with ``recompute=true`` and a fresh ``cache_dir`` (weights load + calibration + scoring +
 surgery), then the same call again with its scores cached; the dense model one plain load. Written to
-``<out>/reload_overhead.json``, with the command and the machine; ``bench/readme_tables.py`` turns it and the
-sweep's ``sweep.json`` into the README's time-saved figure. It is re-measured only when a sweep evaluated
+``<out>/reload_overhead.json``, with the command and the machine; ``bench/pages/quality.py`` turns it and the
+sweep's ``sweep.json`` into the results page's time-saved figure. It is re-measured only when a sweep evaluated
 something (or the file is missing), so it always sits next to the sweep timings of the same run.
 
 One torch thread by default (``--threads``), as in ``bench/bench_speed.py``: on a machine shared with other work a
 multi-threaded run waits at every parallel region for a core another process holds, which makes the tiny model's
 latencies (milliseconds) and the calibration timings incomparable between configurations.
 
-The per-kind plot (``bench/results/quality.png``) and the README tables come from the sweep rows alone
-(``configs/*.json``), read by ``bench/readme_tables.py``; there is no second evaluation code path. The main
+The per-kind plot (``bench/results/quality.png``) and the quality page's tables come from the sweep rows alone
+(``configs/*.json``), read by ``bench/pages/``; there is no second evaluation code path. The main
 sweep's regimes (``topo-prune regimes``: ``regimes.json``, ``regimes.md``, ``regimes.png``) are written into it.
 """
 
@@ -42,17 +42,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import readme_tables  # noqa: E402  (bench/: standard library only)
+from pages import common, quality as quality_page  # noqa: E402  (bench/pages: standard library only)
 
 BUDGETS = [0.125, 0.25, 0.375, 0.5]
 TASKS = ["topo_synth"]
-METRIC = readme_tables.OVERALL_METRIC
+METRIC = common.OVERALL_METRIC
 RULE = "keep>=0.95"
 OBJECTIVE = "layers"
 MODEL_ARGS = {"device": "cpu", "batch_size": "16", "recompute": "true"}
 EXTRA_RANDOM_SEEDS = (1, 2)
 RELOAD_SPARSITY = 0.25
-DEFAULT_OUT = ROOT / "bench" / "results" / readme_tables.SWEEP_DIR
+DEFAULT_OUT = ROOT / "bench" / "results" / common.SWEEP_DIR
 PLOT = ROOT / "bench" / "results" / "quality.png"
 
 
@@ -106,8 +106,8 @@ def plot(quality: dict, path: Path) -> None:
     for ax, key in zip(axes.flat, keys):
         ax.axhline(quality["dense"][key], color="gray", linestyle="--", linewidth=1, label="dense")
         for method, rows in quality["methods"].items():
-            xs = [readme_tables.n_removed(row) for row in rows]
-            ys = [readme_tables.mean_score(row, key) for row in rows]
+            xs = [common.n_removed(row) for row in rows]
+            ys = [common.mean_score(row, key) for row in rows]
             seeds = max(len(row["runs"]) for row in rows)
             label = method + (f" (mean of {seeds} seeds)" if seeds > 1 else "")
             ax.plot(xs, ys, marker="o", linewidth=2.5 if method == "topology" else 1.5, label=label)
@@ -170,7 +170,7 @@ def main() -> int:
             sweep(folder, ["random"], {**model_args, "seed": str(seed)}, args.limit)
         after = [(folder / "sweep.json").read_bytes() if (folder / "sweep.json").exists() else None
                  for folder in [args.out, *seed_dirs]]
-        reload_path = args.out / readme_tables.RELOAD_FILE
+        reload_path = args.out / quality_page.RELOAD_FILE
         if after != before or not reload_path.exists():
             overhead = reload_overhead(methods, model_args)
             atomic_write_json(reload_path, {
@@ -193,10 +193,10 @@ def main() -> int:
     from lmms_topo_plugin.search.regimes import write_regimes
 
     write_regimes(args.out, METRIC)  # regimes.{json,md,png} of the main sweep (random: its seed-0 run)
-    quality = readme_tables.load_quality(args.out.parent, args.out.name)
+    quality = common.load_quality(args.out.parent, args.out.name)
     plot(quality, args.plot)
     print("\noverall exact match (test split):")
-    print(readme_tables.quality_block(quality))
+    print(quality_page.quality_block(quality))
     winner = result["winner"]
     print("\nwinner: " + ("none passes " + RULE if winner is None else
                           f"{winner['method']} at {winner['budget']:g} (removes {winner['removed_layers']}), "

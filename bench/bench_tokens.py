@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Visual-token pruning (FastV, HalfV, random): decoder FLOPs, measured prefill and end-to-end latency, accuracy.
 
-    .venv/bin/python bench/bench_tokens.py                # what the README reports
+    .venv/bin/python bench/bench_tokens.py                # what the results pages report
     .venv/bin/python bench/bench_tokens.py --layers 4 --hidden 256 --repeats 1 --limit 10   # a quick look
 
 **Speed** on the random-weight LLaVA-1.5-shaped model of ``bench/bench_speed.py`` (``--layers`` x ``--hidden``

@@ -27,7 +27,7 @@ after a warm-up on a tiny cloud (imports, first calls), each engine's total befo
 takes medians.
 
 Writes the rows, the command line, the machine and the versions to ``--out`` (default
-``bench/results/topology.json``, atomically); ``bench/readme_tables.py`` renders the README's table from it.
+``bench/results/topology.json``, atomically); ``bench/pages/topology.py`` renders the results page's table from it.
 """
 
 from __future__ import annotations
@@ -297,7 +297,7 @@ def run_row(spec: dict, engines: list[str], skipped: list[str], timeout: float) 
 
 
 def _shown_path(path: str) -> str:
-    """``path`` relative to the repository root when it lies inside it (as the README writes commands)."""
+    """``path`` relative to the repository root when it lies inside it (as the results pages show commands)."""
     try:
         return str(Path(path).absolute().relative_to(ROOT))
     except ValueError:
@@ -451,9 +451,9 @@ def main(argv: list[str] | None = None) -> None:
     results["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     write_json_atomic(args.out, results)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import readme_tables
+    from pages import topology as topology_page
 
-    print("\n" + readme_tables.topology_speed_block(results) + "\n")
+    print("\n" + topology_page.topology_speed_block(results) + "\n")
     print(f"wrote {args.out}")
 
 

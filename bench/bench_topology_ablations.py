@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The TopoVLM ablations on the bundled model, defaults chosen on the dev split, then the test split once.
 
-    .venv/bin/python bench/bench_topology_ablations.py          # what the README reports (resumable)
+    .venv/bin/python bench/bench_topology_ablations.py          # what the results pages report (resumable)
 
 Three sweeps (``lmms_topo_plugin.search.run_sweep``, so every configuration is a real lmms-eval evaluation) at
 1/8, 1/4, 3/8 and 1/2 of the decoder, each into its own folder under ``--out``:
@@ -20,8 +20,8 @@ Three sweeps (``lmms_topo_plugin.search.run_sweep``, so every configuration is a
    ``topo_synth`` test split, once.
 
 Writes ``--summary`` (default ``bench/results/topology_ablations.json``): the dev table of every variant, the
-choice and its reasons, the test rows, the command and the machine; ``bench/readme_tables.py`` renders the
-README's ablation tables from it, and the script draws ``--plot`` (default
+choice and its reasons, the test rows, the command and the machine; ``bench/pages/topology.py`` renders the
+results page's ablation tables from it, and the script draws ``--plot`` (default
 ``bench/results/topology_ablations.png``) from the same summary.
 """
 

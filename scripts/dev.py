@@ -6,14 +6,26 @@
     python3 scripts/dev.py test -m e2e   # the end-to-end tier: real CLI runs, exports, several processes, and the
                                          # cross-checks against dionysus (built for this tier only)
     python3 scripts/dev.py setup   # only create/refresh .venv from the lock (--topology: also build dionysus)
-    python3 scripts/dev.py lock    # re-resolve the lock from pyproject.toml's ranges, rebuild .venv, run the suite
+    python3 scripts/dev.py lock    # resolve what pyproject.toml adds (the lock's pins held), rebuild .venv, run the suite
+    python3 scripts/dev.py lock --fresh   # re-resolve everything from the declared ranges (pins not held)
+    python3 scripts/dev.py docs    # build the documentation site (mkdocs.yml, docs/) with --strict into site/
+    python3 scripts/dev.py docs --check-site   # ... then open every built page in headless Chromium
+                                               # (scripts/check_site.py: pages, images, internal links, screenshots)
 
 The environment lives in ``.venv`` next to this repository and is installed from ``requirements-cpu.lock``:
 every package pinned to an exact version and installed with ``--no-deps``, so nothing is resolved at install
 time and a fresh clone next month gets what it gets today. ``lock`` makes the lock in a throwaway venv from the
-declared ranges (the ``eval``, ``test`` and ``onnx`` extras, a CPU ``torch==2.13.0``, and lmms-eval in the
-``harness`` extra's range but without its dependency metadata: that pulls PyPI's torchvision, a CUDA build that
+declared ranges (the ``eval``, ``test``, ``onnx`` and ``docs`` extras, a CPU ``torch==2.13.0``, and lmms-eval in
+the ``harness`` extra's range but without its dependency metadata: that pulls PyPI's torchvision, a CUDA build that
 breaks ``import transformers`` next to a CPU torch), freezes it, then rebuilds ``.venv`` from it and runs the suite.
+The current lock's pins are passed to pip as constraints, so a re-lock keeps every existing version and resolves
+only what is new; a pin that no longer satisfies a declared range makes pip fail (ResolutionImpossible) instead of
+moving it silently: widen the range or re-lock with ``--fresh``. It prints which pins were added, removed or changed.
+
+``docs`` runs ``scripts/docs_pages.py --check`` (fails when a generated reference or results page differs from
+what the code and ``bench/results`` would generate now), then ``mkdocs build --strict`` into ``site/`` (a warning
+fails the build); ``--check-site`` then runs ``scripts/check_site.py``, which needs ``chromium`` on PATH
+(Debian: ``apt-get install chromium``).
 """
 
 from __future__ import annotations
@@ -156,16 +168,36 @@ def installed_versions(python: Path) -> dict[str, str]:
     return {canonical(line.split("==")[0]): line.split("==")[1] for line in listing.splitlines() if "==" in line}
 
 
-def lock() -> None:
-    """Resolve the declared ranges in a throwaway venv, write the lock atomically, rebuild ``.venv``, run the suite."""
+def lock_constraints(held: dict[str, str]) -> str:
+    """The constraints file of a re-lock: the CPU torch, then every pin ``held`` from the current lock."""
+    return TORCH + "\n" + "".join(f"{name}=={version}\n" for name, version in sorted(held.items())
+                                   if name not in NOT_LOCKED)
+
+
+def lock_changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
+    """One line per pin the re-lock added (``+``), removed (``-``) or moved (``~``)."""
+    return ([f"+ {name}=={new[name]}" for name in sorted(set(new) - set(old))]
+            + [f"- {name}=={old[name]}" for name in sorted(set(old) - set(new))]
+            + [f"~ {name} {old[name]} -> {new[name]}" for name in sorted(set(old) & set(new)) if old[name] != new[name]])
+
+
+def lock(fresh: bool = False) -> None:
+    """Resolve the declared ranges in a throwaway venv, write the lock atomically, rebuild ``.venv``, run the suite.
+
+    Unless ``fresh``, the current lock's pins are pip constraints: existing versions stay, only new packages are
+    resolved, and a pin outside a declared range fails the resolution loudly."""
+    held = read_lock() if LOCK.exists() and not fresh else {}
     scratch = ROOT / ".venv-lock"
     python = new_venv(scratch)
     constraints = scratch / "constraints.txt"
-    constraints.write_text(TORCH + "\n")
-    run(python, *PIP, TORCH, *torch_index())
-    run(python, *PIP, "-c", constraints, f"{ROOT}[eval,test,onnx]")
-    run(python, *PIP, "--no-deps", harness_requirement())
-    install_topology(python)
+    constraints.write_text(lock_constraints(held))
+    run(python, *PIP, "-c", constraints, TORCH, *torch_index())
+    run(python, *PIP, "-c", constraints, f"{ROOT}[eval,test,onnx,docs]")
+    run(python, *PIP, "-c", constraints, "--no-deps", harness_requirement())
+    if "dionysus" in held:
+        install_topology(python, "--requirement", f"dionysus=={held['dionysus']}", "--", "-c", str(constraints))
+    else:
+        install_topology(python)
     pins = {name: version for name, version in installed_versions(python).items() if name not in NOT_LOCKED}
     if "torchvision" in pins:
         sys.exit("the resolved environment contains torchvision; refusing to lock it (see the module docstring)")
@@ -178,6 +210,7 @@ def lock() -> None:
     os.replace(partial, LOCK)
     shutil.rmtree(scratch)
     print(f"wrote {LOCK.relative_to(ROOT)} ({len(pins)} packages)")
+    print("\n".join(lock_changes(held, pins)) if held else "(resolved fresh: no pins held)")
     setup(force=True)
     test([])
 
@@ -197,8 +230,22 @@ def test(extra: list[str]) -> None:
     run(PYTHON, "-m", "pytest", *extra, env=env)
 
 
+def docs(extra: list[str]) -> None:
+    """Check the generated pages, build the site with ``--strict`` into ``site/``; ``--check-site``: open it in
+    headless Chromium (scripts/check_site.py)."""
+    unknown = [arg for arg in extra if arg != "--check-site"]
+    if unknown:
+        sys.exit(f"docs: unknown option(s) {' '.join(unknown)}; the only option is --check-site")
+    run(PYTHON, ROOT / "scripts" / "docs_pages.py", "--check")
+    run(PYTHON, "-m", "mkdocs", "build", "--strict", "--clean", "--config-file", ROOT / "mkdocs.yml",
+        "--site-dir", ROOT / "site", env={**os.environ, **OFFLINE, "NO_MKDOCS_2_WARNING": "1"})
+    if "--check-site" in extra:
+        run(PYTHON, ROOT / "scripts" / "check_site.py", ROOT / "site")
+
+
 def main() -> None:
-    commands = {"setup": lambda extra: None, "demo": demo, "test": test, "lock": lambda extra: lock()}
+    commands = {"setup": lambda extra: None, "demo": demo, "test": test, "docs": docs,
+                "lock": lambda extra: lock(fresh="--fresh" in extra)}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     command, extra = sys.argv[1], sys.argv[2:]

@@ -1,4 +1,4 @@
-"""Honest surgery, per architecture family (docs/methods.md §6).
+"""Honest surgery, per architecture family (docs/methods/surgery.md §6).
 
 A pruned model must equal the original model with the removed layers skipped, save and reload with
 ``from_pretrained`` to the same logits, and generate the same tokens with and without the KV cache.

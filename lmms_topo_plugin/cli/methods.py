@@ -20,21 +20,33 @@ def parameter_lines(params: dict) -> list[str]:
             f"{param.allowed()}" for key, param in sorted(params.items())]
 
 
-def run(args: argparse.Namespace) -> int:
-    from lmms_topo_plugin.config.params import params_of
+def method_entries() -> list[tuple[str, str, str, dict]]:
+    """``(name, unit, description, {key: Param})`` of every registered method (``none`` excluded), in
+    ``available_methods()`` order: what this command prints and the generated ``model_args`` reference lists."""
     from lmms_topo_plugin.scorers.registry import available_methods, get_method
+
+    return [(name, spec.unit, spec.description, spec.params)
+            for name, spec in ((name, get_method(name)) for name in available_methods()[1:])]
+
+
+def token_entries() -> list[tuple[str, str, dict]]:
+    """``(name, summary, {key: Param})`` of every visual-token pruner, without the ``token_method`` key itself."""
+    from lmms_topo_plugin.config.params import params_of
     from lmms_topo_plugin.tokens import TOKEN_METHODS
 
+    return [(name, pruner.summary, {key: param for key, param in params_of(pruner.config_class).items()
+                                    if key != "token_method"}) for name, pruner in TOKEN_METHODS.items()]
+
+
+def run(args: argparse.Namespace) -> int:
     print("method= (sparsity= is the fraction of decoder layers for a layer method, of the dense prefill FLOPs for a "
           "width method)")
     print("none: the dense model, through the same wrapper")
-    for name in available_methods()[1:]:
-        spec = get_method(name)
-        print(f"{name} ({spec.unit}): {spec.description}")
-        print("\n".join(parameter_lines(spec.params)) or "    (no parameters of its own)")
+    for name, unit, description, params in method_entries():
+        print(f"{name} ({unit}): {description}")
+        print("\n".join(parameter_lines(params)) or "    (no parameters of its own)")
     print("\ntoken_method= (visual-token pruning during prefill; with a layer method or alone)")
-    for name, pruner in TOKEN_METHODS.items():
-        print(f"{name}: {pruner.summary}")
-        print("\n".join(parameter_lines({key: param for key, param in params_of(pruner.config_class).items()
-                                          if key != "token_method"})))
+    for name, summary, params in token_entries():
+        print(f"{name}: {summary}")
+        print("\n".join(parameter_lines(params)))
     return 0

@@ -61,9 +61,10 @@ class CalibrationConfig:
 class LayerConfig:
     """Which layer method, and its budget (its own parameters are ``params``)."""
 
-    method: str = option(str, DENSE_METHOD, "layer-pruning method; 'none' evaluates the dense model")
-    sparsity: float | None = option(float, None, "fraction of decoder layers to remove", low=0.0, high=1.0,
-                                    high_inclusive=False)
+    method: str = option(str, DENSE_METHOD, "pruning method (topo-prune methods lists them); 'none' evaluates the "
+                         "dense model")
+    sparsity: float | None = option(float, None, "fraction of decoder layers to remove (a width method: of the dense "
+                                    "prefill FLOPs)", low=0.0, high=1.0, high_inclusive=False)
     n_remove: int | None = option(int, None, "number of decoder layers to remove (instead of sparsity)", low=0)
     keep_first_last: bool = option(bool, True, "never remove the first or the last decoder layer")
     params: MethodConfig = dataclasses.field(default_factory=MethodConfig)

@@ -1,4 +1,4 @@
-"""Remove decoder layers so that the result is a normal checkpoint (docs/methods.md §6).
+"""Remove decoder layers so that the result is a normal checkpoint (docs/methods/surgery.md §6).
 
 The layer list is shortened, every remaining module's ``layer_idx`` renumbered 0..L'-1 (the KV cache is
 indexed by it), and the text config's ``num_hidden_layers`` and per-layer settings updated, so the pruned

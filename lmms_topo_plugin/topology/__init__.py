@@ -1,4 +1,4 @@
-"""Zigzag persistent homology of per-depth point clouds (TopoVLM, docs/methods.md §1).
+"""Zigzag persistent homology of per-depth point clouds (TopoVLM, docs/methods/topology.md §1).
 
 ``analyze_topology(states, k=, alpha=, sigma=, engine=)`` turns clouds ``[N, L+1, d]`` into JSON-ready layer
 scores; ``write_topology_plots(result, out_dir, removed=)`` draws them. Modules: ``complexes`` (kNN flag

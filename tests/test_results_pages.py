@@ -1,7 +1,7 @@
-"""The README's result tables are generated from bench/results/ (bench/readme_tables.py), never typed.
+"""The results pages of the documentation site are generated from bench/results/ (bench/pages/), never typed.
 
-Every block is checked against the committed files (no benchmark runs here), and every renderer against a small
-hand-made input with its exact expected output.
+Every renderer is checked against a small hand-made input with its exact expected output, and every page against a
+hand-made results folder; tests/test_docs_pages.py checks the committed pages against the committed results.
 """
 
 import csv
@@ -13,6 +13,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import pages  # noqa: E402  (bench/pages)
+from pages import comp, common, onnx, quality, speed, tokens, topology  # noqa: E402
 
 
 def _load(name: str):
@@ -21,9 +25,6 @@ def _load(name: str):
     sys.modules[name] = module  # dataclasses and pickling look modules up by name
     spec.loader.exec_module(module)
     return module
-
-
-readme_tables = _load("readme_tables")
 
 
 # ---------------------------------------------------------------------------------------------- sweep rows
@@ -128,34 +129,34 @@ def write_sweep(folder: Path, rows: list[dict], sweep: dict | None = None, **fil
 
 
 def test_quality_block_renders_known_input_exactly():
-    assert readme_tables.quality_block(QUALITY) == QUALITY_MARKDOWN
+    assert quality.quality_block(QUALITY) == QUALITY_MARKDOWN
 
 
 def test_quality_comes_from_the_sweep_rows_and_the_extra_seeds():
-    assert readme_tables.quality_from_sweeps(MAIN_ROWS, [SEED_ROWS]) == QUALITY
+    assert common.quality_from_sweeps(MAIN_ROWS, [SEED_ROWS]) == QUALITY
 
 
 def test_an_extra_seed_of_a_configuration_the_main_sweep_lacks_is_an_error():
     with pytest.raises(ValueError, match="spacing at 0.5: an extra seed"):
-        readme_tables.quality_from_sweeps(MAIN_ROWS, [[sweep_row("spacing", 0.5, [1, 3], 0, 0, 0)]])
+        common.quality_from_sweeps(MAIN_ROWS, [[sweep_row("spacing", 0.5, [1, 3], 0, 0, 0)]])
 
 
 def test_read_sweep_takes_the_rows_results_csv_lists(tmp_path):
     stale = sweep_row("angular", 0.25, [2], 0, 0, 0, key="from-an-earlier-spec")
     write_sweep(tmp_path, MAIN_ROWS)
     (tmp_path / "configs" / "stale.json").write_text(json.dumps(stale))
-    rows = readme_tables.read_sweep(tmp_path)
+    rows = common.read_sweep(tmp_path)
     assert [row["key"] for row in rows] == [row["key"] for row in MAIN_ROWS]
     assert rows[0] == {**MAIN_ROWS[0], "passes": None}
     (tmp_path / "configs" / "spacing-0.25.json").unlink()
     with pytest.raises(FileNotFoundError, match="no row for key spacing-0.25"):
-        readme_tables.read_sweep(tmp_path)
+        common.read_sweep(tmp_path)
 
 
 def test_load_quality_reads_the_sweep_folder_and_its_seed_folders(tmp_path):
     write_sweep(tmp_path / "quality_sweep", MAIN_ROWS)
     write_sweep(tmp_path / "quality_sweep" / "seed1", SEED_ROWS)
-    assert readme_tables.load_quality(tmp_path) == QUALITY
+    assert common.load_quality(tmp_path) == QUALITY
 
 
 # ---------------------------------------------------------------------------------------------- sweep block
@@ -193,8 +194,8 @@ sweeps of `random` alone (`seed1/`: 3 configurations in 12.0 s; each has its own
 
 Winner under `keep>=0.6` on `topo_synth/exact_match`, objective `layers`: **topology at 0.25**, removing layer 1 (1
 of 4): 0.600 ± 0.010 = 63.2% of dense 0.950. Measured against dense: prefill speedup 1.50×, decode speedup 1.20×
-(ideal L/L' 1.33×); the dense prefill of this 3.0M-parameter model takes 12.0 ms, and the speed section below
-measures layer removal on a model whose decoder dominates the cost.
+(ideal L/L' 1.33×); the dense prefill of this 3.0M-parameter model takes 12.0 ms, and the [layer speed
+page](speed.md) measures layer removal on a model whose decoder dominates the cost.
 
 Time saved against reloading per configuration, computed from these measured numbers: reloading would pay, for each
 configuration, one fresh `load_pruned` of its method (weights load + calibration + scoring + surgery,
@@ -215,12 +216,12 @@ method's first budget calibrates, its other budgets hit the cache), 11.0 s − 4
 
 
 def test_sweep_block_renders_known_input_exactly():
-    assert readme_tables.sweep_block(sweep_data()) == SWEEP_MARKDOWN
+    assert quality.sweep_block(sweep_data()) == SWEEP_MARKDOWN
 
 
 def test_time_saved_is_the_reloads_minus_one_load_and_one_scoring_per_method():
     data = sweep_data()
-    saved = readme_tables.reload_comparison(data["rows"], data["sweep"], RELOAD)
+    saved = quality.reload_comparison(data["rows"], data["sweep"], RELOAD)
     assert saved["reloads_s"] == 0.5 + 2 * 1.0 + 1 * 1.0 + 2 * 6.0
     assert saved["reloads_cached_s"] == 0.5 + 2 * 1.0 + 1.0 + (6.0 + 1.5)
     assert saved["sweep_s"] == 0.5 + 4.0
@@ -230,7 +231,7 @@ def test_time_saved_is_the_reloads_minus_one_load_and_one_scoring_per_method():
 
 @pytest.mark.parametrize("winner_key", [None, "topology-0.25"])  # no winner.json, or one an earlier sweep left
 def test_sweep_block_without_a_passing_winner_names_the_best_pruned(winner_key):
-    text = readme_tables.sweep_block(sweep_data(winner_key, passing={}))
+    text = quality.sweep_block(sweep_data(winner_key, passing={}))
     assert ("objective `layers`: none; no configuration passes. The best pruned ones, spacing at 0.25 (1 of 4 layers) "
             "and topology at 0.25 (1 of 4 layers), score 0.600 = 63.2% of dense 0.950.") in " ".join(text.split())
     assert "`winner.json`" not in text and "**" not in text.split("\n\n")[1]
@@ -239,7 +240,7 @@ def test_sweep_block_without_a_passing_winner_names_the_best_pruned(winner_key):
 def test_sweep_block_says_when_cached_reloads_would_be_cheaper():
     data = sweep_data()
     data["rows"][4] = {**data["rows"][4], "score_s": 20.0}
-    assert " ".join(readme_tables.sweep_block(data).split()).endswith(
+    assert " ".join(quality.sweep_block(data).split()).endswith(
         "Saved: 15.5 s − 20.5 s = **-5.0 s** (-17% of the sweep's wall time). Against reloads that reuse cached "
         "scores (each method's first budget calibrates, its other budgets hit the cache), 11.0 s − 20.5 s = -9.5 s: "
         "no saving; the sweep's scoring once took longer than those reloads in this run.")
@@ -305,13 +306,13 @@ layer/rest split comes from forward hooks on the first and last decoder layer in
 
 
 def test_layer_speed_block_renders_known_input_exactly():
-    assert readme_tables.layer_speed_block(LAYER_SPEED) == LAYER_SPEED_MARKDOWN
+    assert speed.layer_speed_block(LAYER_SPEED) == LAYER_SPEED_MARKDOWN
 
 
 def test_layer_speed_block_explains_slower_layers_too():
     data = json.loads(json.dumps(LAYER_SPEED))
     data["rows"][1]["vs_dense"] |= {"decode_of_ideal": 0.85, "decode_layers_speedup": 1.78}
-    text = readme_tables.layer_speed_block(data)
+    text = speed.layer_speed_block(data)
     assert "decode misses it at every budget: 4 removed (0.850)" in " ".join(text.split())
     assert ("Where decode misses (4 removed, 0.850 of ideal): the non-layer rest of each forward (embeddings, "
             "masks and rotary tables, final norm, LM head, Python dispatch) took 2.0 ms of dense's 10.0 ms (20.0%) "
@@ -321,9 +322,9 @@ def test_layer_speed_block_explains_slower_layers_too():
 
 
 def test_display_command_drops_the_checkout_path():
-    assert readme_tables.display_command("/a/b/.venv/bin/python bench/x.py -n 1") == ".venv/bin/python bench/x.py -n 1"
-    assert readme_tables.display_command(".venv/bin/python bench/x.py") == ".venv/bin/python bench/x.py"
-    assert readme_tables.display_command("python3 bench/x.py") == "python3 bench/x.py"
+    assert common.display_command("/a/b/.venv/bin/python bench/x.py -n 1") == ".venv/bin/python bench/x.py -n 1"
+    assert common.display_command(".venv/bin/python bench/x.py") == ".venv/bin/python bench/x.py"
+    assert common.display_command("python3 bench/x.py") == "python3 bench/x.py"
 
 
 # ---------------------------------------------------------------------------------------------- topology speed
@@ -399,44 +400,33 @@ Worst case (the slowest row per kind and engine):
 
 def test_topology_speed_block_renders_known_input_exactly():
     """Every kind, a skipped classic engine (N > classic_max), a timed-out row, the goals and the worst cases."""
-    assert readme_tables.topology_speed_block(TOPOLOGY_SPEED) == TOPOLOGY_SPEED_MARKDOWN
+    assert topology.topology_speed_block(TOPOLOGY_SPEED) == TOPOLOGY_SPEED_MARKDOWN
 
 
 def test_topology_speed_block_flags_an_engine_mismatch_and_a_missing_goal_row():
     data = json.loads(json.dumps(TOPOLOGY_SPEED))
     data["rows"][0]["engines"]["classic"]["same"] = False
     del data["rows"][1]
-    block = readme_tables.topology_speed_block(data)
+    block = topology.topology_speed_block(data)
     assert "| 410 MB | NO: classic |" in block
     assert "- real N = 320 total ≤ 1 s: not measured" in block
 
 
 def test_topology_speed_block_asks_to_rerun_an_old_results_file():
     old = {"command": "python bench/bench_topology.py", "rows": [{"n": 512, "total_fast": 1.0}]}
-    assert readme_tables.topology_speed_block(old).startswith("`bench/results/topology.json` is not from the current")
+    assert topology.topology_speed_block(old).startswith("`bench/results/topology.json` is not from the current")
 
 
-# ---------------------------------------------------------------------------------------------- README
-
-
-@pytest.mark.parametrize("name", sorted(readme_tables.BLOCKS))
-def test_readme_block_equals_generator_output(name):
-    """Editing a README table or its results without regenerating the other fails here (committed files only)."""
-    current = readme_tables.readme_blocks((ROOT / "README.md").read_text(encoding="utf-8"))
-    generated = readme_tables.render_blocks(ROOT / "bench" / "results")
-    assert current[name] == generated[name], (
-        f"README block {name!r} differs from bench/results/{readme_tables.BLOCKS[name][0]}; "
-        "run python bench/readme_tables.py --write"
-    )
+# ---------------------------------------------------------------------------------------------- committed sweep
 
 
 def test_committed_sweep_has_every_method_budget_and_three_random_seeds():
-    quality = readme_tables.load_quality(ROOT / "bench" / "results")
+    quality = common.load_quality(ROOT / "bench" / "results")
     random_runs = [len(entry["runs"]) for entry in quality["methods"]["random"] if entry["fraction"] > 0]
     assert random_runs == [3, 3, 3, 3]
     assert sorted(quality["methods"]) == ["angular", "block_influence", "domain_math", "domain_mixed", "domain_nonmath",
                                        "random", "spacing", "topology"]
-    assert list(quality["dense"]) == [*readme_tables.KINDS, "overall"]
+    assert list(quality["dense"]) == [*common.KINDS, "overall"]
 
 
 REGIMES = {"metric": "topo_synth/exact_match", "dense": 0.95, "rule": {"sensitive_spread": 0.1, "spacing_margin": 0.01},
@@ -549,7 +539,7 @@ def test_domains_block_gives_each_domain_the_regimes_and_the_checked_claims(tmp_
     """Math and non-math tables (random: mean of seeds), the regimes table, and the claims read off its values:
     ranks 1 and 2 (a tie with random at 0.5 shares rank 2), a shrinking spread, spacing tied 2nd of 4."""
     write_results(tmp_path)
-    assert readme_tables.domains_block(readme_tables.load_domains(tmp_path)) == DOMAINS_MARKDOWN
+    assert quality.domains_block(quality.load_domains(tmp_path)) == DOMAINS_MARKDOWN
 
 
 TOKENS_MARKDOWN = """\
@@ -570,9 +560,9 @@ Measured prefill speedup below 0.8 of the FLOPs-predicted one: fastv at 0.25 (ba
 the decoder layers; the vision tower, embeddings, LM head and Python dispatch are not pruned, and a few-token
 decode step gains little, so the end-to-end speedup is smaller.
 
-Accuracy: the bundled model on `topo_synth` (the whole test split; 16 image tokens per prompt), exact match. HalfV
-(anchor ratio 0.2) prunes from the IVR layer its lifecycle analysis detected on 100 calibration prompts, and
-`halfv+freeze` / `halfv+top5` also from its SSR layer: IVR 4, SSR 6 (detected mode freeze):
+Accuracy: the bundled model on `topo_synth` (the whole test split), exact match. HalfV (anchor ratio 0.2) prunes
+from the IVR layer its lifecycle analysis detected on 100 calibration prompts, and `halfv+freeze` / `halfv+top5`
+also from its SSR layer: IVR 4, SSR 6 (detected mode freeze):
 
 | layer removal | pruner | keep | from layer | step 2 from | topo_synth | math | non-math |
 |---|---|---|---|---|---|---|---|
@@ -583,32 +573,7 @@ Accuracy: the bundled model on `topo_synth` (the whole test split; 16 image toke
 
 def test_token_block_compares_measured_with_flops_predicted_and_names_the_shortfalls():
     """1.25x measured against 1.6x predicted is 0.78 of it: below 0.8, so named; 1.6 of 1.6 is not."""
-    assert readme_tables.tokens_block(TOKENS) == TOKENS_MARKDOWN
-
-
-def test_write_and_check_touch_only_the_blocks(tmp_path):
-    results = tmp_path / "results"
-    write_results(results)
-    readme = tmp_path / "README.md"
-    blocks = "".join(f"{readme_tables.begin_marker(name)}\nstale\n{readme_tables.end_marker(name)}\n\nprose {name}\n"
-                     for name in readme_tables.BLOCKS)
-    readme.write_text("# title\n\n" + blocks)
-    args = ["--readme", str(readme), "--results", str(results)]
-    assert readme_tables.main([*args, "--check"]) == 1
-    assert readme_tables.main([*args, "--write"]) == 0
-    assert readme_tables.main([*args, "--check"]) == 0
-    text = readme.read_text()
-    assert text.startswith("# title\n\n") and "stale" not in text
-    for markdown in (QUALITY_MARKDOWN, SWEEP_MARKDOWN, DOMAINS_MARKDOWN, LAYER_SPEED_MARKDOWN,
-                     TOPOLOGY_SPEED_MARKDOWN, TOKENS_MARKDOWN):
-        assert markdown in text
-    assert readme_tables.topology_ablations_block(ABLATIONS) in text
-    assert "| comp | 0.750 @ 60% |" in text and "(`wanda_widths`); CoMP wins on this model." in text
-    assert "| pytorch | 1 | per_layer | 2.00× | 1.50× | 1.50× | 1.25× |" in text
-    assert "| onnxruntime | 1 | uniform | 2.00× | blocked | 1.50× | blocked |" in text
-    assert "`per_layer` runs at 0.80 of `uniform`'s prefill speed and 1.00 of its decode speed" in text
-    assert all(f"prose {name}" in text for name in readme_tables.BLOCKS)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "results"]  # no temporary file left
+    assert tokens.tokens_block(TOKENS) == TOKENS_MARKDOWN
 
 
 def test_a_resumed_sweep_cannot_feed_the_time_figures(tmp_path):
@@ -616,12 +581,7 @@ def test_a_resumed_sweep_cannot_feed_the_time_figures(tmp_path):
     sweep = json.loads((tmp_path / "quality_sweep" / "sweep.json").read_text())
     (tmp_path / "quality_sweep" / "sweep.json").write_text(json.dumps({**sweep, "reused": 3}))
     with pytest.raises(ValueError, match="that run reused finished configurations"):
-        readme_tables.load_sweep(tmp_path)
-
-
-def test_missing_markers_are_an_error():
-    with pytest.raises(KeyError, match="exactly one block"):
-        readme_tables.readme_blocks("# no markers\n")
+        quality.load_sweep(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------- the benches
@@ -710,7 +670,7 @@ ONNX_SPEED["rows"][1]["onnxruntime"].update(prefill_s_last_logits=0.05, decode_s
 
 
 def test_onnx_speed_block_renders_known_input_exactly():
-    intro, table = readme_tables.onnx_speed_block(ONNX_SPEED).split("\n\n")
+    intro, table = onnx.onnx_speed_block(ONNX_SPEED).split("\n\n")
     assert intro.startswith("Measured with `.venv/bin/python bench/bench_onnx.py` (2 CPU cores, one thread in both")
     assert table.splitlines()[2:] == [
         "| m | 4 | 250.0 ms | 125.0 ms | 2.00× faster | 10.0 ms | 5.0 ms | 2.00× faster | – | 8.0 MB | – | – |",
@@ -748,7 +708,7 @@ ABLATIONS = {
 
 
 def test_topology_ablations_block_renders_known_input_exactly():
-    block = readme_tables.topology_ablations_block(ABLATIONS)
+    block = topology.topology_ablations_block(ABLATIONS)
     assert block.startswith("Measured with `.venv/bin/python bench/bench_topology_ablations.py`: every row")
     assert "| k | 5 ★ | 0.750 | 0.625 | 0.688 |\n| k | 15 (baseline) | 0.500 | 0.500 | 0.500 |" in block
     # each configuration once: the chosen one is also the combined pick
@@ -769,10 +729,116 @@ def test_comp_block_names_the_strongest_reached_single_mode_baseline_and_unreach
     rows = [row("dense", 0.0, 0.99, 0.0), row("comp", 0.6, 0.8, 0.6), row("comp (no MPS: joint)", 0.6, 0.9, 0.6),
             row("wanda_widths", 0.6, 0.5, 0.61), row("random (layers)", 0.6, 0.7, 0.64),
             row("random (layers)", 0.6, 0.3, 0.64, seed=1), row("block_influence (layers)", 0.6, 0.55, 0.64)]
-    table = readme_tables.comp_table(rows, [0.3, 0.6])
+    table = comp.comp_table(rows, [0.3, 0.6])
     assert "| random (layers) | unreachable | 0.500 (0.300..0.700) @ 64% |" in table.splitlines()
     assert "| comp | unreachable | 0.800 @ 60% |" in table.splitlines()
-    verdict = readme_tables._comp_verdict({"rows": rows})
+    verdict = comp._comp_verdict({"rows": rows})
     # ablations of comp are not single-mode baselines; random's mean (0.5) loses to block_influence (0.55)
     assert verdict == ("At 60% of the prefill FLOPs, `comp` keeps 0.800 exact match against 0.550 for the strongest "
                        "single-mode baseline (`block_influence (layers)`); CoMP wins on this model.")
+
+
+# ---------------------------------------------------------------------------------------------- whole pages
+
+LIFECYCLE = {"pretrained": "/x/default_model", "calibration": "bundled:topo_synth/calib", "samples": 100, "k": 50,
+             "ivr_layer": 4, "ssr_layer": 6, "kl_threshold": 0.001, "ssr_mode": "freeze"}
+
+
+def write_all_results(folder: Path) -> None:
+    """Every source the results pages read, from the hand-made inputs above."""
+    write_results(folder)
+    (folder / "lifecycle").mkdir()
+    (folder / "lifecycle" / "entropy.json").write_text(json.dumps(LIFECYCLE))
+
+
+def test_every_page_is_its_title_the_generated_note_and_its_sections(tmp_path):
+    write_all_results(tmp_path)
+    rendered = pages.render_all(tmp_path)
+    assert list(rendered) == ["results/index.md", *(f"results/{name}.md" for name in pages.PAGES)]
+    for name, module in pages.PAGES.items():
+        text = rendered[f"results/{name}.md"]
+        assert text.startswith(f"# {module.TITLE}\n\n<!-- Generated by scripts/docs_pages.py from bench/results/ (")
+        assert text.endswith("\n") and not text.endswith("\n\n")
+    page = rendered["results/quality.md"]
+    for markdown in (QUALITY_MARKDOWN, SWEEP_MARKDOWN, DOMAINS_MARKDOWN):
+        assert markdown in page
+    assert "![exact match against removed layers, overall and per kind](../assets/results/quality.png)" in page
+    assert "(../assets/results/quality_sweep/regimes.png)" in page
+    assert ("`.venv/bin/python bench/bench_quality.py` is a thin call of the sweep (`topo-prune sweep`): it prunes the "
+            "bundled model with every layer method of the registry at 0, 0.25 and 0.5 of the decoder (`sparsity=`, "
+            "rounded to whole layers: 0, 1 and 2 of 4), and lmms-eval answers the test questions after each; "
+            "`random` is the mean of 2 seeds") in " ".join(page.split())
+    assert LAYER_SPEED_MARKDOWN in rendered["results/speed.md"]
+    assert TOPOLOGY_SPEED_MARKDOWN in rendered["results/topology.md"]
+    assert topology.topology_ablations_block(ABLATIONS) in rendered["results/topology.md"]
+    assert "N = 256 and 320" in rendered["results/topology.md"] and "of 33 depths and width 4096 (N = 512 and 2048)" in (
+        " ".join(rendered["results/topology.md"].split()))
+    assert TOKENS_MARKDOWN in rendered["results/tokens.md"]
+    assert ("It places the IVR layer (where HalfV's step 1 prunes) at 4 and the SSR layer (step 2) at 6, with mode "
+            "`freeze`") in " ".join(rendered["results/tokens.md"].split())
+    assert "| comp | 0.750 @ 60% |" in rendered["results/comp.md"]
+    assert "(`wanda_widths`); CoMP wins on this model." in " ".join(rendered["results/comp.md"].split())
+    assert "**Training-free**" in rendered["results/comp.md"]
+    assert "![exact match against FLOPs removed](../assets/results/comp.png)" in rendered["results/comp.md"]
+    assert "| pytorch | 1 | per_layer | 2.00× | 1.50× | 1.50× | 1.25× |" in rendered["results/comp.md"]
+    assert "| onnxruntime | 1 | uniform | 2.00× | blocked | 1.50× | blocked |" in rendered["results/comp.md"]
+    assert onnx.onnx_speed_block(ONNX_SPEED) in rendered["results/onnx.md"]
+    assert "## On a GPU\n\nNot run yet: no GPU has been available. `bench/gpu_check.py`" in rendered["results/onnx.md"]
+
+
+def test_the_index_gives_each_page_its_headline_from_the_json(tmp_path):
+    write_all_results(tmp_path)
+    lines = [line for line in pages.render_all(tmp_path)["results/index.md"].splitlines() if line.startswith("- [")]
+    assert lines == [
+        "- [Quality: accuracy against removed layers](quality.md): under `keep>=0.6`, the winner is topology at 0.25 "
+        "(1 of 4 layers removed, 0.600 = 63.2% of dense).",
+        "- [CoMP: widths against single-mode baselines at matched FLOPs](comp.md): at 60% of the prefill FLOPs, "
+        "`comp` keeps 0.750 exact match against 0.500 for the strongest single-mode baseline (`wanda_widths`); CoMP "
+        "wins on this model. Training-free: nothing is fine-tuned.",
+        "- [Visual-token pruning: speed and accuracy](tokens.md): keeping 0.25 of the visual tokens, halfv+freeze "
+        "scores 0.900 against the dense 0.990; the largest measured prefill speedup is 2.00× (halfv+freeze at 0.25, "
+        "batch 1; the FLOPs predict 2.00×).",
+        "- [Topology: engine speed and ablations](topology.md): chosen on the dev split: "
+        "`topology[topo_score=depth_bars,topo_k=5]`. Speed goals: gaussian N = 512 total ≤ 5 s: fast 4.00 s = 0.80× "
+        "(meets); real N = 320 total ≤ 1 s: fast 2.00 s = 2.00× (misses).",
+        "- [Speed: layer removal against the ideal L/L'](speed.md): removing 4 of 8 layers speeds prefill up 1.67× "
+        "and decode 1.82× (ideal 2.00×).",
+        "- [ONNX Runtime against PyTorch](onnx.md): on the CPU, ONNX Runtime runs prefill 2.00–2.00× and decode "
+        "2.00–2.00× as fast as PyTorch eager; on a GPU: not run yet.",
+    ]
+
+
+def test_quality_headline_without_a_winner_names_the_best_pruned(tmp_path):
+    write_all_results(tmp_path)
+    (tmp_path / "quality_sweep" / "winner.json").unlink()
+    assert quality.headline(tmp_path) == (
+        "no layer configuration passes `keep>=0.6` on the bundled model; the best pruned, spacing at 0.25 (1 of 4 "
+        "layers) and topology at 0.25 (1 of 4 layers), keeps 0.600 = 63.2% of dense.")
+
+
+def test_gpu_section_shows_each_section_of_the_check(tmp_path):
+    write_all_results(tmp_path)
+    (tmp_path / "gpu_check.json").write_text(json.dumps({
+        "command": "/x/.venv/bin/python bench/gpu_check.py", "gpu_result": True, "complete": True,
+        "machine": {"device": "cuda", "gpu": "NVIDIA H100 80GB HBM3", "torch": "2.5.1", "torch_cuda": "12.4"},
+        "sections": {"torch_speed": {"status": "ok", "seconds": 12.25, "result": {}},
+                     "ort_cuda": {"status": "blocked", "reason": "no CUDAExecutionProvider | in onnxruntime",
+                                  "seconds": 0.0},
+                     "genai_cuda": {"status": "failed", "error": "RuntimeError: boom", "seconds": 1.0}}}))
+    section = onnx.gpu_section(tmp_path)
+    assert section.startswith("Measured with `.venv/bin/python bench/gpu_check.py` on NVIDIA H100 80GB HBM3 (torch "
+                              "2.5.1, CUDA 12.4).\n\n| section | status | seconds | note |")
+    assert "| torch_speed | ok | 12.2 | – |" in section  # 12.25 rounds half to even
+    assert "| ort_cuda | blocked | 0.0 | no CUDAExecutionProvider / in onnxruntime |" in section
+    assert "| genai_cuda | failed | 1.0 | RuntimeError: boom |" in section
+    assert "Not run yet" not in section and "on a GPU: see the page." in onnx.headline(tmp_path)
+
+
+def test_a_cpu_smoke_run_of_the_gpu_check_is_not_shown_as_a_gpu_result(tmp_path):
+    write_all_results(tmp_path)
+    (tmp_path / "gpu_check.json").write_text(json.dumps({
+        "command": "python3 bench/gpu_check.py --device cpu", "gpu_result": False, "complete": False,
+        "machine": {"device": "cpu", "torch": "2.5.1", "torch_cuda": None}, "sections": {}}))
+    text = " ".join(onnx.gpu_section(tmp_path).split())
+    assert ("on cpu (torch 2.5.1). **This run is a plumbing smoke test on the CPU, not a GPU result.** The run did not "
+            "finish") in text
