@@ -42,7 +42,7 @@ KEEPS = (0.5, 0.25, 0.1)
 PRUNERS = ("fastv", "halfv", "halfv+freeze", "halfv+top5", "random")  # halfv: step 1 alone; +mode: step 2 too
 TOKEN_LAYER = 2
 SPEED_SSR_LAYER = 6  # the speed model's step 2 layer (half way; the bundled model's detected SSR layer)
-HALFV_ANCHOR = 0.2  # METHODS.md §2: R_S = 0.2 for LLaVA-1.5
+HALFV_ANCHOR = 0.2  # docs/methods/tokens.md: R_S = 0.2 for LLaVA-1.5
 BATCHES = (1, 8)
 
 

@@ -1,4 +1,4 @@
-"""Domain-aware layer selection (METHODS.md §3): remove the layers that change their input least in a domain.
+"""Domain-aware layer selection (docs/methods/domain-aware.md): remove the layers that change their input least in a domain.
 
 ``s_d(l)`` is the mean over domain ``d``'s calibration samples of the mean over each sample's real tokens of
 ``cos(h_l, h_{l+1})``. ``domain_math`` ranks by ``s_math``, ``domain_nonmath`` by ``s_nonmath`` and

@@ -1,4 +1,4 @@
-"""``topo-prune regimes``: the three pruning regimes of METHODS.md §3, read off a finished sweep.
+"""``topo-prune regimes``: the three pruning regimes of docs/methods/domain-aware.md, read off a finished sweep.
 
 Per budget, over the sweep's layer methods: the spread of the metric (max − min), the agreement of the
 methods' choices (mean pairwise Jaccard overlap of their removed layers), the best method, and a regime by

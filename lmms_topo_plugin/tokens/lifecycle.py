@@ -1,4 +1,4 @@
-"""HalfV's visual-token lifecycle (METHODS.md §2): truncated matrix entropy per layer, its stages, and the KL
+"""HalfV's visual-token lifecycle (docs/methods/tokens.md): truncated matrix entropy per layer, its stages, and the KL
 divergence of freezing the visual tokens from each layer on.
 
 * **TME** of layer ``l`` and one sample: ``Z`` = the final norm of ``h_l`` (the layer's input) restricted to a
@@ -9,7 +9,7 @@ divergence of freezing the visual tokens from each layer on.
 * **Freezing KL** of layer ``l``: KL(next-token distribution with the visual tokens frozen from layer ``l`` on ‖
   dense), at the last prompt position, averaged over the samples. Frozen visual tokens still give keys and
   values; their hidden states stop changing. A small KL from the SSR layer on (``kl_threshold``) means deep
-  layers are inactive on visual tokens (SSR mode ``freeze``), otherwise ``top5`` (METHODS.md §2.4) -- unless
+  layers are inactive on visual tokens (SSR mode ``freeze``), otherwise ``top5`` (docs/methods/tokens.md) -- unless
   top5's 5% of the fewest visual tokens of a calibration prompt rounds down to none: then ``freeze``
   (:func:`ssr_mode_choice`).
 """
@@ -29,7 +29,7 @@ from lmms_topo_plugin.models.prompting import Prompt, encode
 from lmms_topo_plugin.tokens.methods import SSR_KEEP
 
 TOKEN_SETS = ("visual", "text", "all")
-KL_THRESHOLD = 1e-3  # METHODS.md §2.4: deep layers are inactive on visual tokens (freeze) at ~1e-4 or less
+KL_THRESHOLD = 1e-3  # docs/methods/tokens.md: deep layers are inactive on visual tokens (freeze) at ~1e-4 or less
 
 
 def truncated_matrix_entropy(states: torch.Tensor, k: int) -> float:
