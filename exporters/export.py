@@ -24,6 +24,7 @@ from lmms_topo_plugin.records import PARETO, WINNER
 from lmms_topo_plugin.plan import plan_from_record
 from lmms_topo_plugin.tokens import record_model_args
 from lmms_topo_plugin.exporters.checkpoint import is_checkpoint, save_checkpoint, save_dtype
+from lmms_topo_plugin.exporters.onnx.builder_decoder import DEFAULT_DECODER
 from lmms_topo_plugin.exporters.evidence import report_writer, sweep_evidence, writer
 from lmms_topo_plugin.runtime.generation import prompt_logits
 
@@ -55,7 +56,7 @@ def holds_pareto_export(out: Path) -> bool:
 
 
 def export_pareto(sweep_dir: str | Path, out: str | Path, dtype_choice: str = "base",
-                  onnx_precisions: tuple[str, ...] = ()) -> Path:
+                  onnx_precisions: tuple[str, ...] = (), onnx_decoder: str = DEFAULT_DECODER) -> Path:
     """Export every configuration on the sweep's front into ``out/<method>-<budget>-<calibration>/``, and write
     ``out/index.json`` listing them; returns the index path."""
     from lmms_topo_plugin.cache import atomic_write_json
@@ -66,7 +67,7 @@ def export_pareto(sweep_dir: str | Path, out: str | Path, dtype_choice: str = "b
         winner = record["winner"]
         name = f"{winner['method']}-{winner['budget']:g}-{winner['calib_limit'] or 'default'}"
         evidence = writer(sweep_evidence(record, Path(sweep_dir), "pareto_front"))
-        export_checkpoint(rebuild_winner(record, dtype_choice), out / name, onnx_precisions, evidence)
+        export_checkpoint(rebuild_winner(record, dtype_choice), out / name, onnx_precisions, evidence, onnx_decoder)
         entries.append({"dir": name, "method": winner["method"], "budget": winner["budget"],
                         "removed_layers": winner["removed_layers"], "metric": record["metric"],
                         "value": winner["metrics"][record["metric"]]})
@@ -100,7 +101,8 @@ def rebuild_winner(record: dict[str, Any], dtype_choice: str = "base") -> Loaded
 
 
 def export_winner(winner_path: str | Path, out: str | Path, dtype_choice: str = "base",
-                  onnx_precisions: tuple[str, ...] = (), check: Callable[[LoadedModel], None] | None = None) -> Path:
+                  onnx_precisions: tuple[str, ...] = (), check: Callable[[LoadedModel], None] | None = None,
+                  onnx_decoder: str = DEFAULT_DECODER) -> Path:
     """Export a sweep's ``winner.json`` to ``out`` with its evidence (:mod:`.evidence`); returns ``out``.
     ``check(loaded)`` runs on the rebuilt model before anything is written (e.g. that ONNX supports it)."""
     record = read_winner(winner_path)
@@ -108,11 +110,12 @@ def export_winner(winner_path: str | Path, out: str | Path, dtype_choice: str = 
     loaded = rebuild_winner(record, dtype_choice)
     if check is not None:
         check(loaded)
-    return export_checkpoint(loaded, out, onnx_precisions, evidence)
+    return export_checkpoint(loaded, out, onnx_precisions, evidence, onnx_decoder)
 
 
 def export_model_args(model_args: dict[str, str], out: str | Path, dtype_choice: str = "base",
-                      onnx_precisions: tuple[str, ...] = (), check: Callable[[LoadedModel], None] | None = None) -> Path:
+                      onnx_precisions: tuple[str, ...] = (), check: Callable[[LoadedModel], None] | None = None,
+                      onnx_decoder: str = DEFAULT_DECODER) -> Path:
     """Prune as ``model_args`` describe (a single run: calibration and scores from the cache), in the dtype it
     will be saved in, and export it to ``out`` with the run's pruning report; returns ``out``."""
     from lmms_topo_plugin.api import load_pruned
@@ -123,7 +126,7 @@ def export_model_args(model_args: dict[str, str], out: str | Path, dtype_choice:
     loaded, report = load_pruned(model_args)
     if check is not None:
         check(loaded)
-    return export_checkpoint(loaded, out, onnx_precisions, report_writer(report))
+    return export_checkpoint(loaded, out, onnx_precisions, report_writer(report), onnx_decoder)
 
 
 def saveddtype_name(prepared, dtype_choice: str) -> str:
@@ -133,11 +136,13 @@ def saveddtype_name(prepared, dtype_choice: str) -> str:
 
 
 def export_checkpoint(loaded: LoadedModel, out: str | Path, onnx_precisions: tuple[str, ...] = (),
-                      evidence: Callable[[Path], Any] | None = None) -> Path:
+                      evidence: Callable[[Path], Any] | None = None, onnx_decoder: str = DEFAULT_DECODER) -> Path:
     """Save ``loaded`` (in its own dtype) to ``out``, validated by reloading it in that dtype; with
     ``onnx_precisions`` (fp32 always first), also the ONNX build in ``out/onnx``, validated against PyTorch
     (:mod:`~lmms_topo_plugin.exporters.onnx.build`); ``evidence(build_dir)`` adds the configuration's reports
-    (:mod:`.evidence`). Nothing is renamed into place unless every validation passes."""
+    (:mod:`.evidence`). ``onnx_decoder``: whose decoder graph the ONNX build gets (``auto``, ``torch``,
+    ``builder``: :func:`~lmms_topo_plugin.exporters.onnx.build.build_onnx`). Nothing is renamed into place unless
+    every validation passes."""
     from lmms_topo_plugin.search.measure import default_cost_prompt
 
     prompt = default_cost_prompt()
@@ -157,7 +162,7 @@ def export_checkpoint(loaded: LoadedModel, out: str | Path, onnx_precisions: tup
         if onnx_precisions:
             from lmms_topo_plugin.exporters.onnx.build import build_onnx
 
-            report["onnx"] = build_onnx(loaded, staging, onnx_precisions)
+            report["onnx"] = build_onnx(loaded, staging, onnx_precisions, onnx_decoder)
         if evidence is not None:
             evidence(staging)
         return report

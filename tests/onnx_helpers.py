@@ -52,14 +52,16 @@ class OnnxBuild:
 
 
 def onnx_build_factory(tiny_checkpoints, tmp_path_factory):
-    """``get(family, precision=None, image_processor=None)``: the :class:`OnnxBuild` of the 6-layer tiny
-    ``family`` exported with ``--precision precision`` (the exporter's default if None), its processor's
-    ``image_processor`` settings updated by ``image_processor`` first (on a copy of the checkpoint); each is built
-    once, with a cache of its own, and the same build is returned for the same arguments."""
+    """``get(family, precision=None, image_processor=None, decoder=None)``: the :class:`OnnxBuild` of the 6-layer
+    tiny ``family`` exported with ``--precision precision`` and ``--onnx-decoder decoder`` (the exporter's defaults
+    if None), its processor's ``image_processor`` settings updated by ``image_processor`` first (on a copy of the
+    checkpoint); each is built once, with a cache of its own, and the same build is returned for the same
+    arguments."""
     built: dict[tuple, OnnxBuild] = {}
 
-    def get(family: str, precision: str | None = None, image_processor: dict | None = None) -> OnnxBuild:
-        key = (family, precision, json.dumps(image_processor, sort_keys=True))
+    def get(family: str, precision: str | None = None, image_processor: dict | None = None,
+            decoder: str | None = None) -> OnnxBuild:
+        key = (family, precision, json.dumps(image_processor, sort_keys=True), decoder)
         if key not in built:
             root = tmp_path_factory.mktemp(f"onnx-{family}")
             checkpoint = Path(tiny_checkpoints(family, 6))
@@ -69,7 +71,8 @@ def onnx_build_factory(tiny_checkpoints, tmp_path_factory):
                 config = json.loads(path.read_text())
                 config["image_processor"].update(image_processor)
                 path.write_text(json.dumps(config))
-            options = ["--precision", precision] if precision else []
+            options = (["--precision", precision] if precision else []) + (
+                ["--onnx-decoder", decoder] if decoder else [])
             with pytest.MonkeyPatch.context() as patch:
                 patch.setenv("LMMS_TOPO_CACHE", str(root / "cache"))
                 out = export_build(checkpoint, root / "build", *options)

@@ -139,13 +139,15 @@ def test_a_build_without_parity_is_not_left_behind(tiny_checkpoints, tmp_path, m
 
 
 def test_wrong_decoding_positions_fail_the_build(tiny_checkpoints, tmp_path, monkeypatch, capsys):
-    """Positions one off in every decoding step: the prefill still matches, the decoding-step check does not."""
+    """Positions one off in every decoding step: the prefill still matches, the decoding-step check does not (our
+    decoder's: the model builder's takes no position ids)."""
     from lmms_topo_plugin.runtime import onnx_runner as runner
 
     right = runner.next_positions
     monkeypatch.setattr(runner, "next_positions", lambda positions, count=1: right(positions, count) + 1)
     args = f"pretrained={tiny_checkpoints('llava', 6)},method=spacing,n_remove=1,device=cpu"
-    assert main(["export", "--model-args", args, "--out", str(tmp_path / "build"), "--onnx"]) == 1
+    assert main(["export", "--model-args", args, "--out", str(tmp_path / "build"), "--onnx",
+                 "--onnx-decoder", "torch"]) == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]
     found = re.search(r"max logit difference (\S+) in prefill, (\S+) in decoding", line)
     assert found, line

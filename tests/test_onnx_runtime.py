@@ -21,7 +21,9 @@ NEW_TOKENS = 6
 
 @pytest.fixture(scope="module")
 def llava_build(onnx_builds):
-    return onnx_builds("llava").out
+    """Our decoder (torch.onnx): ``logits_to_keep`` and the growing cache are its; the model builder's decoder
+    is driven as tests/test_onnx_builder.py checks."""
+    return onnx_builds("llava", decoder="torch").out
 
 
 class SpyBinding:

@@ -497,6 +497,7 @@ def write_results(folder: Path) -> None:
     (folder / "speed.json").write_text(json.dumps(LAYER_SPEED))
     (folder / "topology.json").write_text(json.dumps(TOPOLOGY_SPEED))
     (folder / "onnx.json").write_text(json.dumps(ONNX_SPEED))
+    (folder / "onnx_anchor.json").write_text(json.dumps(ONNX_ANCHOR))
     (folder / "tokens.json").write_text(json.dumps(TOKENS))
     (folder / "topology_ablations.json").write_text(json.dumps(ABLATIONS))
     (folder / "comp.json").write_text(json.dumps(COMP))
@@ -667,6 +668,31 @@ ONNX_SPEED = {"command": "/x/.venv/bin/python bench/bench_onnx.py", "machine": {
                        _onnx_row(2, (0.125, 0.008), (0.0625, 0.004), 5_000_000)]}
 # the second row also has the runner's variants (last-position prefill, bound cache); the first predates them
 ONNX_SPEED["rows"][1]["onnxruntime"].update(prefill_s_last_logits=0.05, decode_s_per_token_bound=0.005)
+ONNX_ANCHOR = {"command": "/x/.venv/bin/python bench/bench_onnx_anchor.py",
+               "machine": {"cpus_available": 2, "loadavg_at_start": [1.04], "loadavg_at_end": [2.0]},
+               "args": {"repeats": 5, "decode_tokens": 16},
+               "rows": [{"model": "tiny", "config": "dense", "layers": 4, "builder_error": "head size 40: no"},
+                        {"model": "tiny", "config": "half removed", "layers": 2, "nodes": {"ours": 300, "builder": 50},
+                         "thread_cpu_s": {"prefill_runner_torch": 0.3, "prefill_runner_builder": 0.2,
+                                          "prefill_builder_shared": 0.25, "decode_runner_torch": 0.012,
+                                          "decode_runner_builder": 0.01, "decode_builder_shared": 0.008},
+                         "check": {"same_tokens": True, "max_abs_logit_diff": {"runner_builder_vs_pytorch": 2e-6}}}]}
+ONNX_ANCHOR_MARKDOWN = """\
+| model | layers | | ours | the builder's | bare builder | ours / the builder's | nodes (ours / builder) |
+|---|---:|---|---:|---:|---:|---:|---:|
+| tiny | 2 | prefill, last logits | 300.0 ms | 200.0 ms | 250.0 ms | 1.50× | 300 / 50 |
+| tiny | 2 | decode per token | 12.0 ms | 10.0 ms | 8.0 ms | 1.20× | 300 / 50 |
+
+- tiny (dense): head size 40: no
+- tiny (half removed): greedy tokens identical in every variant and PyTorch: True; largest logit difference, the \
+builder's through our runner against PyTorch: 2e-06"""
+
+
+def test_the_builder_anchor_block_renders_known_input_exactly():
+    text = onnx.anchor_block(ONNX_ANCHOR)
+    assert text.endswith(ONNX_ANCHOR_MARKDOWN)
+    assert text.startswith("Measured with `.venv/bin/python bench/bench_onnx_anchor.py` (2 CPU cores, load 1.0 at the "
+                           "start and 2.0 at the end;")
 
 
 def test_onnx_speed_block_renders_known_input_exactly():

@@ -11,6 +11,9 @@ from .common import display_command, load, ms, page, wrap
 TITLE = "ONNX Runtime against PyTorch"
 ONNX_FILE = "onnx.json"  # bench/bench_onnx.py
 GPU_FILE = "gpu_check.json"  # bench/gpu_check.py
+ANCHOR_FILE = "onnx_anchor.json"  # bench/bench_onnx_anchor.py
+ANCHOR_ROWS = (("prefill, last logits", "prefill_runner_torch", "prefill_runner_builder", "prefill_builder_shared", 1),
+               ("decode per token", "decode_runner_torch", "decode_runner_builder", "decode_builder_shared", "tokens"))
 NOT_RUN = "Not run yet: no GPU has been available."
 
 
@@ -90,9 +93,42 @@ def gpu_section(results_dir: Path) -> str:
     return "\n\n".join([wrap(intro), "\n".join(lines), wrap(what)])
 
 
+def anchor_block(data: dict) -> str:
+    """``bench/bench_onnx_anchor.py``: our decoder against onnxruntime-genai's model builder's, through our runner
+    and the builder's graph driven bare, dense and pruned; the models the builder cannot take, with the reason."""
+    machine, args = data["machine"], data["args"]
+    intro = wrap(
+        f"Measured with `{display_command(data['command'])}` ({machine['cpus_available']} CPU cores, load "
+        f"{machine['loadavg_at_start'][0]:.1f} at the start and {machine['loadavg_at_end'][0]:.1f} at the end; one "
+        f"thread per session; this thread's CPU time, medians of {args['repeats']} interleaved rounds after a "
+        f"warm-up; decode over {args['decode_tokens']} greedy steps). Ours: the `torch.onnx` decoder "
+        "(`--onnx-decoder torch`); the builder's: `--onnx-decoder builder`, both through `OnnxVLM` as users run "
+        "them; bare: the builder's own graph (LM head inside, shared KV buffers) driven without our runner, the "
+        "anchor the issue set. Same prompt embeddings for all.")
+    lines = ["| model | layers | | ours | the builder's | bare builder | ours / the builder's | nodes (ours / builder) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    refused = []
+    for row in data["rows"]:
+        if "builder_error" in row:
+            refused.append(f"{row['model']} ({row['config']}): {row['builder_error']}")
+            continue
+        costs = row["thread_cpu_s"]
+        for label, ours, builder, bare, per in ANCHOR_ROWS:
+            lines.append(f"| {row['model']} | {row['layers']} | {label} | {ms(costs[ours])} | {ms(costs[builder])} | "
+                         f"{ms(costs[bare])} | {costs[ours] / costs[builder]:.2f}× | "
+                         f"{row['nodes']['ours']} / {row['nodes']['builder']} |")
+        check = row["check"]
+        refused.append(f"{row['model']} ({row['config']}): greedy tokens identical in every variant and PyTorch: "
+                       f"{check['same_tokens']}; largest logit difference, the builder's through our runner against "
+                       f"PyTorch: {check['max_abs_logit_diff']['runner_builder_vs_pytorch']:.1g}")
+    return "\n\n".join([intro, "\n".join(lines), "\n".join(f"- {line}" for line in refused)])
+
+
 def render(results_dir: Path) -> str:
     """The whole ONNX page from ``results_dir``."""
-    return page(TITLE, f"{ONNX_FILE}, {GPU_FILE}", "## On the CPU", onnx_speed_block(load(ONNX_FILE, results_dir)),
+    return page(TITLE, f"{ONNX_FILE}, {ANCHOR_FILE}, {GPU_FILE}", "## On the CPU",
+                onnx_speed_block(load(ONNX_FILE, results_dir)),
+                "## Our decoder against the model builder's (CPU)", anchor_block(load(ANCHOR_FILE, results_dir)),
                 "## On a GPU", gpu_section(results_dir))
 
 

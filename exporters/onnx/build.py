@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from loguru import logger
 
 from lmms_topo_plugin.calibration.collect import move_inputs
 from lmms_topo_plugin.errors import PluginError
 from lmms_topo_plugin.models.loading import LoadedModel
 from lmms_topo_plugin.models.prompting import Prompt, encode
+from lmms_topo_plugin.exporters.onnx.builder_decoder import (DEFAULT_DECODER, BuilderUnsupported, export_builder_decoder,
+                                                             resolve_decoder)
 from lmms_topo_plugin.exporters.onnx.genai import MODEL_TYPES as GENAI_MODEL_TYPES, write_genai
 from lmms_topo_plugin.exporters.onnx.graphs import check_supported, export_graphs, graph_files, write_manifest
 from lmms_topo_plugin.exporters.onnx.precision import write_variant
@@ -73,17 +77,41 @@ def onnx_tokens(runner: OnnxVLM, prompt: Prompt, length: int) -> list[int]:
     return runner.generate_ids([prompt], VALIDATION_TOKENS)[0, :length].tolist()
 
 
-def build_onnx(loaded: LoadedModel, build_dir: Path, precisions: tuple[str, ...] = ("fp32",)) -> dict[str, Any]:
+def build_onnx(loaded: LoadedModel, build_dir: Path, precisions: tuple[str, ...] = ("fp32",),
+               decoder: str = DEFAULT_DECODER) -> dict[str, Any]:
     """Write ``build_dir/onnx`` (graphs, manifest, ``validation.json``; for Qwen2.5-VL also onnxruntime-genai's
     files, :mod:`.genai`, unless its decoder layers have different head counts); raise :class:`OnnxParityError`
     when fp32 logits (prefill, and every decoding step with the cache) differ from PyTorch by more than 1e-4 or a
     greedy token differs. Each further precision (``fp16``, ``int4``) is written from the fp32 graphs and reported
-    against fp32 (logit error, greedy-token agreement)."""
+    against fp32 (logit error, greedy-token agreement).
+
+    ``decoder`` (:data:`.builder_decoder.DECODERS`): ``torch`` exports ours; ``builder`` builds the decoder with
+    onnxruntime-genai's model builder (:mod:`.builder_decoder`), refused with the reason where it cannot;
+    ``auto`` the builder's where it can (and it validates), else ours, the reason in the manifest's
+    ``decoder_fallback`` and one logged line."""
     check_supported(loaded)
+    kind, reason = resolve_decoder(loaded, decoder, precisions)
+    if kind == "torch" and reason:
+        logger.warning(f"topo-prune export --onnx: our decoder, not the model builder's: {reason}")
+    try:
+        return write_build(loaded, build_dir, precisions, kind, reason)
+    except (OnnxParityError, BuilderUnsupported) as error:
+        if decoder != "auto" or kind != "builder":
+            raise
+        reason = (f"the model builder's decoder did not validate: {error}" if isinstance(error, OnnxParityError)
+                  else str(error))
+        logger.warning(f"topo-prune export --onnx: our decoder, not the model builder's: {reason}")
+        shutil.rmtree(build_dir / "onnx", ignore_errors=True)
+        return write_build(loaded, build_dir, precisions, "torch", reason)
+
+
+def write_build(loaded: LoadedModel, build_dir: Path, precisions: tuple[str, ...], decoder: str,
+                fallback: str | None) -> dict[str, Any]:
+    """:func:`build_onnx` with the decoder kind decided (``fallback``: why not the builder's)."""
     loaded.model.float()
     prompts = validation_prompts()
     vision_inputs = encode(loaded.processor, loaded.adapter, prompts)  # 2 images: no size-1 specialisation
-    manifest = export_graphs(loaded, vision_inputs, build_dir / "onnx")
+    manifest = export_graphs(loaded, vision_inputs, build_dir / "onnx", decoder, fallback)
     expected_logits, expected_tokens = torch_reference(loaded, prompts)
     runner = OnnxVLM(build_dir, provider="cpu")
     embeds, mask, positions = runner.prefill_inputs(prompts)
@@ -92,29 +120,37 @@ def build_onnx(loaded: LoadedModel, build_dir: Path, precisions: tuple[str, ...]
     difference = float(np.abs(logits - expected_logits)[real].max())
     tokens = [onnx_tokens(runner, prompt, len(expected)) for prompt, expected in zip(prompts, expected_tokens)]
     decoding = decode_difference(loaded, runner, prompts)
-    report = {"precision": "fp32", "provider": runner.provider, "prompts": len(prompts),
+    report = {"precision": "fp32", "provider": runner.provider, "decoder": decoder, "prompts": len(prompts),
               "max_abs_logit_difference": difference, "max_abs_decode_logit_difference": decoding,
               "max_allowed": MAX_FP32_LOGIT_DIFFERENCE, "greedy_tokens_identical": tokens == expected_tokens,
               "onnx_tokens": tokens, "pytorch_tokens": expected_tokens}
+    if fallback:
+        report["decoder_fallback"] = fallback
     if max(difference, decoding) > MAX_FP32_LOGIT_DIFFERENCE or tokens != expected_tokens:
         raise OnnxParityError(f"the fp32 ONNX build does not match PyTorch (max logit difference {difference:.3g} "
                               f"in prefill, {decoding:.3g} in decoding; greedy tokens identical: "
-                              f"{tokens == expected_tokens}); nothing was written")
+                              f"{tokens == expected_tokens}; {decoder} decoder); nothing was written")
     if manifest["model_type"] in GENAI_MODEL_TYPES:  # onnxruntime-genai's og.Model runs the fp32 graphs too
         manifest["genai"] = write_genai(loaded, manifest, build_dir / "onnx")
         write_manifest(build_dir / "onnx", manifest)
-    report["variants"] = {precision: add_variant(build_dir, precision, prompts, logits, tokens)
+    report["variants"] = {precision: add_variant(build_dir, precision, prompts, logits, tokens, loaded)
                           for precision in precisions if precision != "fp32"}
     (build_dir / "onnx" / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
 def add_variant(build_dir: Path, precision: str, prompts: list[Prompt], fp32_logits: np.ndarray,
-                fp32_tokens: list[list[int]]) -> dict[str, Any]:
-    """Write every graph's ``precision`` variant, list it in the manifest, and compare it with fp32."""
+                fp32_tokens: list[list[int]], loaded: LoadedModel | None = None) -> dict[str, Any]:
+    """Write every graph's ``precision`` variant, list it in the manifest, and compare it with fp32. The model
+    builder's decoder (``decoder: builder``) is built again by the builder at ``precision`` (from ``loaded``)."""
     onnx_dir = build_dir / "onnx"
     manifest = json.loads((onnx_dir / "manifest.json").read_text())
-    for graph in manifest["graphs"].values():
+    for name, graph in manifest["graphs"].items():
+        if name == "decoder_model_merged" and manifest.get("decoder") == "builder":
+            entry = export_builder_decoder(loaded, onnx_dir, precision)
+            graph["variants"][precision], graph["files"][precision] = entry["file"], entry["files"]
+            manifest["decoder_builder"].setdefault("variants", {})[precision] = entry["builder"]
+            continue
         graph["variants"][precision] = write_variant(onnx_dir / graph["file"], precision).name
         graph["files"][precision] = graph_files(onnx_dir, graph["variants"][precision])
     manifest["precisions"].append(precision)

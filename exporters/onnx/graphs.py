@@ -161,11 +161,14 @@ def check_supported(loaded: LoadedModel) -> OnnxFamily:
     return FAMILIES[model_type]
 
 
-def export_graphs(loaded: LoadedModel, vision_inputs: Mapping[str, torch.Tensor], onnx_dir: Path) -> dict[str, Any]:
+def export_graphs(loaded: LoadedModel, vision_inputs: Mapping[str, torch.Tensor], onnx_dir: Path,
+                  decoder: str = "torch", fallback: str | None = None) -> dict[str, Any]:
     """Export the three graphs (fp32, dynamic batch / sequence / past length) into ``onnx_dir``; the manifest.
 
     ``vision_inputs``: a processor batch with at least two images (for LLaVA, so that the image count stays
-    dynamic; Qwen's vision graph is exported with the first image)."""
+    dynamic; Qwen's vision graph is exported with the first image). ``decoder``: ``torch`` (ours, :class:`Decoder`)
+    or ``builder`` (onnxruntime-genai's model builder, :mod:`.builder_decoder`, with an ``lm_head`` graph);
+    ``fallback``: why not the builder's, recorded in the manifest (``decoder_fallback``)."""
     family = check_supported(loaded)
     onnx_dir.mkdir(parents=True, exist_ok=True)
     model = loaded.model.float().eval()
@@ -192,6 +195,10 @@ def export_graphs(loaded: LoadedModel, vision_inputs: Mapping[str, torch.Tensor]
             ({0: "batch", 1: "sequence_length"}, {0: "batch", 1: "total_sequence_length"},
              position_axes, tuple(cache_axes for _ in past), None)),
     }
+    if decoder == "builder":  # not exported by torch.onnx: built below
+        del graphs["decoder_model_merged"]
+    elif decoder != "torch":
+        raise ValueError(f"decoder {decoder!r}: expected torch or builder")
     files = {}
     with torch.no_grad():
         for name, (module, args, inputs, outputs, axes) in graphs.items():
@@ -205,8 +212,29 @@ def export_graphs(loaded: LoadedModel, vision_inputs: Mapping[str, torch.Tensor]
                            "files": {"fp32": graph_files(onnx_dir, path.name)}}
             if optional:  # not in "inputs", which lists what every run must feed (the cache from inputs[3:] on)
                 files[name]["optional_inputs"] = dict(optional)
+    details = {}
+    if decoder == "builder":
+        from lmms_topo_plugin.exporters.onnx.builder_decoder import (LM_HEAD, decoder_record, export_builder_decoder,
+                                                                     export_lm_head)
+
+        from lmms_topo_plugin.exporters.onnx.builder_decoder import BuilderUnsupported
+
+        try:
+            entry = export_builder_decoder(loaded, onnx_dir)
+        except BuilderUnsupported:
+            raise
+        except Exception as error:  # the builder's own failure on this checkpoint: auto falls back on it
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise BuilderUnsupported(f"the model builder failed on this checkpoint: {type(error).__name__}: "
+                                     f"{first}") from error
+        details["decoder_builder"] = decoder_record(entry)
+        files["decoder_model_merged"] = {"file": entry["file"], "inputs": entry["inputs"], "outputs": entry["outputs"],
+                                         "variants": {"fp32": entry["file"]}, "files": {"fp32": entry["files"]}}
+        files[LM_HEAD] = export_lm_head(loaded, onnx_dir)
+    elif fallback:
+        details["decoder_fallback"] = fallback
     manifest = ONNX_BUILD.stamp({
-        "model_type": model.config.model_type, "graphs": files,
+        "model_type": model.config.model_type, "graphs": files, "decoder": decoder, **details,
         "precisions": ["fp32"],
         "image_token_id": loaded.adapter.image_token_id, "num_layers": num_layers, **kv_manifest(heads),
         "head_dim": head_dim, "hidden_size": hidden, "opset": OPSET,

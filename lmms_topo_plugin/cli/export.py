@@ -10,6 +10,7 @@ from lmms_topo_plugin.config.params import parse_model_args_text
 from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.scorers.registry import get_method
 from lmms_topo_plugin.exporters.checkpoint import SAVE_DTYPES, check_destination, is_checkpoint
+from lmms_topo_plugin.exporters.onnx.builder_decoder import DECODERS, DEFAULT_DECODER
 from lmms_topo_plugin.failures import RESTARTS
 
 NAME = "export"
@@ -33,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "embed_tokens, decoder_model_merged with KV cache) to OUT/onnx, validated against PyTorch")
     parser.add_argument("--precision", default="fp32", help="with --onnx: comma-separated fp32, fp16, int4 "
                         "(*_fp16.onnx, *_q4.onnx weight-only MatMulNBits); fp32 is always written")
+    parser.add_argument("--onnx-decoder", default=DEFAULT_DECODER, choices=DECODERS,
+                        help="with --onnx: whose decoder graph the build gets: builder (onnxruntime-genai's model "
+                        "builder: fused GroupQueryAttention, one shared KV buffer; LLaMA/Mistral/Qwen2 text models "
+                        "with head sizes a multiple of 16, one width for every layer, fp32/int4), torch (ours, "
+                        "torch.onnx; every family), auto (builder where it can, else torch, the reason recorded) "
+                        f"(default: {DEFAULT_DECODER})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,9 +49,10 @@ def run(args: argparse.Namespace) -> int:
         raise ModelArgsError("export: give exactly one of --winner (a sweep's winner.json), --pareto (a sweep "
                              "directory) or --model-args")
     precisions = onnx_precisions(args.precision) if args.onnx else ()
+    decoder = getattr(args, "onnx_decoder", DEFAULT_DECODER)
     check_destination(args.out, "--out", args.overwrite, holds_pareto_export if args.pareto else is_checkpoint)
     if args.pareto:
-        index = export_pareto(args.pareto, args.out, args.save_dtype, precisions)
+        index = export_pareto(args.pareto, args.out, args.save_dtype, precisions, decoder)
         for entry in json.loads(index.read_text())["configurations"]:
             print(f"{Path(args.out) / entry['dir']}: {entry['method']} at {entry['budget']:g}, removes "
                   f"{entry['removed_layers']}, {entry['metric']} {entry['value']:.3f}")
@@ -52,25 +60,54 @@ def run(args: argparse.Namespace) -> int:
         return 0
     check = None
     if args.onnx:
-        from lmms_topo_plugin.exporters.onnx.graphs import check_supported as check
+        check = onnx_check(decoder, precisions)
     if args.winner:
-        out = export_winner(args.winner, args.out, args.save_dtype, precisions, check)
+        out = export_winner(args.winner, args.out, args.save_dtype, precisions, check, decoder)
     else:
         model_args = parse_model_args_text(args.model_args)
         if args.onnx:
             refuse_token_modes_for_onnx(model_args)
-        out = export_model_args(model_args, args.out, args.save_dtype, precisions, check)
+            if decoder == "builder":
+                refuse_builder_before_loading(model_args, precisions)
+        out = export_model_args(model_args, args.out, args.save_dtype, precisions, check, decoder)
     report = json.loads((out / "export_report.json").read_text())
     print(f"checkpoint: {out} ({report['num_layers']} decoder layers, {report['dtype']}; reloaded logits within "
           f"{report['max_abs_logit_difference']:.1g} of the pruned model)")
     if args.onnx:
         onnx = report["onnx"]
-        print(f"onnx: {out / 'onnx'} (fp32; max logit difference to PyTorch {onnx['max_abs_logit_difference']:.1g}, "
-              f"greedy tokens identical: {onnx['greedy_tokens_identical']})")
+        print(f"onnx: {out / 'onnx'} (fp32, {onnx.get('decoder', 'torch')} decoder; max logit difference to PyTorch "
+              f"{onnx['max_abs_logit_difference']:.1g}, greedy tokens identical: {onnx['greedy_tokens_identical']})")
         for precision, variant in onnx["variants"].items():
             print(f"onnx {precision}: max logit difference to fp32 {variant['max_abs_logit_difference_vs_fp32']:.3g}, "
                   f"greedy tokens agreeing with fp32 {variant['greedy_token_agreement_vs_fp32']:.0%}")
     return 0
+
+
+def onnx_check(decoder: str, precisions: tuple[str, ...]):
+    """What runs on the pruned model before anything is written: ONNX supports it, and with ``--onnx-decoder
+    builder`` the model builder can build its decoder (one line naming the reason otherwise)."""
+    from lmms_topo_plugin.exporters.onnx.builder_decoder import resolve_decoder
+    from lmms_topo_plugin.exporters.onnx.graphs import check_supported
+
+    def check(loaded) -> None:
+        check_supported(loaded)
+        if decoder == "builder":
+            resolve_decoder(loaded, decoder, precisions)
+
+    return check
+
+
+def refuse_builder_before_loading(model_args: dict[str, str], precisions: tuple[str, ...]) -> None:
+    """``--onnx-decoder builder``: what the checkpoint's config alone rules out (its family's positions, text model,
+    head size; the precisions), refused before any weights load."""
+    from lmms_topo_plugin.exporters.onnx.builder_decoder import BuilderUnsupported, config_limits
+    from lmms_topo_plugin.models.loading import load_config, resolve_pretrained
+
+    config = load_config(resolve_pretrained(model_args.get("pretrained")))
+    try:
+        config_limits(config.model_type, config.get_text_config(), precisions)
+    except BuilderUnsupported as error:
+        raise BuilderUnsupported(f"--onnx-decoder builder: {error}") from None
 
 
 def refuse_token_modes_for_onnx(model_args: dict[str, str]) -> None:

@@ -4,8 +4,10 @@ On a GPU the decoder runs with I/O binding: the KV cache stays on the session's 
 as ``OrtValue``s, each step's present is the next step's past) and only the logits are copied out. On the CPU the
 cache is host memory either way, and numpy feeding measured faster than binding (``bench/bench_onnx.py``: 0.61-0.65x
 as fast bound on the bundled model, about even on a 12 x 768 one), so ``bind_cache`` defaults to binding only
-where the decoder does not run on the host. Generation computes the logits of the last position only. The decoder
-graph still grows the cache by concatenation (no shared, preallocated buffer).
+where the decoder does not run on the host. Generation computes the logits of the last position only. Our decoder
+graph grows the cache by concatenation; a decoder built by onnxruntime-genai's model builder (the manifest's
+``decoder: builder``) is fed right-padded and holds its cache in one preallocated buffer per key/value, bound as
+past and present at every step (:mod:`.shared_cache`), its logits computed by the build's ``lm_head`` graph.
 
     runner = OnnxVLM("build/")                       # CUDA when onnxruntime-gpu sees a GPU, else CPU
     runner.generate([Prompt.from_text("What is in the image?", [image])], max_new_tokens=16)
@@ -22,10 +24,12 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from loguru import logger
 
 from lmms_topo_plugin.errors import MissingDependencyError, PluginError, UsageError
 from lmms_topo_plugin.models.prompting import Prompt, encode
 from lmms_topo_plugin.exporters.onnx.positions import mrope_positions, next_positions, text_positions
+from lmms_topo_plugin.runtime import shared_cache
 
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
@@ -97,12 +101,15 @@ class OnnxVLM:
         # model.generate never picks these (its SuppressTokensLogitsProcessor); neither does greedy decoding here
         self.suppress_tokens = (json.loads(generation.read_text()).get("suppress_tokens") or []
                                 if generation.exists() else [])
+        # "builder": onnxruntime-genai's model builder made the decoder (builds before it have no "decoder": ours)
+        self.decoder_kind = self.manifest.get("decoder", "torch")
+        self.builder_decoder = self.decoder_kind == "builder"
         self.sessions = {}
         for name, graph in self.manifest["graphs"].items():
             options = ort.SessionOptions()
             if threads:
                 options.intra_op_num_threads = threads  # e.g. 1, to compare with a one-thread PyTorch
-            if name == "decoder_model_merged" and bind_cache is not False:
+            if name == "decoder_model_merged" and bind_cache is not False and not self.builder_decoder:
                 # the cache is bound outputs that grow by a position per step and live on as the next step's
                 # inputs; carved from the CPU arena they made a 12 x 768 decoder's steps slower (26.5 against 22.0 ms
                 # per token, one thread, 16 steps after a 576-image-token prompt)
@@ -121,6 +128,14 @@ class OnnxVLM:
         self.device_type = "cuda" if PROVIDERS["cuda"] in self.sessions["decoder_model_merged"].get_providers() else "cpu"
         # I/O binding where it saves copies (a device that is not the host); bind_cache=True forces it (tests, bench)
         self.bind_cache = self.device_type != "cpu" if bind_cache is None else bind_cache
+        if self.builder_decoder:  # its shared buffers are always bound
+            self.bind_cache = True
+            if self.device_type == "cuda":
+                logger.warning("topo_pruned: this build's decoder was made by onnxruntime-genai's model builder for "
+                               "ONNX Runtime's CPU provider (fp32 GroupQueryAttention, which has no CUDA kernel): on "
+                               "CUDA its attention may run on the CPU; re-export with --onnx-decoder torch for a GPU")
+            past_type = {value.name: value.type for value in self.sessions["decoder_model_merged"].get_inputs()}
+            self._cache_dtype = shared_cache.NUMPY_TYPES[past_type[self._past_names[0]]]
 
     def prefill_inputs(self, prompts: Sequence[Prompt]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(inputs_embeds, attention_mask, position_ids)`` of a left-padded batch, image features scattered in;
@@ -151,13 +166,19 @@ class OnnxVLM:
         return family.run_vision(self.sessions["vision_encoder"], feed)
 
     def decode(self, embeds: np.ndarray, mask: np.ndarray, past: Sequence, positions: np.ndarray | None = None,
-               last_only: bool = False) -> tuple[np.ndarray, list]:
+               last_only: bool = False, capacity: int | None = None) -> tuple[np.ndarray, list]:
         """One decoder run with I/O binding: the logits (on the host) and the grown cache as ``OrtValue``s on the
         session's device. ``past``: the previous run's cache as it came back (bound as it is: present of one step
         is past of the next without a copy), or numpy arrays (e.g. :meth:`empty_past`), put on the device first.
         Only the logits are copied out; ``last_only``: those of the last position ``[batch, 1, vocab]``, which a
         decoder with the ``logits_to_keep`` input (builds since it was added; the manifest's ``optional_inputs``)
-        computes for that position alone. ``positions``: as in :meth:`decoder_step`."""
+        computes for that position alone. ``positions``: as in :meth:`decoder_step`.
+
+        A model builder's decoder (:attr:`builder_decoder`) takes the same arguments and gives the same logits (in the
+        left-padded layout); its cache is the shared buffers, returned as they were bound, each ``capacity``
+        positions long when new (:meth:`decode_shared`)."""
+        if self.builder_decoder:
+            return self.decode_shared(embeds, mask, past, last_only, capacity)
         if positions is None:
             positions = text_positions(mask)[:, -embeds.shape[1]:]
             if self.manifest.get("position_ids", "text") == "mrope":
@@ -189,6 +210,34 @@ class OnnxVLM:
         logits = logits.numpy()
         return (logits[:, -1:] if last_only and not keep else logits), present
 
+    def decode_shared(self, embeds: np.ndarray, mask: np.ndarray, past: Sequence, last_only: bool = False,
+                      capacity: int | None = None) -> tuple[np.ndarray, list]:
+        """:meth:`decode` for a model builder's decoder: the new tokens right-padded, no position ids, the cache the
+        shared buffers (``past`` itself when it is buffers with room for ``mask``'s columns, else new ones of
+        ``capacity`` positions with ``past`` copied in, :func:`.shared_cache.shared_buffers`), bound as past and
+        present both; the decoder's hidden states come to the host and the ``lm_head`` graph computes the logits of
+        each row's last real position (``last_only``) or of every position."""
+        new = embeds.shape[1]
+        shared_cache.check_padding(mask, new)
+        embeds, graph_mask, order = shared_cache.right_padded(embeds, mask)
+        buffers = shared_cache.shared_buffers(self._ort, past, mask.shape[1], capacity, self._cache_dtype,
+                                              self.device_type)
+        session = self.sessions["decoder_model_merged"]
+        binding = session.io_binding()
+        held = [np.ascontiguousarray(embeds, dtype=self._cache_dtype), graph_mask]  # alive until the run
+        binding.bind_cpu_input("inputs_embeds", held[0])
+        binding.bind_cpu_input("attention_mask", held[1])
+        binding.bind_output("hidden_states", "cpu")
+        for past_name, present_name, buffer in zip(self._past_names, self._present_names, buffers):
+            binding.bind_ortvalue_input(past_name, buffer)
+            binding.bind_ortvalue_output(present_name, buffer)
+        session.run_with_iobinding(binding)
+        hidden = binding.get_outputs()[0].numpy().astype(np.float32, copy=False)
+        if last_only:
+            hidden = shared_cache.last_real(hidden, mask, new)
+        logits = self.sessions["lm_head"].run(None, {"hidden_states": np.ascontiguousarray(hidden)})[0]
+        return (logits if last_only else shared_cache.left_layout(logits, order)), buffers
+
     def on_device(self, value):
         """``value`` as an ``OrtValue`` on the decoder's device (as it is when it already is one)."""
         if isinstance(value, self._ort.OrtValue):
@@ -202,11 +251,16 @@ class OnnxVLM:
         tokens' position ids (``prefill_inputs``' third value, then :func:`.positions.next_positions`); by default
         they are counted from the mask, which is right for LLaVA and for text-only prompts."""
         logits, present = self.decode(embeds, mask, past, positions)
-        return logits, [value if isinstance(value, np.ndarray) else value.numpy() for value in present]
+        present = [value if isinstance(value, np.ndarray) else value.numpy() for value in present]
+        if self.builder_decoder:  # the buffers' filled part (right-padded rows), which decode takes back
+            present = [value[:, :, :mask.shape[1]] for value in present]
+        return logits, present
 
     @property
     def _past_names(self) -> list[str]:
-        return self.manifest["graphs"]["decoder_model_merged"]["inputs"][3:]
+        # after inputs_embeds, attention_mask and (our decoder's) position_ids
+        return [name for name in self.manifest["graphs"]["decoder_model_merged"]["inputs"]
+                if name.startswith("past_key_values.")]
 
     @property
     def _present_names(self) -> list[str]:
@@ -236,7 +290,8 @@ class OnnxVLM:
     def generate_ids(self, prompts: Sequence[Prompt], max_new_tokens: int = 32) -> np.ndarray:
         """Greedy new token ids ``[batch, ≤ max_new_tokens]``, stopping when every row has produced eos."""
         embeds, mask, positions = self.prefill_inputs(prompts)
-        logits, past = self.decode(embeds, mask, self.empty_past(len(prompts)), positions, last_only=True)
+        logits, past = self.decode(embeds, mask, self.empty_past(len(prompts)), positions, last_only=True,
+                                   capacity=mask.shape[1] + max_new_tokens)
         eos = self.processor.tokenizer.eos_token_id
         tokens, done = [], np.zeros(len(prompts), dtype=bool)
         for _ in range(max_new_tokens):
@@ -267,7 +322,8 @@ class OnnxVLM:
         for _ in range(repeats + 1):
             start = clock()
             embeds, mask, positions = self.prefill_inputs([prompt])
-            logits, past = self.decode(embeds, mask, self.empty_past(1), positions, last_only=True)
+            logits, past = self.decode(embeds, mask, self.empty_past(1), positions, last_only=True,
+                                       capacity=mask.shape[1] + new_tokens)
             prefilled = clock()
             for _ in range(new_tokens):
                 logits, mask, past, positions = self.next_step(self.greedy(logits), mask, past, positions)
