@@ -42,7 +42,7 @@ Checked, untimed: the greedy tokens of every variant and of PyTorch (the VLM's t
 are the same, and the largest absolute logit difference (builder against ours, ours against PyTorch) over the
 prefill's last position and every step; a two-prompt batch's prefill logits, left- and right-padded
 (:func:`padding_check`: the builder's graph takes right padding only). Node counts of both decoder graphs. A
-checkpoint the builder cannot take (:func:`builder_limits`: a head size that is not a multiple of 16, which ONNX
+checkpoint the builder cannot take (``builder_decoder.builder_limits``: a head size that is not a multiple of 16, which ONNX
 Runtime's CPU GroupQueryAttention refuses, e.g. the bundled model's 40; a width-pruned decoder whose layers differ
 in heads or MLP width; M-RoPE families; text models it has no builder for) raises :class:`BuilderUnsupported`
 saying why, and the row records it. Writes ``--out`` (default ``bench/results/onnx_anchor.json``) atomically, with
@@ -68,9 +68,9 @@ import bench_onnx  # noqa: E402  (interleaved medians)
 import bench_speed  # noqa: E402  (the random LLaVA-shaped model, machine and command helpers)
 
 DEFAULT_OUT = bench_speed.ROOT / "bench" / "results" / "onnx_anchor.json"
-# moved to the product (exporters/onnx/builder_decoder.py): the bench and the export share them
-from lmms_topo_plugin.exporters.onnx.builder_decoder import (  # noqa: E402,F401
-    CAUSAL_LM, GQA_HEAD_MULTIPLE, BuilderUnsupported, build_with_builder, builder_limits, language_model_checkpoint)
+# the bench and the export share them (exporters/onnx/builder_decoder.py)
+from lmms_topo_plugin.exporters.onnx.builder_decoder import (  # noqa: E402
+    BuilderUnsupported, build_with_builder, language_model_checkpoint)
 
 
 def session_options(threads: int):
