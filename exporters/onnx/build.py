@@ -18,7 +18,8 @@ from lmms_topo_plugin.models.prompting import Prompt, encode
 from lmms_topo_plugin.exporters.onnx.builder_decoder import (DEFAULT_DECODER, BuilderUnsupported, export_builder_decoder,
                                                              resolve_decoder)
 from lmms_topo_plugin.exporters.onnx.genai import MODEL_TYPES as GENAI_MODEL_TYPES, write_genai
-from lmms_topo_plugin.exporters.onnx.graphs import check_supported, export_graphs, graph_files, write_manifest
+from lmms_topo_plugin.exporters.onnx.graphs import check_supported, export_graphs, write_manifest
+from lmms_topo_plugin.exporters.onnx.layout import graph_files
 from lmms_topo_plugin.exporters.onnx.precision import write_variant
 from lmms_topo_plugin.runtime.generation import prompt_logits
 from lmms_topo_plugin.runtime.onnx_runner import OnnxVLM

@@ -168,10 +168,10 @@ def build_with_builder(checkpoint: Path, out_dir: Path, precision: str = "fp32",
 
 def save_graph(model, target: Path) -> list[str]:
     """Save the ONNX ``model`` (weights loaded) as ``target``, its weights in ``<target>.data`` when they pass
-    :data:`.graphs.EXTERNAL_DATA_BYTES`; the graph written under a temporary name first and moved into place."""
+    :data:`.layout.EXTERNAL_DATA_BYTES`; the graph written under a temporary name first and moved into place."""
     import onnx
 
-    from lmms_topo_plugin.exporters.onnx.graphs import EXTERNAL_DATA_BYTES, graph_files
+    from lmms_topo_plugin.exporters.onnx.layout import EXTERNAL_DATA_BYTES, graph_files
 
     external = sum(tensor.ByteSize() for tensor in model.graph.initializer) > EXTERNAL_DATA_BYTES
     data = target.with_name(f"{target.name}.data")
@@ -194,7 +194,7 @@ def lm_head_model(loaded):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from lmms_topo_plugin.exporters.onnx.graphs import OPSET
+    from lmms_topo_plugin.exporters.onnx.layout import OPSET
 
     head = loaded.model.lm_head
     weight = head.weight.detach().float().cpu().numpy()
@@ -226,7 +226,7 @@ def export_builder_decoder(loaded, onnx_dir: Path, precision: str = "fp32") -> d
     import onnx
     import onnxruntime_genai
 
-    from lmms_topo_plugin.exporters.onnx.graphs import past_names
+    from lmms_topo_plugin.exporters.onnx.layout import past_names
     from lmms_topo_plugin.exporters.onnx.precision import variant_name
 
     builder_limits(loaded, (precision,))

@@ -28,7 +28,8 @@ from loguru import logger
 
 from lmms_topo_plugin.families import ONNX_FAMILIES
 from lmms_topo_plugin.models.loading import LoadedModel
-from lmms_topo_plugin.exporters.onnx.graphs import EmbedTokens, export_onnx, graph_files, kv_shape
+from lmms_topo_plugin.exporters.onnx.graphs import EmbedTokens, export_onnx, kv_shape
+from lmms_topo_plugin.exporters.onnx.layout import graph_files
 
 MODEL_TYPES = tuple(model_type for model_type, graph in ONNX_FAMILIES.items() if graph.genai)  # og 0.18 runs these
 CONFIG = "genai_config.json"

@@ -22,10 +22,8 @@ from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.models.loading import LoadedModel
 from lmms_topo_plugin.families import ONNX_FAMILIES as FAMILIES, ONNX_MODEL_TYPES as SUPPORTED
 from lmms_topo_plugin.families.onnx_graph import OnnxFamily
+from lmms_topo_plugin.exporters.onnx.layout import EXTERNAL_DATA_BYTES, OPSET, graph_files, past_names
 
-OPSET = 18
-# a graph whose weights pass this keeps them in ``<file>.data`` next to it (one protobuf file holds at most 2 GB)
-EXTERNAL_DATA_BYTES = 1 << 30
 STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
 
 
@@ -63,11 +61,6 @@ def graph_nodes(graph) -> Iterator:
         for attribute in node.attribute:
             for subgraph in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
                 yield from graph_nodes(subgraph)
-
-
-def graph_files(onnx_dir: Path, file: str) -> list[str]:
-    """A graph's files: ``file`` and, when its weights are external, ``file.data``."""
-    return [file] + ([f"{file}.data"] if (onnx_dir / f"{file}.data").exists() else [])
 
 
 class EmbedTokens(nn.Module):
@@ -144,10 +137,6 @@ def kv_manifest(heads: list[int]) -> dict[str, Any]:
     """The manifest's cache shape: ``kv_heads_per_layer`` always, and the one ``kv_heads`` that builds before it
     stated (and runners before it read) only when every layer has as many."""
     return {**({"kv_heads": heads[0]} if len(set(heads)) == 1 else {}), "kv_heads_per_layer": list(heads)}
-
-
-def past_names(num_layers: int, prefix: str) -> list[str]:
-    return [f"{prefix}.{layer}.{kind}" for layer in range(num_layers) for kind in ("key", "value")]
 
 
 def check_supported(loaded: LoadedModel) -> OnnxFamily:
