@@ -10,15 +10,18 @@ from loguru import logger
 
 from lmms_topo_plugin.cache import DiskCache
 from lmms_topo_plugin.config.prune import PruneConfig
-from lmms_topo_plugin.records import pruning_record_of, set_pruning_record
+from lmms_topo_plugin.records import pruning_record_of, set_pruning_record, token_record_of
 from lmms_topo_plugin.tokens.configs import HalfVConfig
 from lmms_topo_plugin.distributed import compute_on_rank0, is_distributed
 from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.models.loading import LoadedModel, load_model
+from lmms_topo_plugin.plan import PrunePlan
 from lmms_topo_plugin.pipeline import (
     PruneReport, apply_plan, build_report, calibration_prompts, compute_plan, compute_scores, count_parameters,
     log_plan, model_fingerprint, prepare,
 )
+from lmms_topo_plugin.recovery.data import RecoveryData, recovery_data
+from lmms_topo_plugin.recovery.run import Teacher, pruned_identity, recover, teach
 from lmms_topo_plugin.scorers import LayerScores
 
 
@@ -34,6 +37,7 @@ def load_pruned(config: PruneConfig | dict[str, Any]) -> tuple[LoadedModel, Prun
 
     is_rank0 = not is_distributed() or dist.get_rank() == 0
     prepared = prepare(config, load_calibration=is_rank0)
+    data = compute_on_rank0(lambda: draw_recovery_data(config)) if config.recovery.enabled else None
     timings: dict[str, float] = {}
     start = time.perf_counter()
     loaded = load_model(config.load, prepared.pretrained, prepared.hf_config)
@@ -41,6 +45,12 @@ def load_pruned(config: PruneConfig | dict[str, Any]) -> tuple[LoadedModel, Prun
     params_before = count_parameters(loaded.model)
     cache = DiskCache(config.run.cache_dir, enabled=not config.run.recompute)
     plan, cache_info = compute_on_rank0(lambda: compute_plan(prepared, loaded, cache, timings))
+    model_id = model_fingerprint(prepared.pretrained, prepared.hf_config, config.load.revision)
+    teacher = None
+    if data is not None:  # the teacher is the dense model: its targets before the plan changes it
+        start = time.perf_counter()
+        teacher = teach(config, data, loaded, model_id, cache)
+        timings["teacher"] = time.perf_counter() - start
     start = time.perf_counter()
     kept = apply_plan(plan, prepared, loaded)
     timings["surgery"] = time.perf_counter() - start
@@ -50,7 +60,33 @@ def load_pruned(config: PruneConfig | dict[str, Any]) -> tuple[LoadedModel, Prun
         tokens = detect_token_stages(config, prepared, loaded, plan.removed_layers, cache)
         prepared = dataclasses.replace(prepared, config=dataclasses.replace(config, tokens=tokens))
         timings["token_stages"] = time.perf_counter() - start
-    return loaded, build_report(prepared, loaded, plan, kept, params_before, cache_info, timings)
+    recovery = None
+    if teacher is not None:
+        start = time.perf_counter()
+        recovery = recover_pruned(teacher, loaded, config, model_id, plan, cache)
+        timings["recover"] = time.perf_counter() - start
+    return loaded, build_report(prepared, loaded, plan, kept, params_before, cache_info, timings, recovery)
+
+
+def draw_recovery_data(config: PruneConfig) -> RecoveryData:
+    """The recovery prompts of ``config`` (before the weights load: a bad ``calib_task`` or too few documents is
+    one line)."""
+    calibration = config.calibration
+    return recovery_data(config.recovery.recover_samples, config.run.seed, calibration.calib_task,
+                         calibration.include_path)
+
+
+def recover_pruned(teacher: Teacher, loaded: LoadedModel, config: PruneConfig, model_id: str, plan: PrunePlan,
+                   cache: DiskCache) -> dict[str, Any]:
+    """Recovery of the pruned ``loaded`` (in place) with the token pruner its record states attached; the record is
+    added to the model's pruning record (``recovery``: the weights changed) and returned."""
+    from lmms_topo_plugin.tokens import token_pruner
+
+    tokens = token_record_of(loaded.model.config)
+    pruned_id = pruned_identity(model_id, [action.as_dict() for action in plan.actions], tokens)
+    record = recover(teacher, loaded, config, pruned_id, cache, token_pruner(tokens))
+    set_pruning_record(loaded.model.config, pruning_record_of(loaded.model.config) | {"recovery": record.summary()})
+    return record.as_dict()
 
 
 def detect_token_stages(config: PruneConfig, prepared, loaded: LoadedModel, removed: list[int],

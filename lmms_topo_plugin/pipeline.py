@@ -55,6 +55,7 @@ class PruneReport:
     calibration: dict[str, Any] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
+    recovery: dict[str, Any] | None = None  # recover=kd: the RecoveryRecord (lmms_topo_plugin.recovery.run)
 
 
 @dataclass
@@ -278,7 +279,7 @@ def count_parameters(model) -> int:
 
 
 def build_report(prepared: Prepared, loaded: LoadedModel, plan: PrunePlan, kept: list[int], params_before: int,
-                 cache_info: dict, timings: dict[str, float]) -> PruneReport:
+                 cache_info: dict, timings: dict[str, float], recovery: dict[str, Any] | None = None) -> PruneReport:
     config = prepared.config
     calibration = {}
     if prepared.calibration_prompts and plan.scores is not None:  # prompts are loaded but unused at budget 0
@@ -299,6 +300,7 @@ def build_report(prepared: Prepared, loaded: LoadedModel, plan: PrunePlan, kept:
         calibration=calibration,
         cache=cache_info,
         timings_s={k: round(v, 4) for k, v in timings.items()},
+        recovery=recovery,
     )
 
 

@@ -1,6 +1,7 @@
 """The records the plugin saves, their schemas in one place, and one reader and one writer for each.
 
-- the pruning record (``topo_pruning`` in a pruned checkpoint's ``config.json``, and in its ONNX manifest);
+- the pruning record (``topo_pruning`` in a pruned checkpoint's ``config.json``, and in its ONNX manifest), with
+  ``recovery`` when the weights were trained after pruning (``recover=kd``);
 - a sweep's winner (``winner.json``) and its Pareto front (``pareto.json``);
 - an ONNX build's manifest (``onnx/manifest.json``).
 
@@ -67,6 +68,13 @@ def pruning_record_of(model_config: Any) -> dict[str, Any] | None:
 def token_record_of(model_config: Any) -> dict[str, Any] | None:
     """The visual-token pruning a model config's pruning record states (None without it)."""
     return (pruning_record_of(model_config) or {}).get("token_pruning")
+
+
+def recovery_record_of(model_config: Any) -> dict[str, Any] | None:
+    """What recovery (``recover=kd``) did to a model's weights after pruning, as its pruning record states it (None
+    for weights as pruning left them): :meth:`lmms_topo_plugin.recovery.run.RecoveryRecord.summary` (data, steps,
+    parameters, held-out KL before and after, ``weights_changed``)."""
+    return (pruning_record_of(model_config) or {}).get("recovery")
 
 
 def set_pruning_record(model_config: Any, record: dict[str, Any]) -> None:

@@ -68,8 +68,9 @@ def token_record(report: PruneReport) -> dict | None:
 
 
 def report_figures(report: PruneReport) -> dict[str, bytes]:
-    """``{name: PNG bytes}`` of a run: :func:`score_figures` when the plan has scores, and ``tokens`` (the visual
-    tokens each layer of the pruned model computes) when the run prunes visual tokens."""
+    """``{name: PNG bytes}`` of a run: :func:`score_figures` when the plan has scores, ``tokens`` (the visual
+    tokens each layer of the pruned model computes) when the run prunes visual tokens, and ``recovery`` (the
+    training loss) when it recovered (``recover=kd``)."""
     plan = report.plan
     tokens = token_record(report)
     figures = {}
@@ -83,6 +84,10 @@ def report_figures(report: PruneReport) -> dict[str, bytes]:
 
         figures["tokens"] = token_png(tokens, len(report.kept_layers), kept_layers=report.kept_layers,
                                       original_num_layers=plan["num_layers"], layer_method=plan["method"])
+    if report.recovery and report.recovery.get("loss_curve"):
+        from lmms_topo_plugin.recovery.plots import loss_curve_png
+
+        figures["recovery"] = loss_curve_png(report.recovery)
     return figures
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from lmms_topo_plugin.config.params import (
     MethodConfig, Param, did_you_mean, option, params_of, parse_config, parse_model_args_text,
 )
+from lmms_topo_plugin.config.recovery import RecoveryConfig
 from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.scorers.registry import DENSE_METHOD, get_method, method_keys
 from lmms_topo_plugin.tokens import TOKEN_METHODS, config_class as token_config_class
@@ -96,7 +97,7 @@ class RunConfig:
 
 
 CONCERNS = {"load": LoadConfig, "calibration": CalibrationConfig, "layers": LayerConfig,
-            "evaluation": EvaluationConfig, "run": RunConfig}
+            "evaluation": EvaluationConfig, "run": RunConfig, "recovery": RecoveryConfig}
 
 
 def general_params() -> dict[str, Param]:
@@ -122,6 +123,7 @@ class PruneConfig:
     layers: LayerConfig = dataclasses.field(default_factory=LayerConfig)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    recovery: RecoveryConfig = dataclasses.field(default_factory=RecoveryConfig)
     tokens: TokenConfig | None = None
 
     @classmethod
@@ -154,6 +156,7 @@ class PruneConfig:
                                      f"its parameters: {', '.join(sorted(spec.params)) or '(none)'}")
             concerns["layers"] = dataclasses.replace(layers, params=spec.parse(own))
         config = cls(**concerns, tokens=parse_tokens({k: v for k, v in given.items() if k in tokens}))
+        check_recovery_keys(config.recovery, set(given))
         config.check()
         return config
 
@@ -182,6 +185,15 @@ class PruneConfig:
         if backend == "onnxruntime" and (layers.method != DENSE_METHOD or not self.load.pretrained):
             raise ModelArgsError("model_args: backend=onnxruntime evaluates an exported build as it is: give "
                                  "pretrained=<build dir> and no method (prune before export)")
+        if self.recovery.enabled and layers.method == DENSE_METHOD:
+            raise ModelArgsError("model_args: recover=kd trains a pruned model back towards the dense one; with "
+                                 "method=none nothing is pruned: set method= and sparsity=, or drop recover=")
+        if self.recovery.enabled and layers.method != DENSE_METHOD and not removes and self.tokens is None:
+            raise ModelArgsError(f"model_args: recover=kd with {'n_remove=0' if layers.n_remove == 0 else 'sparsity=0'} "
+                                 "has nothing to recover: the model is not pruned")
+        if self.recovery.enabled and backend == "onnxruntime":
+            raise ModelArgsError("model_args: recover=kd cannot run with backend=onnxruntime: the ONNX build is "
+                                 "evaluated as it was exported (recover before exporting)")
         if self.tokens is not None and not self.tokens.needs_detection:
             self.token_pruner()  # every stage is given: check them together now
 
@@ -232,6 +244,17 @@ class PruneConfig:
             flat |= {key: getattr(concern, key) for key in params_of(type(concern))}
         tokens = dataclasses.asdict(self.tokens) if self.tokens is not None else {"token_method": None}
         return flat | tokens | {"method_params": self.method_params}
+
+
+def check_recovery_keys(recovery: RecoveryConfig, given: set[str]) -> None:
+    """A ``recover_*`` key refused where it would do nothing: without ``recover=kd``, or ``recover_lora_rank`` with
+    ``recover_params=full``."""
+    keys = sorted(key for key in given & set(params_of(RecoveryConfig)) if key != "recover")
+    if keys and not recovery.enabled:
+        raise ModelArgsError(f"model_args: {keys[0]}= needs recover=kd")
+    if "recover_lora_rank" in given and recovery.recover_params != "lora":
+        raise ModelArgsError(f"model_args: recover_lora_rank= is a parameter of recover_params=lora, not of "
+                             f"recover_params={recovery.recover_params}")
 
 
 def parse_tokens(given: dict[str, Any]) -> TokenConfig | None:
