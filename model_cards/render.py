@@ -141,6 +141,8 @@ def tags_of(build: BuildFiles) -> list[str]:
     tags = ["pruned", kind, "lmms-eval", "lmms-topo-plugin", build.config.get("model_type", "")]
     if pruning.get("method"):
         tags.insert(2, pruning["method"].replace("_", "-"))
+    if pruning.get("recovery"):
+        tags.append("knowledge-distillation")
     if build.onnx_manifest:
         tags.append("onnx")
     return [tag for tag in dict.fromkeys(tags) if tag]
@@ -191,6 +193,27 @@ def widths_of(pruning: dict[str, Any]) -> dict[str, Any] | None:
     if not widths:
         return None
     return {"layout": widths["layout"], "layout_text": LAYOUT_TEXT[widths["layout"]], **widths["search"]}
+
+
+RECOVERY_KEYS = (("recover_samples", lambda r: r["data"]["samples"]), ("recover_steps", lambda r: r["steps"]),
+                 ("recover_lr", lambda r: f"{r['lr']:g}"), ("recover_params", lambda r: r["params"]),
+                 ("recover_batch_size", lambda r: r["batch_size"]),
+                 ("recover_max_new_tokens", lambda r: r["teacher"]["max_new_tokens"]),
+                 ("recover_topk", lambda r: r["teacher"]["topk"]))
+
+
+def recovery_of(pruning: dict[str, Any]) -> dict[str, Any] | None:
+    """What recovery (``recover=kd``) did to the weights after pruning, as the pruning record states it, and the
+    ``model_args`` that repeat it; None when the weights are pruning's own."""
+    recovery = pruning.get("recovery")
+    if not recovery:
+        return None
+    model_args = {"recover": recovery["method"], **{key: value(recovery) for key, value in RECOVERY_KEYS}}
+    if recovery["params"] == "lora":
+        model_args["recover_lora_rank"] = recovery["lora_rank"]
+    trained = (f"LoRA adapters of rank {recovery['lora_rank']} on the decoder's linear layers, merged into the "
+               "weights" if recovery["params"] == "lora" else "every decoder weight")
+    return {**recovery, "model_args": model_args, "trained": trained}
 
 
 def base_title(base: str | None, inputs: CardInputs) -> str:
@@ -245,14 +268,15 @@ def template_context(build: BuildFiles, inputs: CardInputs) -> dict[str, Any]:
         "run_report_file": build.run_report_name, "files": [str(path) for path in build.files()],
         "onnx": build.onnx_manifest is not None, "record": record,
         "token_pruning": token_pruning_text(pruning.get("token_pruning")),
-        "widths": widths_of(pruning),
+        "widths": widths_of(pruning), "recovery": recovery_of(pruning),
     }
     if record:
         from lmms_topo_plugin.tokens import record_model_args
 
         own_tokens = {} if context["widths"] else record_model_args(record["winner"].get("token_pruning"))
         model_args = {**public_model_args(record["model_args"], inputs), "method": method,
-                      "sparsity": f"{record['winner']['budget']:g}", **own_tokens}
+                      "sparsity": f"{record['winner']['budget']:g}", **own_tokens,
+                      **(context["recovery"]["model_args"] if context["recovery"] else {})}
         if record["winner"].get("calib_limit"):
             model_args["calib_limit"] = record["winner"]["calib_limit"]
         context.update({

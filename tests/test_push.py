@@ -387,6 +387,23 @@ def test_a_token_pruned_export_says_so_on_its_card(tiny_checkpoints, tmp_path, h
             "0.1); from layer 2 on they are frozen (`freeze`: keys and values only), during prefill.") in text
 
 
+def test_a_recovered_export_says_its_weights_were_changed_and_how(tiny_checkpoints, tmp_path, hub):
+    args = (f"pretrained={tiny_checkpoints('llava', 6)},method=block_influence,n_remove=2,device=cpu,calib_limit=4,"
+            "recover=kd,recover_samples=8,recover_steps=3,recover_batch_size=4,recover_max_new_tokens=4")
+    assert main(["export", "--model-args", args, "--out", str(tmp_path / "recovered")]) == 0
+    assert push(tmp_path / "recovered", hub, "--dry-run") == 0
+    text = " ".join((tmp_path / "recovered" / "README.md").read_text().split())
+    recovery = json.loads((tmp_path / "recovered" / "config.json").read_text())["topo_pruning"]["recovery"]
+    assert "No weights were changed" not in text and "without any fine-tuning" not in text
+    assert "knowledge-distillation" in ModelCard.load(tmp_path / "recovered" / "README.md").data.tags
+    assert (f"**Recovered after pruning: the weights were changed.** The pruned model was distilled from the base "
+            f"model (`recover=kd`): 3 steps training LoRA adapters of rank 8 on the decoder's linear layers, merged "
+            f"into the weights, learning rate 0.001, batch 4, on 8 prompts from {recovery['data']['source']}") in text
+    assert (f"{recovery['kl_before']:.4g} before, {recovery['kl_after']:.4g} after") in text
+    assert ("`recover=kd,recover_samples=8,recover_steps=3,recover_lr=0.001,recover_params=lora,recover_batch_size=4,"
+            "recover_max_new_tokens=4,recover_topk=128,recover_lora_rank=8`") in text
+
+
 def test_local_paths_become_names_in_records_and_text_and_other_files_stay(tmp_path):
     from lmms_topo_plugin.model_cards.local_paths import (Replacer, fingerprint_hash, is_bundled_model, portable,
                                                           public_copy)
