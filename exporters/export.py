@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import torch
 
+from lmms_topo_plugin.cache import DiskCache
+from lmms_topo_plugin.config.params import params_of
 from lmms_topo_plugin.config.prune import LoadConfig, PruneConfig
 from lmms_topo_plugin.scorers.registry import get_method
 from lmms_topo_plugin.errors import ModelArgsError, PluginError
@@ -22,6 +24,7 @@ from lmms_topo_plugin.models.loading import LoadedModel, load_config, load_model
 from lmms_topo_plugin.pipeline import apply_plan, model_fingerprint, prepare
 from lmms_topo_plugin.records import PARETO, WINNER
 from lmms_topo_plugin.plan import plan_from_record
+from lmms_topo_plugin.config.recovery import RecoveryConfig
 from lmms_topo_plugin.tokens import record_model_args
 from lmms_topo_plugin.exporters.checkpoint import is_checkpoint, save_checkpoint, save_dtype
 from lmms_topo_plugin.exporters.onnx.builder_decoder import DEFAULT_DECODER
@@ -66,6 +69,7 @@ def export_pareto(sweep_dir: str | Path, out: str | Path, dtype_choice: str = "b
     for record in read_pareto(sweep_dir):
         winner = record["winner"]
         name = f"{winner['method']}-{winner['budget']:g}-{winner['calib_limit'] or 'default'}"
+        name += "-recovered" if winner.get("recovery_args") else ""
         evidence = writer(sweep_evidence(record, Path(sweep_dir), "pareto_front"))
         export_checkpoint(rebuild_winner(record, dtype_choice), out / name, onnx_precisions, evidence, onnx_decoder)
         entries.append({"dir": name, "method": winner["method"], "budget": winner["budget"],
@@ -77,27 +81,61 @@ def export_pareto(sweep_dir: str | Path, out: str | Path, dtype_choice: str = "b
 
 def rebuild_winner(record: dict[str, Any], dtype_choice: str = "base") -> LoadedModel:
     """The base model, loaded in the dtype it will be saved in, with the winner's layers removed (and its
-    visual-token pruning in the pruning record), after checking the base is the one the sweep measured."""
+    visual-token pruning in the pruning record), after checking the base is the one the sweep measured; a winner
+    the sweep recovered (``recovery_args``) is recovered again with the same parameters and prompts (the cache's
+    weights when the sweep ran here), its pruning record carrying the recovery."""
     winner = record["winner"]
     widths = winner.get("widths")  # a width method prunes its own visual tokens: not a token_method= of the config
     if widths is None and get_method(winner["method"]).unit == "widths":
         raise ModelArgsError(f"--winner: {winner['method']} at {winner['budget']:g} was recorded without its widths "
                              "(a sweep before width plans were saved); re-run the sweep")
-    model_args = {**record["model_args"], **({} if widths else record_model_args(winner.get("token_pruning")))}
+    model_args = {**without_recovery(record["model_args"]),
+                  **({} if widths else record_model_args(winner.get("token_pruning")))}
     prepared = prepare(PruneConfig.from_model_args(model_args))
     config = PruneConfig.from_model_args({**model_args, "dtype": saveddtype_name(prepared, dtype_choice)})
     fingerprint = model_fingerprint(prepared.pretrained, prepared.hf_config, config.load.revision)
     if fingerprint != record["model"]:
         raise ModelArgsError(f"--winner: the base model changed since the sweep (it measured {record['model']}, "
                              f"now {fingerprint}); re-run the sweep")
+    data = None
+    if winner.get("recovery_args"):  # recovered in the sweep: the same recovery, on the same prompts
+        config = config.with_values(**winner["recovery_args"])
+        data = recovery_data_of(config, winner)
     loaded = load_model(config.load, prepared.pretrained, prepared.hf_config)
     num_layers = loaded.adapter.num_layers
     plan = plan_from_record(winner["method"], num_layers, winner["removed_layers"], config, widths,
                             winner.get("token_pruning"), winner.get("search"))
     details = {"method_params": winner.get("method_params") or {}, "calibration": winner.get("calibration"),
                "budget": winner["budget"], "selected_by": {key: record[key] for key in ("rule", "objective", "metric")}}
+    teacher, cache = None, DiskCache(config.run.cache_dir, enabled=not config.run.recompute)
+    if data is not None:  # the teacher is the dense model: before the plan changes it
+        from lmms_topo_plugin.recovery.run import teach
+
+        teacher = teach(config, data, loaded, fingerprint, cache)
     apply_plan(plan, prepared, loaded, details)
+    if teacher is not None:  # the recovered weights the sweep evaluated (its cache entry, or trained again)
+        from lmms_topo_plugin.api import recover_pruned
+
+        recover_pruned(teacher, loaded, config, fingerprint, plan, cache)
     return loaded
+
+
+def without_recovery(model_args: dict[str, str]) -> dict[str, str]:
+    """A sweep's shared ``model_args`` less ``recover=``/``recover_*`` (a row carries its own: ``recovery_args``)."""
+    return {key: value for key, value in model_args.items() if key not in params_of(RecoveryConfig)}
+
+
+def recovery_data_of(config: PruneConfig, winner: dict[str, Any]):
+    """The recovery prompts of a recovered winner, drawn again (before any weights load) and checked against the
+    ones the sweep trained on: a one-line error when they differ."""
+    from lmms_topo_plugin.api import draw_recovery_data
+
+    data = draw_recovery_data(config)
+    swept = ((winner.get("recovery") or {}).get("data") or {}).get("fingerprint")
+    if swept is not None and data.fingerprint != swept:
+        raise ModelArgsError(f"--winner: the recovery prompts changed since the sweep (it trained on {swept}, now "
+                             f"{data.fingerprint}); re-run the sweep")
+    return data
 
 
 def export_winner(winner_path: str | Path, out: str | Path, dtype_choice: str = "base",

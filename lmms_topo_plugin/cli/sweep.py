@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "dtype=, ...; default: the bundled model); method/sparsity come from --methods/--budgets")
     parser.add_argument("--methods", default="topology,block_influence,angular,random,spacing",
                        help="comma-separated methods, layer or width (topo-prune methods lists them); a variant sets "
-                       "parameters for one entry: topology[topo_k=5,topo_alpha=2] is its own line in the results")
+                       "parameters for one entry: topology[topo_k=5,topo_alpha=2] is its own line in the results; "
+                       "m,m[recover=kd] gives m without and with recovery (recover=kd in --model-args recovers every "
+                       "pruned entry, never the dense reference; m[recover=none] opts out)")
     parser.add_argument("--budgets", default="0.125,0.25,0.375,0.5",
                         help="comma-separated sparsities in (0, 1): the fraction of decoder layers a layer method "
                         "removes, of the dense prefill FLOPs a width method removes")
@@ -68,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
         raise NoPassingConfiguration(f"no configuration passes {args.rule} on {result['metric']}; "
                                      f"see {spec.out / 'results.md'}")
     winner = result["winner"]
-    print(f"winner: {winner['method']} at {winner['budget']:g} (removes {winner['removed_layers']}): "
-          f"{spec.out / 'winner.json'}")
+    recovery = winner.get("recovery")
+    recovered = (f", recovered: {recovery['steps']} steps, held-out KL {recovery['kl_before']:.4g} → "
+                 f"{recovery['kl_after']:.4g}" if recovery else "")
+    print(f"winner: {winner.get('variant') or winner['method']} at {winner['budget']:g} (removes "
+          f"{winner['removed_layers']}{recovered}): {spec.out / 'winner.json'}")
     return 0

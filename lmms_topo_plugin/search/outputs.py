@@ -32,6 +32,20 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return None if numerator is None or not denominator else numerator / denominator
 
 
+RECOVERY_COLUMNS = ("recovery", "recover_steps", "kl_before", "kl_after", "recover_train_s", "recover_cached")
+
+
+def recovery_columns(row: dict) -> dict:
+    """A row's recovery (``recover=kd``) as table columns: the method (``none`` without), its steps, the held-out
+    KL against the dense model before and after, the training time and whether the weights came from the cache."""
+    record = row.get("recovery")
+    if not record:
+        return dict.fromkeys(RECOVERY_COLUMNS) | {"recovery": "none"}
+    return {"recovery": record["method"], "recover_steps": record["steps"], "kl_before": record["kl_before"],
+            "kl_after": record["kl_after"], "recover_train_s": record["train_seconds"],
+            "recover_cached": (record.get("cache") or {}).get("hit")}
+
+
 def _entry(row: dict, dense: dict, metric_names: list[str], metric: str, passes: bool | None) -> dict:
     """One flat table row: configuration, every metric and stderr, costs next to dense, the verdict."""
     cost, dense_cost = row["cost"], dense["cost"]
@@ -54,17 +68,27 @@ def _entry(row: dict, dense: dict, metric_names: list[str], metric: str, passes:
     }
 
 
+def _recovery_cell(entry: dict) -> str:
+    if entry["recovery"] in (None, "none"):
+        return "—"
+    cached = " (cached)" if entry["recover_cached"] else ""
+    return (f"{entry['recovery']} {entry['recover_steps']} steps: KL {entry['kl_before']:.3g} → "
+            f"{entry['kl_after']:.3g}, {entry['recover_train_s']:.1f} s{cached}")
+
+
 def results_table(rows: list[dict], metric: str, rule: Rule) -> list[dict]:
     """One flat dict per row, dense first, then by method, budget and calibration size.
 
     ``retained`` is the row's ``metric`` over the dense one; speedups are dense time over the row's time;
-    ``ideal_speedup`` is ``L/L'``; ``passes`` is None for the dense reference, which is not a candidate.
+    ``ideal_speedup`` is ``L/L'``; ``passes`` is None for the dense reference, which is not a candidate. When a row
+    was recovered (``recover=kd``), every row gets the :func:`recovery_columns` after them.
     """
     dense = dense_row(rows)
     metric_names = sorted({name for row in rows for name in row["metrics"]})
     passed = {row["key"] for row in passing(rows, rule, metric)}
+    recovering = any(row.get("recovery") for row in rows)  # the recovery columns only in sweeps that recover
     return [_entry(row, dense, metric_names, metric, None if is_dense(row) else row["key"] in passed)
-            for row in sorted(rows, key=_order)]
+            | (recovery_columns(row) if recovering else {}) for row in sorted(rows, key=_order)]
 
 
 def write_if_changed(path: str | Path, data: bytes) -> bool:
@@ -125,8 +149,8 @@ def _markdown_row(entry: dict, metric_names: list[str], winner_key: str | None) 
     return cells + [f"{entry['n_remove']}/{entry['num_layers']}", flops] + [_value(entry, n) for n in metric_names] + [
         retained, f"{entry['prefill_s'] * 1e3:.1f}", _times(entry["prefill_speedup"]),
         f"{entry['decode_s_per_token'] * 1e3:.2f}", _times(entry["decode_speedup"]), _times(entry["ideal_speedup"]),
-        f"{entry['memory_mb']:.1f}", _times(entry["memory_ratio"]), _count(entry["parameters"]), passes,
-    ]
+        f"{entry['memory_mb']:.1f}", _times(entry["memory_ratio"]), _count(entry["parameters"]),
+    ] + ([_recovery_cell(entry)] if "recovery" in entry else []) + [passes]
 
 
 def _headline(table: list[dict], metric: str, rule: Rule, objective: str, winner: dict | None) -> str:
@@ -147,7 +171,8 @@ def render_markdown(table: list[dict], metric: str, rule: Rule, objective: str, 
     metric_names = [metric] + [name for name in table[0] if name + STDERR in table[0] and name != metric]
     header = (["method", "budget", "calibration", "removed", "FLOPs removed"] + metric_names +
               ["retained", "prefill ms", "prefill speedup", "decode ms/token", "decode speedup", "ideal L/L'",
-               f"memory MB ({table[0]['memory_kind']})", "memory ratio", "parameters", "passes"])
+               f"memory MB ({table[0]['memory_kind']})", "memory ratio", "parameters"] +
+              (["recovery (held-out KL to dense)"] if "recovery" in table[0] else []) + ["passes"])
     winner_key = None if winner is None else winner["key"]
     lines = [header, ["---"] + ["---:"] * (len(header) - 1)]
     lines += [_markdown_row(entry, metric_names, winner_key) for entry in table]
@@ -269,7 +294,8 @@ def winner_record(winner: dict, rows: list[dict], rule: Rule, objective: str, me
         "winner": {name: label_of(winner) if name == "variant" else winner.get(name) for name in (
             "key", "method", "variant", "budget", "calib_limit", "n_remove", "num_layers", "removed_layers",
             "method_params", "token_pruning", "calibration", "metrics", "stderr", "cost", "eval_s")}
-        | ({"widths": winner["widths"], "search": winner["search"]} if winner.get("widths") else {}),
+        | ({"widths": winner["widths"], "search": winner["search"]} if winner.get("widths") else {})
+        | ({key: winner[key] for key in ("recovery", "recovery_args")} if winner.get("recovery_args") else {}),
         "dense": {name: dense[name] for name in ("metrics", "stderr", "cost")},
         "rule": rule.describe(), "objective": objective, "metric": metric,
     })

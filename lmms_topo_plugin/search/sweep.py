@@ -6,9 +6,11 @@ budget's plan is then :func:`~lmms_topo_plugin.plan.plan_layers` of those scores
 gets, undone after the evaluation). A width method (``comp``) searches once per budget (cached) and its plan is
 applied with :func:`~lmms_topo_plugin.surgery.widths.widths_sliced`, its visual-token pruning attached. Every
 configuration is evaluated by lmms-eval's ``simple_evaluate`` and measured
-(:mod:`~lmms_topo_plugin.search.measure`, prefill FLOPs included) side by side with the dense reference. Each
-configuration's result is
-written atomically to ``<out>/configs/`` as it finishes, so a re-run evaluates only what is missing.
+(:mod:`~lmms_topo_plugin.search.measure`, prefill FLOPs included) side by side with the dense reference. An entry
+with ``recover=kd`` (``m[recover=kd]``, or every pruned entry with ``recover=kd`` in ``--model-args``; never the
+dense reference) is recovered after its plan is applied (:func:`recovered`: the teacher's targets come from the dense
+model once per prompts, the recovered weights are cached like a single run's and restored after the evaluation).
+Each configuration's result is written atomically to ``<out>/configs/`` as it finishes, so a re-run evaluates only what is missing.
 """
 
 from __future__ import annotations
@@ -17,23 +19,26 @@ import dataclasses
 import json
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from tqdm.auto import tqdm
 
 from lmms_topo_plugin.records import PARETO
 from lmms_topo_plugin.cache import DiskCache, atomic_write_json, cache_key
 from lmms_topo_plugin.calibration.sources import prompts_fingerprint
+from lmms_topo_plugin.config.params import params_of
 from lmms_topo_plugin.config.prune import PruneConfig
+from lmms_topo_plugin.config.recovery import RECOVER_NONE, RecoveryConfig
 from lmms_topo_plugin.distributed import compute_on_rank0, join_launched_processes, rank
 from lmms_topo_plugin.errors import ModelArgsError
 from lmms_topo_plugin.models.loading import LoadedModel, load_model
 from lmms_topo_plugin.pipeline import (Prepared, check_width_budget, compute_scores, compute_widths,
                                        model_fingerprint, prepare)
-from lmms_topo_plugin.plan import layer_budget, method_scorer, plan_layers, plan_widths
+from lmms_topo_plugin.plan import layer_budget, method_scorer, plan_from_record, plan_layers, plan_widths
 from lmms_topo_plugin.scorers.registry import DENSE_METHOD
 from lmms_topo_plugin.surgery.layers import layers_removed
 from lmms_topo_plugin.surgery.widths import widths_sliced
@@ -51,6 +56,8 @@ from lmms_topo_plugin.search.rules import (
 from lmms_topo_plugin.search.variants import file_stem, parse_variant
 
 SWEEP_KEYS = ("method", "sparsity", "n_remove", "calib_limit")  # set by the sweep, not by --model-args
+RECOVERY_KEYS = frozenset(params_of(RecoveryConfig))  # recover=, recover_*: for pruned entries only
+RECOVERY_RUN_KEYS = ("seed", "calib_task", "include_path")  # what else the recovered weights depend on
 
 
 @dataclass
@@ -108,7 +115,7 @@ def configurations(spec: SweepSpec) -> list[Configuration]:
                              "remove it")
     if len(set(spec.methods)) != len(spec.methods):
         raise ModelArgsError(f"--methods: {spec.methods} lists an entry twice")
-    dense = Configuration(PruneConfig.from_model_args(spec.model_args), 0.0, None)
+    dense = Configuration(PruneConfig.from_model_args(without_recovery(spec.model_args)), 0.0, None)
     points = [dense]
     for entry in spec.methods:
         method, params = parse_variant(entry)
@@ -124,15 +131,47 @@ def configurations(spec: SweepSpec) -> list[Configuration]:
             if "token_method" not in params:
                 raise ModelArgsError(f"--methods: {entry}: the dense model is always evaluated; none[...] is for "
                                      "token pruning alone (token_method=...)")
-            points.append(Configuration(PruneConfig.from_model_args({**spec.model_args, **params}), 0.0, None, entry))
+            points.append(Configuration(PruneConfig.from_model_args({**without_recovery(spec.model_args), **params}),
+                                        0.0, None, entry))
             continue
         for calib_limit in spec.calib_limits:
             for budget in spec.budgets:
-                args = {**spec.model_args, **params, "method": method, "sparsity": budget}
+                args = {**entry_model_args(spec.model_args, params), "method": method, "sparsity": budget}
                 if calib_limit is not None:
                     args["calib_limit"] = calib_limit
                 points.append(Configuration(PruneConfig.from_model_args(args), budget, calib_limit, entry))
+    shared = sorted(RECOVERY_KEYS & set(spec.model_args))
+    if shared and not any(point.config.recovery.enabled for point in points):
+        raise ModelArgsError(f"--model-args: {shared[0]}= applies to the entries that recover, and none does: add "
+                             "recover=kd to --model-args (every pruned entry) or to an entry (name[recover=kd])")
     return points
+
+
+def without_recovery(model_args: dict[str, str]) -> dict[str, str]:
+    """``model_args`` less ``recover=`` and ``recover_*``: the dense reference is never recovered."""
+    return {key: value for key, value in model_args.items() if key not in RECOVERY_KEYS}
+
+
+def entry_model_args(model_args: dict[str, str], params: dict[str, str]) -> dict[str, str]:
+    """The model_args of a pruned ``--methods`` entry: the shared ones with the entry's on top; shared ``recover_*``
+    keys only where the entry recovers (``recover=kd`` shared or its own), so ``--model-args recover_steps=50
+    --methods "m,m[recover=kd]"`` and ``--model-args recover=kd --methods "m[recover=none],m"`` both give ``m`` with
+    and without recovery."""
+    merged = {**model_args, **params}
+    if merged.get("recover", RECOVER_NONE) != RECOVER_NONE:
+        return merged
+    return {**without_recovery(model_args), **params}
+
+
+def recovery_args(config: PruneConfig) -> dict[str, Any] | None:
+    """What a recovered configuration's weights depend on besides its plan, as typed ``model_args`` values (every
+    ``recover*`` key, the seed and the recovery data's source): the sweep's key, the row and ``export --winner``
+    (:meth:`PruneConfig.with_values`) read it; None without recovery."""
+    if not config.recovery.enabled:
+        return None
+    recovery = {key: getattr(config.recovery, key) for key in sorted(RECOVERY_KEYS)}
+    return recovery | {"seed": config.run.seed, "calib_task": config.calibration.calib_task,
+                       "include_path": config.calibration.include_path}
 
 
 def run_sweep(spec: SweepSpec) -> dict[str, Any]:
@@ -159,15 +198,18 @@ def run_sweep(spec: SweepSpec) -> dict[str, Any]:
     skipped += unreachable
     for point in points:
         tokens = [point.config.token_pruning] if point.config.tokens is not None else []  # absent: keys of older sweeps
+        recovery = [recovery_args(point.config)] if point.config.recovery.enabled else []  # absent: older sweeps
         point.key = cache_key("sweep-config", identity, point.method, point.budget, point.calib_limit,
-                              point.config.method_params, point.config.run.seed, *tokens)
+                              point.config.method_params, point.config.run.seed, *tokens, *recovery)
     rows = reusable_results(feasible, spec.out)
     missing = len([point for point in feasible if point.key not in rows])
     if missing:
+        recovery_sets = draw_recovery_sets([point for point in feasible if point.key not in rows])  # before loading
         start = time.perf_counter()
         loaded = load_model(points[0].config.load, dense.pretrained, dense.hf_config)
         load_s = time.perf_counter() - start
-        rows.update(evaluate_missing(spec, feasible, rows, groups, loaded, manager))
+        rows.update(evaluate_missing(spec, feasible, rows, groups, loaded, manager,
+                                     Recovering(identity["model"], recovery_sets)))
         if rank() == 0:
             atomic_write_json(spec.out / "sweep.json", {
                 "wall_s": time.perf_counter() - started, "load_s": load_s, "evaluated": missing,
@@ -195,7 +237,7 @@ def sweep_identity(spec: SweepSpec, dense: Prepared) -> dict[str, Any]:
     """What every configuration's result depends on besides its own method and budget."""
     return {
         "model": model_fingerprint(dense.pretrained, dense.hf_config, dense.config.load.revision),
-        "model_args": {key: spec.model_args[key] for key in sorted(spec.model_args)},
+        "model_args": {key: spec.model_args[key] for key in sorted(without_recovery(spec.model_args))},
         "tasks": list(spec.tasks),
         "limit": spec.limit,
         "cost_repeats": spec.cost_repeats,
@@ -256,15 +298,98 @@ def reusable_results(points: list[Configuration], out: Path) -> dict[str, dict]:
     return rows
 
 
+@dataclass
+class Recovering:
+    """What the sweep's recovered configurations share: the dense model's fingerprint, the recovery prompts drawn
+    before the weights loaded (:func:`draw_recovery_sets`) and the teachers computed so far (one per prompts and
+    teacher settings, on the dense model)."""
+
+    model_id: str = ""
+    data: dict[tuple, Any] = field(default_factory=dict)
+    teachers: dict[tuple, Any] = field(default_factory=dict)
+
+
+def recovery_data_key(config: PruneConfig) -> tuple:
+    """What the recovery prompts of ``config`` depend on (:func:`lmms_topo_plugin.api.draw_recovery_data`)."""
+    return (config.recovery.recover_samples, config.run.seed, config.calibration.calib_task,
+            config.calibration.include_path)
+
+
+def draw_recovery_sets(points: list[Configuration]) -> dict[tuple, Any]:
+    """The recovery prompts of every recovered configuration in ``points``, once per :func:`recovery_data_key`
+    (rank 0 draws, every rank gets them): a bad ``calib_task`` is one line before the weights load."""
+    from lmms_topo_plugin.api import draw_recovery_data
+
+    sets: dict[tuple, Any] = {}
+    for point in points:
+        key = recovery_data_key(point.config)
+        if point.config.recovery.enabled and key not in sets:
+            sets[key] = compute_on_rank0(lambda: draw_recovery_data(point.config))
+    return sets
+
+
+def teacher_for(point: Configuration, loaded: LoadedModel, cache: DiskCache, recovering: Recovering):
+    """The teacher of a recovered configuration, from the dense ``loaded`` (call it before the plan is applied):
+    computed (or read from the cache) once per prompts and teacher settings; None without recovery."""
+    from lmms_topo_plugin.recovery.run import teach
+
+    config = point.config
+    if not config.recovery.enabled:
+        return None
+    key = (recovery_data_key(config), tuple(sorted(config.recovery.data_fingerprint().items())),
+           config.recovery.recover_batch_size)
+    if key not in recovering.teachers:
+        data = recovering.data[recovery_data_key(config)]
+        recovering.teachers[key] = teach(config, data, loaded, recovering.model_id, cache)
+    return recovering.teachers[key]
+
+
+@contextmanager
+def recovered(teacher: Any, loaded: LoadedModel, config: PruneConfig, point: Configuration, plan: dict,
+              cache: DiskCache, model_id: str) -> Iterator[dict | None]:
+    """Inside :func:`plan_applied`: the pruned model recovered (trained, or its weights read from the cache) for the
+    body of the ``with`` block, the weights recovery changed put back after it; yields the recovery record (None,
+    and nothing done, without ``teacher``). Every rank calls it: recovery is data-parallel."""
+    if teacher is None:
+        yield None
+        return
+    from lmms_topo_plugin.recovery.run import pruned_identity, recover
+    from lmms_topo_plugin.recovery.train import changed_parameters, weights_restored
+
+    rebuilt = rebuilt_plan(point, plan, config)
+    pruned_id = pruned_identity(model_id, [action.as_dict() for action in rebuilt.actions], rebuilt.token_pruning)
+    with weights_restored(loaded, changed_parameters(loaded, config.recovery)):
+        record = recover(teacher, loaded, config, pruned_id, cache, token_pruner(config.token_pruning))
+        yield record.as_dict()
+
+
+def rebuilt_plan(point: Configuration, plan: dict, config: PruneConfig):
+    """The configuration's plan as ``export --winner`` rebuilds it from the row
+    (:func:`~lmms_topo_plugin.plan.plan_from_record`), so both name the same pruned model in cache keys."""
+    return plan_from_record(point.method, plan["num_layers"], plan["removed_layers"], config, plan.get("widths"),
+                            plan.get("token_pruning"), plan.get("search"))
+
+
+def recovery_summary(record: dict | None) -> dict | None:
+    """A row's ``recovery``: the recovery record without its loss curve (steps, parameters, data, the held-out KL
+    before and after, the training time, this run's time and whether the weights came from the cache)."""
+    if record is None:
+        return None
+    return {key: value for key, value in record.items() if key != "loss_curve"}
+
+
 def evaluate_missing(spec: SweepSpec, points: list[Configuration], done: dict, groups: dict[tuple, Prepared],
-                     loaded: LoadedModel, manager) -> dict[str, dict]:
-    """Evaluate and measure every configuration without a result, method by method (one scoring each)."""
+                     loaded: LoadedModel, manager, recovering: Recovering | None = None) -> dict[str, dict]:
+    """Evaluate and measure every configuration without a result, method by method (one scoring each); a
+    recovered one (``recover=kd``) is recovered after its plan is applied, then evaluated and measured, and its
+    weights restored after."""
     from lmms_topo_plugin.integrations.lmms_eval.model import TopoPrunedChat
 
     todo = [point for point in points if point.key not in done]
     prompt = default_cost_prompt()
     run = points[0].config.run
     cache = DiskCache(run.cache_dir, enabled=not run.recompute)
+    recovering = recovering or Recovering()
     results: dict[str, dict] = {}
     scored: dict[tuple, Any] = {}
     with tqdm(total=len(todo), desc="topo-prune sweep", unit="config") as bar:
@@ -273,7 +398,9 @@ def evaluate_missing(spec: SweepSpec, points: list[Configuration], done: dict, g
             start = time.perf_counter()
             plan = plan_for(point, groups, loaded, cache, scored, spec.out / "scores")
             config = evaluated_config(point.config, plan)
-            with plan_applied(loaded, plan):
+            teacher = teacher_for(point, loaded, cache, recovering)  # the dense model, before the plan
+            with plan_applied(loaded, plan), recovered(teacher, loaded, config, point, plan, cache,
+                                                       recovering.model_id) as recovery:
                 lm = TopoPrunedChat.around(loaded, config, show_progress=False)
                 raw = evaluate(lm, spec.tasks, manager, spec.limit)
                 cost = measure_cost(loaded, prompt, repeats=spec.cost_repeats,
@@ -281,6 +408,8 @@ def evaluate_missing(spec: SweepSpec, points: list[Configuration], done: dict, g
             row = {"key": point.key, "method": point.method, "variant": point.variant, "budget": point.budget,
                    "calib_limit": point.calib_limit, **plan, "token_pruning": config.token_pruning,
                    "cost": cost, "eval_s": time.perf_counter() - start}
+            if recovery is not None:
+                row |= {"recovery": recovery_summary(recovery), "recovery_args": recovery_args(point.config)}
             if rank() == 0:
                 row["metrics"], row["stderr"] = flatten_results(raw)
                 atomic_write_json(spec.out / "configs" / f"{point.path_stem}.json", row)
