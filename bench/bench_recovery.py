@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Accuracy with and without recovery (``recover=kd``) on the bundled model, for every layer method and CoMP.
+
+    .venv/bin/python bench/bench_recovery.py                     # what the results pages report (resumable)
+    .venv/bin/python bench/bench_recovery.py --methods block_influence --budgets 0.5 --limit 50 --out /tmp/r  # a look
+
+Everything is evaluated by :func:`lmms_topo_plugin.search.run_sweep` (lmms-eval in-process, one loaded model; a
+recovered row is recovered after its plan is applied and its weights restored after it), so there is no second
+evaluation code path. Two steps, into ``--out`` (default ``bench/results/recovery/``):
+
+1. **Steps chosen on dev** (``dev/``): ``block_influence`` at ``DEV_BUDGET`` of the decoder with
+   ``recover_steps`` in ``DEV_STEPS``, on ``topo_synth_dev`` (500 questions); the count with the highest dev exact
+   match is used below (ties: fewer steps). Every other recovery parameter keeps its default.
+2. **Test, once** (``test/``): every method ``m`` and ``m[recover=kd,recover_steps=S]`` at ``--budgets`` (the
+   fraction of decoder layers for a layer method, of the dense prefill FLOPs for ``comp``), on ``topo_synth`` (the
+   500-question test split).
+
+Writes ``recovery.json`` next to the folder (every row: method, budget, recovered or not, exact match, FLOPs removed
+on the sweep's cost prompt, the held-out KL to the dense model before and after recovery, training seconds; the
+dev choice; the command; the machine) and ``recovery.png`` (exact match against budget per method, with recovery
+solid, without dashed). One torch thread by default (``--threads``), as the other benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "bench" / "results" / "recovery"
+BUDGETS = [0.125, 0.25, 0.375, 0.5]
+DEV_STEPS = (100, 200, 400)
+DEV_METHOD, DEV_BUDGET = "block_influence", 0.375
+TEST_TASKS, DEV_TASKS = ["topo_synth"], ["topo_synth_dev"]
+METRIC, DEV_METRIC = "topo_synth/exact_match", "topo_synth_dev/exact_match"
+MODEL_ARGS = {"device": "cpu", "batch_size": "16"}
+
+
+def recovered(method: str, steps: int) -> str:
+    return f"{method}[recover=kd,recover_steps={steps}]"
+
+
+def sweep(out: Path, methods: list[str], budgets: list[float], tasks: list[str], metric: str,
+          limit: int | None) -> dict:
+    from lmms_topo_plugin.search import SweepSpec, run_sweep
+
+    return run_sweep(SweepSpec(model_args=dict(MODEL_ARGS), methods=methods, budgets=budgets, tasks=tasks, out=out,
+                               rule="metric>=0", metric=metric, objective="flops", limit=limit, cost_repeats=1))
+
+
+def rows_of(folder: Path, metric: str) -> list[dict]:
+    """Every row of a sweep folder: its method, budget, exact match, FLOPs removed and recovery."""
+    from lmms_topo_plugin.search.rules import dense_row, flops_removed
+
+    rows = [json.loads(path.read_text()) for path in sorted((folder / "configs").glob("*.json"))]
+    dense = dense_row(rows)
+    result = []
+    for row in rows:
+        recovery = row.get("recovery") or {}
+        result.append({
+            "method": row["method"], "variant": row["variant"], "budget": row["budget"],
+            "recovered": bool(recovery), "exact_match": row["metrics"][metric],
+            "flops_removed": flops_removed(row, dense) if row["method"] != "none" else 0.0,
+            "removed_layers": row["removed_layers"],
+            "kl_before": recovery.get("kl_before"), "kl_after": recovery.get("kl_after"),
+            "recover_steps": recovery.get("steps"), "train_s": recovery.get("train_seconds")})
+    return result
+
+
+def command_line() -> str:
+    """The command as run, paths inside the checkout relative to it."""
+    python, script = Path(sys.executable), Path(sys.argv[0]).resolve()
+    inside = [os.path.relpath(path, ROOT) if str(path).startswith(str(ROOT)) else str(path) for path in (python, script)]
+    return shlex.join([*inside, *sys.argv[1:]])
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    from lmms_topo_plugin.cache import atomic_write_bytes
+    from lmms_topo_plugin.plotting import figure_png, subplots
+
+    figure, axis = subplots(figsize=(7.5, 4.5))
+    methods = sorted({row["method"] for row in rows if row["method"] != "none"})
+    colours = {method: f"C{index}" for index, method in enumerate(methods)}
+    for method in methods:
+        for was_recovered, style in ((False, "--"), (True, "-")):
+            points = sorted((row["budget"], row["exact_match"]) for row in rows
+                            if row["method"] == method and row["recovered"] == was_recovered)
+            if points:
+                axis.plot(*zip(*points), linestyle=style, marker="o", color=colours[method],
+                          label=f"{method}{' + recover=kd' if was_recovered else ''}")
+    dense = next(row["exact_match"] for row in rows if row["method"] == "none")
+    axis.axhline(dense, color="#7f7f7f", linewidth=1, label="dense")
+    axis.set_xlabel("budget (layer methods: share of decoder layers; comp: share of prefill FLOPs)")
+    axis.set_ylabel("exact match, topo_synth test (500)")
+    axis.set_title("bundled model: pruning alone (dashed) and with recover=kd (solid)", fontsize=9)
+    axis.legend(fontsize=6, ncol=2)
+    atomic_write_bytes(path, figure_png(figure))
+
+
+def main() -> int:
+    from lmms_topo_plugin.scorers.registry import DENSE_METHOD, available_methods, get_method
+
+    default_methods = [name for name in available_methods()
+                       if name != DENSE_METHOD and (get_method(name).unit == "layers" or name == "comp")]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default=",".join(default_methods), help="methods (default: %(default)s)")
+    parser.add_argument("--budgets", default=",".join(map(str, BUDGETS)), help="budgets (default: %(default)s)")
+    parser.add_argument("--limit", type=int, default=None, help="documents per task (default: all)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s; 0: torch's)")
+    args = parser.parse_args()
+    import torch
+
+    from lmms_topo_plugin.cache import atomic_write_json
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    methods, budgets = args.methods.split(","), [float(budget) for budget in args.budgets.split(",")]
+    loadavg = list(os.getloadavg())
+    sweep(args.out / "dev", [recovered(DEV_METHOD, steps) for steps in DEV_STEPS], [DEV_BUDGET], DEV_TASKS,
+          DEV_METRIC, args.limit)
+    dev_rows = [row for row in rows_of(args.out / "dev", DEV_METRIC) if row["recovered"]]
+    by_steps = {row["recover_steps"]: row["exact_match"] for row in dev_rows}
+    steps = max(DEV_STEPS, key=lambda count: (by_steps[count], -count))
+    print(f"dev: exact match by recover_steps {by_steps}; using recover_steps={steps}", flush=True)
+    sweep(args.out / "test", [entry for method in methods for entry in (method, recovered(method, steps))], budgets,
+          TEST_TASKS, METRIC, args.limit)
+    rows = rows_of(args.out / "test", METRIC)
+    atomic_write_json(args.out.parent / "recovery.json", {
+        "command": command_line(), "metric": METRIC, "budgets": budgets, "limit": args.limit,
+        "dev": {"metric": DEV_METRIC, "method": DEV_METHOD, "budget": DEV_BUDGET, "by_steps": by_steps,
+                "chosen_steps": steps},
+        "rows": rows,
+        "machine": {"cpus_available": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+                    "loadavg_at_start": loadavg, "loadavg_at_end": list(os.getloadavg())},
+    })
+    plot(rows, args.out.parent / "recovery.png")
+    for row in sorted(rows, key=lambda row: (row["method"], row["budget"], row["recovered"])):
+        print(f"{row['variant']:45s} {row['budget']:.3f} {row['exact_match']:.3f}"
+              + (f"  KL {row['kl_before']:.4f} -> {row['kl_after']:.4f}, {row['train_s']:.0f} s"
+                 if row["recovered"] else ""), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
