@@ -857,7 +857,7 @@ def test_the_index_gives_each_page_its_headline_from_the_json(tmp_path):
         "`comp` keeps 0.750 exact match against 0.500 for the strongest single-mode baseline (`wanda_widths`); CoMP "
         "wins on this model. Training-free: nothing is fine-tuned.",
         "- [Recovery: pruning alone against pruning + recover=kd](recovery.md): recover=kd changes exact match by "
-        "-0.020 to +0.200 (median +0.100) across every layer method and CoMP at 1/8 to 1/2.",
+        "-0.020 to +0.200 (median +0.100) across angular, spacing at budgets 0.25 to 0.5.",
         "- [Visual-token pruning: speed and accuracy](tokens.md): keeping 0.25 of the visual tokens, halfv+freeze "
         "scores 0.900 against the dense 0.990; the largest measured prefill speedup is 2.00× (halfv+freeze at 0.25, "
         "batch 1; the FLOPs predict 2.00×).",

@@ -82,6 +82,9 @@ def render(results_dir: Path) -> str:
 def headline(results_dir: Path) -> str:
     if not (results_dir / RECOVERY_FILE).is_file():
         return "not measured yet."
-    change = gains(load(RECOVERY_FILE, results_dir))
+    data = load(RECOVERY_FILE, results_dir)
+    change = gains(data)
+    methods = sorted({row["method"] for row in data["rows"] if row["method"] != "none"})
     return (f"recover=kd changes exact match by {min(change):+.3f} to {max(change):+.3f} (median "
-            f"{statistics.median(change):+.3f}) across every layer method and CoMP at 1/8 to 1/2.")
+            f"{statistics.median(change):+.3f}) across {', '.join(methods)} at budgets "
+            f"{min(data['budgets']):g} to {max(data['budgets']):g}.")
