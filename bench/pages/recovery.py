@@ -58,7 +58,7 @@ def recovery_block(data: dict) -> str:
         "are the share of decoder layers for a layer method and of the dense prefill FLOPs for `comp`. Each cell: "
         "pruning alone → pruning + `recover=kd` (LoRA, merged; the other recovery parameters at their defaults), "
         "and the KL of the next-token distribution to the dense model's on the held-out recovery prompts, before → "
-        f"after. `recover_steps` was chosen on the dev split with `{dev['method']}` at {dev['budget']:g} "
+        f"after; `random` is one seed (seed 0). `recover_steps` was chosen on the dev split with `{dev['method']}` at {dev['budget']:g} "
         f"(dev exact match by steps: {chosen}; chosen {dev['chosen_steps']}). Training took "
         f"{min(seconds):.0f}–{max(seconds):.0f} s per configuration (median {statistics.median(seconds):.0f} s) on top of "
         "one teacher pass shared by every configuration.")
