@@ -26,11 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_comp import command_line  # noqa: E402  (the command as run, paths inside the checkout relative to it)
+
 DEFAULT_OUT = ROOT / "bench" / "results" / "recovery"
 BUDGETS = [0.125, 0.25, 0.375, 0.5]
 DEV_STEPS = (100, 200, 400)
@@ -69,13 +72,6 @@ def rows_of(folder: Path, metric: str) -> list[dict]:
             "kl_before": recovery.get("kl_before"), "kl_after": recovery.get("kl_after"),
             "recover_steps": recovery.get("steps"), "train_s": recovery.get("train_seconds")})
     return result
-
-
-def command_line() -> str:
-    """The command as run, paths inside the checkout relative to it."""
-    python, script = Path(sys.executable), Path(sys.argv[0]).resolve()
-    inside = [os.path.relpath(path, ROOT) if str(path).startswith(str(ROOT)) else str(path) for path in (python, script)]
-    return shlex.join([*inside, *sys.argv[1:]])
 
 
 def plot(rows: list[dict], path: Path) -> None:
