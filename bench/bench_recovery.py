@@ -10,7 +10,9 @@ evaluation code path. Two steps, into ``--out`` (default ``bench/results/recover
 
 1. **Steps chosen on dev** (``dev/``): ``block_influence`` at ``DEV_BUDGET`` of the decoder with
    ``recover_steps`` in ``DEV_STEPS``, on ``topo_synth_dev`` (500 questions); the count with the highest dev exact
-   match is used below (ties: fewer steps). Every other recovery parameter keeps its default.
+   match is used below (ties: fewer steps). Then, at that count, the hidden-state term's weight ``recover_hidden``
+   in ``DEV_HIDDEN`` (0: the KL alone), chosen the same way (ties: the smaller weight). Every other recovery
+   parameter keeps its default.
 2. **Test, once** (``test/``): every method ``m`` and ``m[recover=kd,recover_steps=S]`` at ``--budgets`` (the
    fraction of decoder layers for a layer method, of the dense prefill FLOPs for ``comp``), on ``topo_synth`` (the
    500-question test split).
@@ -36,15 +38,16 @@ from bench_comp import command_line  # noqa: E402  (the command as run, paths in
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "recovery"
 BUDGETS = [0.125, 0.25, 0.375, 0.5]
-DEV_STEPS = (100, 200, 400)
+DEV_STEPS = (100, 200, 400, 800)
+DEV_HIDDEN = (0.0, 0.1, 1.0)
 DEV_METHOD, DEV_BUDGET = "block_influence", 0.375
 TEST_TASKS, DEV_TASKS = ["topo_synth"], ["topo_synth_dev"]
 METRIC, DEV_METRIC = "topo_synth/exact_match", "topo_synth_dev/exact_match"
 MODEL_ARGS = {"device": "cpu", "batch_size": "16"}
 
 
-def recovered(method: str, steps: int) -> str:
-    return f"{method}[recover=kd,recover_steps={steps}]"
+def recovered(method: str, steps: int, hidden: float = 0.0) -> str:
+    return f"{method}[recover=kd,recover_steps={steps}{f',recover_hidden={hidden:g}' if hidden else ''}]"
 
 
 def sweep(out: Path, methods: list[str], budgets: list[float], tasks: list[str], metric: str,
@@ -70,21 +73,26 @@ def rows_of(folder: Path, metric: str) -> list[dict]:
             "flops_removed": flops_removed(row, dense) if row["method"] != "none" else 0.0,
             "removed_layers": row["removed_layers"],
             "kl_before": recovery.get("kl_before"), "kl_after": recovery.get("kl_after"),
-            "recover_steps": recovery.get("steps"), "train_s": recovery.get("train_seconds")})
+            "recover_steps": recovery.get("steps"), "recover_hidden": recovery.get("hidden_weight", 0.0),
+            "hidden_before": recovery.get("hidden_before"), "hidden_after": recovery.get("hidden_after"),
+            "train_s": recovery.get("train_seconds")})
     return result
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], hidden: float, path: Path) -> None:
+    """Exact match against budget per method: pruning alone dashed, recovered with the chosen ``recover_hidden``
+    solid."""
     from lmms_topo_plugin.cache import atomic_write_bytes
     from lmms_topo_plugin.plotting import figure_png, subplots
 
     figure, axis = subplots(figsize=(7.5, 4.5))
     methods = sorted({row["method"] for row in rows if row["method"] != "none"})
-    colours = {method: f"C{index}" for index, method in enumerate(methods)}
+    colours = {method: f"C{index % 10}" for index, method in enumerate(methods)}
     for method in methods:
         for was_recovered, style in ((False, "--"), (True, "-")):
             points = sorted((row["budget"], row["exact_match"]) for row in rows
-                            if row["method"] == method and row["recovered"] == was_recovered)
+                            if row["method"] == method and row["recovered"] == was_recovered
+                            and (not was_recovered or row["recover_hidden"] == hidden))
             if points:
                 axis.plot(*zip(*points), linestyle=style, marker="o", color=colours[method],
                           label=f"{method}{' + recover=kd' if was_recovered else ''}")
@@ -92,7 +100,8 @@ def plot(rows: list[dict], path: Path) -> None:
     axis.axhline(dense, color="#7f7f7f", linewidth=1, label="dense")
     axis.set_xlabel("budget (layer methods: share of decoder layers; comp: share of prefill FLOPs)")
     axis.set_ylabel("exact match, topo_synth test (500)")
-    axis.set_title("bundled model: pruning alone (dashed) and with recover=kd (solid)", fontsize=9)
+    solid = f"recover=kd, recover_hidden={hidden:g}" if hidden else "recover=kd"
+    axis.set_title(f"bundled model: pruning alone (dashed) and with {solid} (solid)", fontsize=9)
     axis.legend(fontsize=6, ncol=2)
     atomic_write_bytes(path, figure_png(figure))
 
@@ -120,22 +129,30 @@ def main() -> int:
     sweep(args.out / "dev", [recovered(DEV_METHOD, steps) for steps in DEV_STEPS], [DEV_BUDGET], DEV_TASKS,
           DEV_METRIC, args.limit)
     dev_rows = [row for row in rows_of(args.out / "dev", DEV_METRIC) if row["recovered"]]
-    by_steps = {row["recover_steps"]: row["exact_match"] for row in dev_rows}
+    by_steps = {row["recover_steps"]: row["exact_match"] for row in dev_rows if not row["recover_hidden"]}
     steps = max(DEV_STEPS, key=lambda count: (by_steps[count], -count))
     print(f"dev: exact match by recover_steps {by_steps}; using recover_steps={steps}", flush=True)
-    sweep(args.out / "test", [entry for method in methods for entry in (method, recovered(method, steps))], budgets,
-          TEST_TASKS, METRIC, args.limit)
+    sweep(args.out / "dev", [recovered(DEV_METHOD, steps, hidden) for hidden in DEV_HIDDEN], [DEV_BUDGET], DEV_TASKS,
+          DEV_METRIC, args.limit)
+    dev_rows = [row for row in rows_of(args.out / "dev", DEV_METRIC) if row["recovered"]]
+    by_hidden = {row["recover_hidden"]: {"exact_match": row["exact_match"], "kl_after": row["kl_after"],
+                                         "hidden_after": row["hidden_after"]}
+                 for row in dev_rows if row["recover_steps"] == steps}
+    hidden = max(DEV_HIDDEN, key=lambda weight: (by_hidden[weight]["exact_match"], -weight))
+    print(f"dev: at {steps} steps, by recover_hidden {by_hidden}; using recover_hidden={hidden:g}", flush=True)
+    sweep(args.out / "test", [entry for method in methods for entry in (method, recovered(method, steps, hidden))],
+          budgets, TEST_TASKS, METRIC, args.limit)
     rows = rows_of(args.out / "test", METRIC)
     atomic_write_json(args.out.parent / "recovery.json", {
         "command": command_line(), "metric": METRIC, "budgets": budgets, "limit": args.limit,
         "dev": {"metric": DEV_METRIC, "method": DEV_METHOD, "budget": DEV_BUDGET, "by_steps": by_steps,
-                "chosen_steps": steps},
+                "chosen_steps": steps, "by_hidden": by_hidden, "chosen_hidden": hidden},
         "rows": rows,
         "machine": {"cpus_available": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
                     "loadavg_at_start": loadavg, "loadavg_at_end": list(os.getloadavg())},
     })
-    plot(rows, args.out.parent / "recovery.png")
-    for row in sorted(rows, key=lambda row: (row["method"], row["budget"], row["recovered"])):
+    plot(rows, hidden, args.out.parent / "recovery.png")
+    for row in sorted(rows, key=lambda row: (row["method"], row["budget"], row["recovered"], row["recover_hidden"])):
         print(f"{row['variant']:45s} {row['budget']:.3f} {row['exact_match']:.3f}"
               + (f"  KL {row['kl_before']:.4f} -> {row['kl_after']:.4f}, {row['train_s']:.0f} s"
                  if row["recovered"] else ""), flush=True)

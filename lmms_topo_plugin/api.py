@@ -84,7 +84,7 @@ def recover_pruned(teacher: Teacher, loaded: LoadedModel, config: PruneConfig, m
 
     tokens = token_record_of(loaded.model.config)
     pruned_id = pruned_identity(model_id, [action.as_dict() for action in plan.actions], tokens)
-    record = recover(teacher, loaded, config, pruned_id, cache, token_pruner(tokens))
+    record = recover(teacher, loaded, config, pruned_id, cache, token_pruner(tokens), kept_layers=plan.kept_layers)
     set_pruning_record(loaded.model.config, pruning_record_of(loaded.model.config) | {"recovery": record.summary()})
     return record.as_dict()
 

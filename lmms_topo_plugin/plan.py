@@ -77,6 +77,12 @@ class PrunePlan:
         return [layer for action in self.actions if isinstance(action, RemoveLayers) for layer in action.layers]
 
     @property
+    def kept_layers(self) -> list[int]:
+        """The decoder layers the plan keeps, as indices of the model it was made for (before its actions)."""
+        removed = set(self.removed_layers)
+        return [layer for layer in range(self.num_layers) if layer not in removed]
+
+    @property
     def n_remove(self) -> int:
         return len(self.removed_layers)
 

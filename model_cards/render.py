@@ -211,6 +211,8 @@ def recovery_of(pruning: dict[str, Any]) -> dict[str, Any] | None:
     model_args = {"recover": recovery["method"], **{key: value(recovery) for key, value in RECOVERY_KEYS}}
     if recovery["params"] == "lora":
         model_args["recover_lora_rank"] = recovery["lora_rank"]
+    if recovery.get("hidden_weight"):  # absent: records made before hidden-state matching
+        model_args["recover_hidden"] = f"{recovery['hidden_weight']:g}"
     trained = (f"LoRA adapters of rank {recovery['lora_rank']} on the decoder's linear layers, merged into the "
                "weights" if recovery["params"] == "lora" else "every decoder weight")
     return {**recovery, "model_args": model_args, "trained": trained}

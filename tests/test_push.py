@@ -387,9 +387,10 @@ def test_a_token_pruned_export_says_so_on_its_card(tiny_checkpoints, tmp_path, h
             "0.1); from layer 2 on they are frozen (`freeze`: keys and values only), during prefill.") in text
 
 
-def test_a_recovered_export_says_its_weights_were_changed_and_how(tiny_checkpoints, tmp_path, hub):
+@pytest.mark.parametrize("hidden", ["", ",recover_hidden=0.5"])
+def test_a_recovered_export_says_its_weights_were_changed_and_how(tiny_checkpoints, tmp_path, hub, hidden):
     args = (f"pretrained={tiny_checkpoints('llava', 6)},method=block_influence,n_remove=2,device=cpu,calib_limit=4,"
-            "recover=kd,recover_samples=8,recover_steps=3,recover_batch_size=4,recover_max_new_tokens=4")
+            f"recover=kd,recover_samples=8,recover_steps=3,recover_batch_size=4,recover_max_new_tokens=4{hidden}")
     assert main(["export", "--model-args", args, "--out", str(tmp_path / "recovered")]) == 0
     assert push(tmp_path / "recovered", hub, "--dry-run") == 0
     text = " ".join((tmp_path / "recovered" / "README.md").read_text().split())
@@ -401,7 +402,12 @@ def test_a_recovered_export_says_its_weights_were_changed_and_how(tiny_checkpoin
             f"into the weights, learning rate 0.001, batch 4, on 8 prompts from {recovery['data']['source']}") in text
     assert (f"{recovery['kl_before']:.4g} before, {recovery['kl_after']:.4g} after") in text
     assert ("`recover=kd,recover_samples=8,recover_steps=3,recover_lr=0.001,recover_params=lora,recover_batch_size=4,"
-            "recover_max_new_tokens=4,recover_topk=128,recover_lora_rank=8`") in text
+            f"recover_max_new_tokens=4,recover_topk=128,recover_lora_rank=8{hidden}`") in text
+    matched = ("The objective also pulled the residual stream entering each kept decoder layer towards the base "
+               "model's at the same depth (weight 0.5); its squared error relative to the base model's, on the "
+               f"held-out prompts: {recovery['hidden_before']:.4g} before, {recovery['hidden_after']:.4g} after."
+               if hidden else "residual stream")
+    assert (matched in text) == bool(hidden)
 
 
 def test_local_paths_become_names_in_records_and_text_and_other_files_stay(tmp_path):

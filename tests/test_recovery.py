@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from cli import lmms_eval, torchrun
+from table import FAMILIES, REPRESENTATIVE_FAMILIES
 from lmms_topo_plugin.config.prune import PruneConfig
 from lmms_topo_plugin.config.recovery import RecoveryConfig
 from lmms_topo_plugin.errors import ModelArgsError
@@ -53,6 +54,56 @@ def test_kd_loss_is_zero_for_the_teacher_itself_and_positive_for_another_student
     assert (kd_token_losses(logits.flip(-1), ids, log_probs) > 0.1).all()
 
 
+def test_hidden_term_is_the_relative_squared_error_computed_by_hand():
+    from lmms_topo_plugin.recovery.loss import hidden_token_losses
+
+    generator = torch.Generator().manual_seed(0)
+    student = torch.randn(4, 3, 5, generator=generator, dtype=torch.float64)
+    teacher = torch.randn(4, 3, 5, generator=generator, dtype=torch.float64)
+    by_hand = [sum(sum((s - t) ** 2 for s, t in zip(student[p, d].tolist(), teacher[p, d].tolist()))
+                   / sum(t * t for t in teacher[p, d].tolist()) for d in range(3)) / 3 for p in range(4)]
+    assert hidden_token_losses(student, teacher).tolist() == pytest.approx(by_hand, rel=1e-6)
+    assert hidden_token_losses(teacher, teacher).abs().max() == 0
+
+
+@pytest.mark.parametrize("family", REPRESENTATIVE_FAMILIES)
+def test_residual_streams_are_the_hidden_states_transformers_returns(tiny_checkpoints, family):
+    """Entering each decoder layer, then the final norm's output: what ``output_hidden_states=True`` gives."""
+    from lmms_topo_plugin.models.prompting import encode
+    from lmms_topo_plugin.recovery.data import generator_prompts
+    from lmms_topo_plugin.recovery.sequences import residual_streams
+
+    loaded = _loaded(tiny_checkpoints(family, 4))
+    inputs = encode(loaded.processor, loaded.adapter, generator_prompts(2, seed=0))
+    with torch.no_grad(), residual_streams(loaded.adapter) as captured:
+        expected = loaded.model(**inputs, output_hidden_states=True, use_cache=False).hidden_states
+    assert len(captured) == len(expected) == 5
+    assert all(torch.equal(ours, theirs) for ours, theirs in zip(captured, expected))
+
+
+def test_matched_depths_pair_the_stream_entering_each_kept_layer_with_the_teachers(tiny_checkpoints):
+    """Layers 2 and 4 of 6 removed: the student's stream entering its layer 1 (the teacher's 1) is the teacher's
+    exactly, entering its layer 2 (the teacher's 3) it lacks layer 2's update, and so on to the final norm."""
+    from lmms_topo_plugin.recovery.data import generator_prompts
+    from lmms_topo_plugin.recovery.loss import hidden_token_losses
+    from lmms_topo_plugin.recovery.sequences import answer_batch, answer_outputs
+    from lmms_topo_plugin.recovery.train import matched_depths
+    from lmms_topo_plugin.surgery.layers import layers_removed
+
+    loaded = _loaded(tiny_checkpoints("llava", 6))
+    words = loaded.processor.tokenizer("two three", add_special_tokens=False)["input_ids"]
+    batch = answer_batch(loaded.processor, loaded.adapter, generator_prompts(2, seed=0), [words, words[:1]])
+    with torch.inference_mode():
+        _, teacher = answer_outputs(loaded, batch, states=True)
+        with layers_removed(loaded.adapter, [2, 4]) as kept:
+            _, student = answer_outputs(loaded, batch, states=True)
+    assert kept == [0, 1, 3, 5] and teacher.shape[1:2] == (7,) and student.shape[1:2] == (5,)
+    student_depths, teacher_depths = matched_depths(kept, 6)
+    assert (student_depths, teacher_depths) == ([1, 2, 3, 4], [1, 3, 5, 6])
+    per_depth = [hidden_token_losses(student[:, [s]], teacher[:, [t]]) for s, t in zip(student_depths, teacher_depths)]
+    assert per_depth[0].abs().max() == 0 and all(error.min() > 1e-6 for error in per_depth[1:])
+
+
 def _loaded(checkpoint):
     from lmms_topo_plugin.pipeline import prepare
     from lmms_topo_plugin.models.loading import load_model
@@ -68,11 +119,12 @@ def _logits(loaded, prompts):
     return prompt_logits(loaded, prompts)
 
 
-def test_lora_merged_gives_the_logits_of_the_unmerged_adapter(tiny_checkpoints):
+@pytest.mark.parametrize("family", REPRESENTATIVE_FAMILIES)
+def test_lora_merged_gives_the_logits_of_the_unmerged_adapter(tiny_checkpoints, family):
     from lmms_topo_plugin.recovery.data import generator_prompts
     from lmms_topo_plugin.recovery.train import changed_parameters, decoder_linears, trainable, weights_restored
 
-    loaded = _loaded(tiny_checkpoints("llava", 4))
+    loaded = _loaded(tiny_checkpoints(family, 4))
     prompts = generator_prompts(3, seed=0)
     dense, dense_state = _logits(loaded, prompts), _state(loaded)
     generator = torch.Generator().manual_seed(1)
@@ -97,17 +149,19 @@ def test_lora_merged_gives_the_logits_of_the_unmerged_adapter(tiny_checkpoints):
     assert all(torch.equal(restored[name], dense_state[name]) for name in dense_state)
 
 
-def test_a_token_pruner_chooses_on_the_prompt_as_when_the_model_answers(tiny_checkpoints):
+@pytest.mark.parametrize("family", REPRESENTATIVE_FAMILIES)
+def test_a_token_pruner_chooses_on_the_prompt_as_when_the_model_answers(tiny_checkpoints, family):
     """The student's logits at the first answer position (prompt + answer, the pruner's choice made on the prompt)
     are the logits a prompt-only forward with the pruner gives for the next token: the deployed computation."""
     from lmms_topo_plugin.recovery.data import generator_prompts
     from lmms_topo_plugin.recovery.sequences import answer_batch, answer_logits
     from lmms_topo_plugin.tokens import FastV
 
-    loaded = _loaded(tiny_checkpoints("llava", 4))
+    loaded = _loaded(tiny_checkpoints(family, 4))
     prompts = generator_prompts(3, seed=0)
     pruner = FastV(layer=1, keep=0.25)
-    answers = [[5, 6], [7], [8, 9]]
+    words = loaded.processor.tokenizer("two three four five six", add_special_tokens=False)["input_ids"]
+    answers = [words[:2], words[2:3], words[3:5]]  # ordinary text tokens (a tiny Qwen's image token is id 5)
     batch = answer_batch(loaded.processor, loaded.adapter, prompts, answers)
     with torch.inference_mode():
         logits = answer_logits(loaded, batch, pruner)
@@ -124,11 +178,12 @@ def _state(loaded) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().clone() for name, tensor in loaded.model.state_dict().items()}
 
 
-def test_recovery_lowers_the_heldout_kl_and_a_second_run_reads_the_same_weights(tiny_checkpoints):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_recovery_lowers_the_heldout_kl_and_a_second_run_reads_the_same_weights(tiny_checkpoints, family):
     from lmms_topo_plugin.api import load_pruned
     from lmms_topo_plugin.records import recovery_record_of
 
-    args = f"pretrained={tiny_checkpoints('llava', 6)},{TINY}"
+    args = f"pretrained={tiny_checkpoints(family, 6)},{TINY}"
     loaded, report = load_pruned(args)
     record = report.recovery
     assert record["kl_after"] < record["kl_before"]
@@ -145,6 +200,22 @@ def test_recovery_lowers_the_heldout_kl_and_a_second_run_reads_the_same_weights(
     first_state, second_state = _state(loaded), _state(again)
     assert first_state.keys() == second_state.keys()
     assert all(torch.equal(first_state[name], second_state[name]) for name in first_state)
+
+
+def test_hidden_state_matching_lowers_its_term_and_keeps_its_own_cache_entry(tiny_checkpoints):
+    from lmms_topo_plugin.api import load_pruned
+
+    args = f"pretrained={tiny_checkpoints('llava', 6)},{TINY}"
+    _, plain = load_pruned(args)
+    _, matched = load_pruned(f"{args},recover_hidden=1")
+    record = matched.recovery
+    assert record["hidden_weight"] == 1.0 and record["hidden_after"] < record["hidden_before"]
+    assert record["kl_after"] < record["kl_before"]
+    assert record["cache"]["hit"] is False and record["teacher"]["hit"] is False  # its own teacher (with states)
+    assert record["cache"]["key"] != plain.recovery["cache"]["key"]
+    assert record["kl_before"] == pytest.approx(plain.recovery["kl_before"], abs=1e-9)  # same model, same prompts
+    assert plain.recovery["hidden_weight"] == 0.0 and plain.recovery["hidden_before"] is None
+    assert record["loss_curve"] != plain.recovery["loss_curve"]
 
 
 def test_full_recovery_of_a_width_pruned_model_changes_the_decoder_weights_only(tiny_checkpoints):
@@ -173,6 +244,9 @@ def test_full_recovery_of_a_width_pruned_model_changes_the_decoder_weights_only(
     ("method=spacing,n_remove=1,recover=kd,recover_params=half",
      "model_args: recover_params='half' is not valid; expected one of lora, full"),
     ("method=spacing,n_remove=1,recover_steps=5", "model_args: recover_steps= needs recover=kd"),
+    ("method=spacing,n_remove=1,recover_hidden=1", "model_args: recover_hidden= needs recover=kd"),
+    ("method=spacing,n_remove=1,recover=kd,recover_hidden=-0.5",
+     "model_args: recover_hidden='-0.5' is out of range; expected a float in [0.0, 1000.0]"),
     ("method=spacing,n_remove=1,recover=kd,recover_params=full,recover_lora_rank=4",
      "model_args: recover_lora_rank= is a parameter of recover_params=lora, not of recover_params=full"),
     ("recover=kd", "model_args: recover=kd trains a pruned model back towards the dense one; with method=none nothing "

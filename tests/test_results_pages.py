@@ -771,9 +771,10 @@ LIFECYCLE = {"pretrained": "/x/default_model", "calibration": "bundled:topo_synt
              "ivr_layer": 4, "ssr_layer": 6, "kl_threshold": 0.001, "ssr_mode": "freeze"}
 
 
-def _recovery_row(method, budget, recovered, score, kl=None, seconds=None):
+def _recovery_row(method, budget, recovered, score, kl=None, seconds=None, hidden=0.0):
     return {"method": method, "variant": method, "budget": budget, "recovered": recovered, "exact_match": score,
-            "kl_before": kl[0] if kl else None, "kl_after": kl[1] if kl else None, "train_s": seconds}
+            "kl_before": kl[0] if kl else None, "kl_after": kl[1] if kl else None, "train_s": seconds,
+            "recover_hidden": hidden}
 
 
 RECOVERY = {"command": "/x/.venv/bin/python bench/bench_recovery.py", "budgets": [0.25, 0.5], "limit": None,
@@ -793,9 +794,33 @@ def test_the_recovery_table_pairs_each_configuration_with_its_recovered_twin():
         "| spacing | 0.600 → **0.580** (KL 0.3 → 0.2) | unreachable |")
     assert recovery.gains(RECOVERY) == pytest.approx([0.1, 0.2, -0.02])
     block = " ".join(recovery.recovery_block(RECOVERY).split())
-    assert "(dev exact match by steps: 100: 0.900, 200: 0.950; chosen 200)" in block
+    assert "(dev exact match by steps: 100: 0.900, 200: 0.950; chosen 200)." in block
     assert "Training took 20–30 s per configuration (median 22 s)" in block
     assert "Recovery changes exact match by -0.020 to +0.200 (median +0.100) over the 3 configurations" in block
+    assert recovery.winners_table(RECOVERY) == (
+        "| budget | best pruning alone | best with recover=kd |\n|---:|---|---|\n"
+        "| 0.25 | `angular` 0.800 | `angular` 0.900 |\n| 0.5 | `angular` 0.500 | `angular` 0.700 |")
+
+    # the hidden-state weight chosen on dev (JSON since it was added): its rows are the table's, the KL-only ones
+    # are compared with them
+    hidden_rows = [_recovery_row("angular", 0.25, True, 0.85, (0.2, 0.04), 40, 1.0),
+                   _recovery_row("angular", 0.5, True, 0.75, (0.5, 0.2), 50, 1.0),
+                   _recovery_row("spacing", 0.25, True, 0.7, (0.3, 0.1), 60, 1.0)]
+    later = {**RECOVERY, "rows": RECOVERY["rows"] + hidden_rows, "dev": {
+        **RECOVERY["dev"], "by_hidden": {"0.0": {"exact_match": 0.95}, "1.0": {"exact_match": 0.96}},
+        "chosen_hidden": 1.0}}
+    assert recovery.recovery_table(later).splitlines()[2:] == [
+        "| angular | 0.800 → **0.850** (KL 0.2 → 0.04) | 0.500 → **0.750** (KL 0.5 → 0.2) |",
+        "| spacing | 0.600 → **0.700** (KL 0.3 → 0.1) | unreachable |"]
+    assert recovery.winners_table(later).splitlines()[2:] == ["| 0.25 | `angular` 0.800 | `angular` 0.850 |",
+                                                              "| 0.5 | `angular` 0.500 | `angular` 0.750 |"]
+    block = " ".join(recovery.recovery_block(later).split())
+    assert ("(dev exact match by steps: 100: 0.900, 200: 0.950; chosen 200), then at that count the weight of the "
+            "hidden-state term, `recover_hidden` (dev exact match by weight: 0: 0.950, 1: 0.960; chosen 1).") in block
+    assert "Training took 40–60 s per configuration (median 50 s)" in block
+    assert ("the hidden-state term (`recover_hidden=1`) changes exact match by -0.050 to +0.120 (median +0.050; 2 "
+            "better, 1 worse, 0 equal of 3).") in block
+    assert "KL alone" not in " ".join(recovery.recovery_block(RECOVERY).split())
 
 
 def test_the_recovery_page_says_it_is_not_measured_until_its_json_exists(tmp_path):

@@ -13,21 +13,27 @@ TITLE = "Recovery: pruning alone against pruning + recover=kd"
 RECOVERY_FILE = "recovery.json"  # bench/bench_recovery.py
 
 
-def _cell(rows: list[dict], method: str, budget: float, recovered: bool) -> dict | None:
+def chosen_hidden(data: dict) -> float:
+    """The ``recover_hidden`` of the recovered rows the page reports (dev's choice; 0 in JSON written before it)."""
+    return data["dev"].get("chosen_hidden", 0.0)
+
+
+def _cell(rows: list[dict], method: str, budget: float, recovered: bool, hidden: float = 0.0) -> dict | None:
     return next((row for row in rows if row["method"] == method and row["budget"] == budget
-                 and row["recovered"] == recovered), None)
+                 and row["recovered"] == recovered and (not recovered or row.get("recover_hidden", 0.0) == hidden)),
+                None)
 
 
 def recovery_table(data: dict) -> str:
     """Exact match per method and budget: pruning alone → with recovery (and the held-out KL to the dense model,
     before → after); ``unreachable`` where the method cannot take the budget."""
-    rows, budgets = data["rows"], data["budgets"]
+    rows, budgets, hidden = data["rows"], data["budgets"], chosen_hidden(data)
     methods = sorted({row["method"] for row in rows if row["method"] != "none"})
     lines = ["| method | " + " | ".join(f"{budget:g}" for budget in budgets) + " |", "|---|" + "---:|" * len(budgets)]
     for method in methods:
         cells = []
         for budget in budgets:
-            plain, recovered = _cell(rows, method, budget, False), _cell(rows, method, budget, True)
+            plain, recovered = _cell(rows, method, budget, False), _cell(rows, method, budget, True, hidden)
             if plain is None or recovered is None:
                 cells.append("unreachable")
                 continue
@@ -37,35 +43,83 @@ def recovery_table(data: dict) -> str:
     return "\n".join(lines)
 
 
-def gains(data: dict) -> list[float]:
-    """Exact match gained by recovery, for every method and budget that has both rows."""
+def winners_table(data: dict) -> str:
+    """Per budget, the layer method a search would pick on test exact match: the best by pruning alone, and the best
+    with recovery (ties: the first by name). ``comp`` is left out: its budget is a share of FLOPs, not of layers."""
+    rows, hidden = data["rows"], chosen_hidden(data)
+    lines = ["| budget | best pruning alone | best with recover=kd |", "|---:|---|---|"]
+    for budget in data["budgets"]:
+        cells = []
+        for recovered in (False, True):
+            layer_rows = [row for row in rows if row["budget"] == budget and row["method"] not in ("none", "comp")
+                          and row is _cell(rows, row["method"], budget, recovered, hidden)]
+            best = min(layer_rows, key=lambda row: (-row["exact_match"], row["method"]))
+            cells.append(f"`{best['method']}` {best['exact_match']:.3f}")
+        lines.append(f"| {budget:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def dev_choice(dev: dict) -> str:
+    """How the recovery parameters of the table were chosen on dev (the hidden-state weight: JSON written since)."""
+    steps = ", ".join(f"{count}: {score:.3f}" for count, score in dev["by_steps"].items())
+    text = (f"`recover_steps` was chosen on the dev split with `{dev['method']}` at {dev['budget']:g} (dev exact match "
+            f"by steps: {steps}; chosen {dev['chosen_steps']}")
+    if "by_hidden" not in dev:
+        return text + ")."
+    weights = ", ".join(f"{float(weight):g}: {entry['exact_match']:.3f}" for weight, entry in dev["by_hidden"].items())
+    return (text + f"), then at that count the weight of the hidden-state term, `recover_hidden` (dev exact match by "
+            f"weight: {weights}; chosen {dev['chosen_hidden']:g}).")
+
+
+def gains(data: dict, hidden: float | None = None, baseline: float | None = None) -> list[float]:
+    """Exact match gained by recovery with ``recover_hidden=hidden`` (default: the chosen one) over pruning alone
+    (``baseline`` None) or over recovery with ``recover_hidden=baseline``, for every method and budget with both."""
     rows = data["rows"]
-    return [recovered["exact_match"] - plain["exact_match"]
-            for plain in rows if not plain["recovered"] and plain["method"] != "none"
-            for recovered in [_cell(rows, plain["method"], plain["budget"], True)] if recovered is not None]
+    hidden = chosen_hidden(data) if hidden is None else hidden
+    pairs = [(_cell(rows, plain["method"], plain["budget"], baseline is not None, baseline or 0.0),
+              _cell(rows, plain["method"], plain["budget"], True, hidden))
+             for plain in rows if not plain["recovered"] and plain["method"] != "none"]
+    return [recovered["exact_match"] - base["exact_match"] for base, recovered in pairs
+            if base is not None and recovered is not None]
+
+
+def hidden_ablation(data: dict) -> str:
+    """Where the test split was also run with the KL alone: recovery with the chosen hidden-state weight against it
+    (empty when the KL alone was chosen, or only one was run)."""
+    hidden = chosen_hidden(data)
+    change = gains(data, hidden, 0.0) if hidden else []
+    if not change:
+        return ""
+    return wrap(f"Against recovery with the KL alone (`recover_hidden=0`, also run on the test split), the "
+                f"hidden-state term (`recover_hidden={hidden:g}`) changes exact match by {min(change):+.3f} to "
+                f"{max(change):+.3f} (median {statistics.median(change):+.3f}; {sum(c > 0 for c in change)} better, "
+                f"{sum(c < 0 for c in change)} worse, {sum(c == 0 for c in change)} equal of {len(change)}).")
 
 
 def recovery_block(data: dict) -> str:
     dev, machine = data["dev"], data["machine"]
     dense = next(row["exact_match"] for row in data["rows"] if row["method"] == "none")
-    chosen = ", ".join(f"{steps}: {score:.3f}" for steps, score in dev["by_steps"].items())
-    seconds = [row["train_s"] for row in data["rows"] if row["recovered"]]
+    seconds = [row["train_s"] for row in data["rows"] if row["recovered"]
+               and row.get("recover_hidden", 0.0) == chosen_hidden(data)]
     questions = "every question" if data["limit"] is None else f"the first {data['limit']} questions"
     intro = wrap(
         f"Measured with `{display_command(data['command'])}` on the bundled model ({machine['cpus_available']} CPU "
         f"cores, {machine['torch_threads']} torch thread): exact match on the `topo_synth` test split "
         f"({questions}), evaluated once; the dense model scores {dense:.3f}. Budgets "
         "are the share of decoder layers for a layer method and of the dense prefill FLOPs for `comp`. Each cell: "
-        "pruning alone → pruning + `recover=kd` (LoRA, merged; the other recovery parameters at their defaults), "
+        "pruning alone → pruning + `recover=kd` (LoRA, merged; the parameters chosen on dev below, the others at "
+        "their defaults), "
         "and the KL of the next-token distribution to the dense model's on the held-out recovery prompts, before → "
-        f"after; `random` is one seed (seed 0). `recover_steps` was chosen on the dev split with `{dev['method']}` at {dev['budget']:g} "
-        f"(dev exact match by steps: {chosen}; chosen {dev['chosen_steps']}). Training took "
+        f"after; `random` is one seed (seed 0). {dev_choice(dev)} Training took "
         f"{min(seconds):.0f}–{max(seconds):.0f} s per configuration (median {statistics.median(seconds):.0f} s) on top of "
         "one teacher pass shared by every configuration.")
     change = gains(data)
     summary = wrap(f"Recovery changes exact match by {min(change):+.3f} to {max(change):+.3f} "
                    f"(median {statistics.median(change):+.3f}) over the {len(change)} configurations with both rows.")
-    return "\n\n".join([intro, recovery_table(data), summary,
+    winners = wrap("The layer method a search picks at each budget (best test exact match; `comp` apart, its budget "
+                   "being a share of FLOPs), pruning alone and with recovery:")
+    return "\n\n".join([part for part in (intro, recovery_table(data), summary, hidden_ablation(data)) if part]
+                       + [winners, winners_table(data),
                         image("recovery.png", "exact match against budget, with and without recovery")])
 
 

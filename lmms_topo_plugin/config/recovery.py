@@ -40,6 +40,12 @@ class RecoveryConfig:
     recover_topk: int = option(int, 128, "recover=kd: the teacher's most likely tokens kept per answer position "
                                "(renormalised; the KL is exact when it is at least the vocabulary size)", low=1,
                                high=1_000_000)
+    recover_hidden: float = option(float, 0.0, "recover=kd: weight of a hidden-state term added to the KL: at every "
+                                   "answer position, the squared error between the residual stream entering each "
+                                   "kept decoder layer (and the final norm's output) and the dense model's at the "
+                                   "same depth, relative to the dense model's, averaged over the depths; 0: the KL "
+                                   "alone. The teacher then also stores (layers + 1) x hidden half-precision values "
+                                   "per answer token", low=0.0, high=1000.0)
 
     @property
     def enabled(self) -> bool:
@@ -50,8 +56,14 @@ class RecoveryConfig:
         return {"recover": self.recover, "steps": self.recover_steps, "lr": self.recover_lr,
                 "params": self.recover_params,
                 "lora_rank": self.recover_lora_rank if self.recover_params == "lora" else None,
-                "batch_size": self.recover_batch_size, "topk": self.recover_topk}
+                "batch_size": self.recover_batch_size, "topk": self.recover_topk,
+                **({"hidden": self.recover_hidden} if self.recover_hidden else {})}  # absent at 0: keys made before it
 
     def data_fingerprint(self) -> dict[str, Any]:
         """What determines the teacher's targets besides the dense model and the prompts."""
-        return {"max_new_tokens": self.recover_max_new_tokens, "topk": self.recover_topk}
+        return {"max_new_tokens": self.recover_max_new_tokens, "topk": self.recover_topk,
+                **({"hidden_states": True} if self.recover_hidden else {})}
+
+    @property
+    def matches_hidden(self) -> bool:
+        return self.recover_hidden > 0

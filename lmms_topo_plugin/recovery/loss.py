@@ -6,6 +6,10 @@ loss is ``Σ_i p_i (log p_i − log q_i)`` with ``q`` the student's full softmax
 ``KL(p ‖ q restricted and renormalised) − log q(support)``: never negative, zero only when the student puts the
 teacher's renormalised probabilities on the teacher's tokens and nothing elsewhere, and exactly the KL of the full
 distributions when ``k`` is at least the vocabulary size.
+
+With ``recover_hidden`` a hidden-state term is added (:func:`hidden_token_losses`): at each answer position, the
+squared error of the student's residual stream against the teacher's at matched depths, relative to the teacher's
+squared norm there (scale-free: the stream's norm grows with depth), averaged over the depths.
 """
 
 from __future__ import annotations
@@ -33,3 +37,11 @@ def kd_token_losses(student_logits: torch.Tensor, teacher_ids: torch.Tensor,
 def kd_loss(student_logits: torch.Tensor, teacher_ids: torch.Tensor, teacher_log_probs: torch.Tensor) -> torch.Tensor:
     """The mean of :func:`kd_token_losses` over the answer positions (a scalar)."""
     return kd_token_losses(student_logits, teacher_ids, teacher_log_probs).mean()
+
+
+def hidden_token_losses(student_states: torch.Tensor, teacher_states: torch.Tensor) -> torch.Tensor:
+    """Per position ``[positions]``: the mean over depths of ``‖s − t‖² / ‖t‖²``, ``s`` and ``t`` the student's and
+    the teacher's states ``[positions, depths, hidden]`` at matched depths."""
+    teacher = teacher_states.float()
+    error = (student_states.float() - teacher).pow(2).sum(dim=-1)
+    return (error / teacher.pow(2).sum(dim=-1).clamp_min(1e-12)).mean(dim=-1)

@@ -63,6 +63,9 @@ class RecoveryRecord:
     cache: dict[str, Any] = field(default_factory=dict)  # key, hit
     seconds: float = 0.0  # this run's recovery, teacher included
     weights_changed: bool = True
+    hidden_weight: float = 0.0  # recover_hidden; with it, the held-out hidden-state term before and after
+    hidden_before: float | None = None
+    hidden_after: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,10 +111,11 @@ def recovered_key(teacher: Teacher, config: PruneConfig, pruned_id: str, model: 
 
 
 def recover(teacher: Teacher, loaded: Any, config: PruneConfig, pruned_id: str, cache: DiskCache,
-            token_pruner: Any = None, progress: bool = True) -> RecoveryRecord:
+            token_pruner: Any = None, progress: bool = True, kept_layers: list[int] | None = None) -> RecoveryRecord:
     """Train the pruned ``loaded.model`` in place towards ``teacher`` (or load the weights an earlier run with the
     same inputs trained) and return the record. Every rank trains its share and ends with the same weights; on a
-    cache hit rank 0 reads the entry and sends it to the others."""
+    cache hit rank 0 reads the entry and sends it to the others. ``kept_layers``: the teacher's layer each of the
+    model's layers was (the plan's :attr:`~lmms_topo_plugin.plan.PrunePlan.kept_layers`), for ``recover_hidden``."""
     start = time.perf_counter()
     recovery, seed = config.recovery, config.run.seed
     key = recovered_key(teacher, config, pruned_id, loaded.model)
@@ -129,7 +133,7 @@ def recover(teacher: Teacher, loaded: Any, config: PruneConfig, pruned_id: str, 
     train_rows = range(len(data.train))
     heldout_rows = range(len(data.train), len(data.prompts))
     result, trained = train(loaded, data.prompts, train_rows, heldout_rows, teacher.targets, recovery, seed,
-                            token_pruner, progress)
+                            token_pruner, progress, kept_layers)
     record = RecoveryRecord(
         method=recovery.recover, data=data.describe(), teacher={}, params=recovery.recover_params,
         lora_rank=recovery.recover_lora_rank if recovery.recover_params == "lora" else None,
@@ -137,12 +141,15 @@ def recover(teacher: Teacher, loaded: Any, config: PruneConfig, pruned_id: str, 
         world_size=world_size(), token_pruner_attached=token_pruner is not None,
         trained_parameters=sum(tensor.numel() for tensor in trained.values()),
         kl_before=result.kl_before, kl_after=result.kl_after, train_seconds=round(result.seconds, 4),
-        loss_curve=[round(loss, 6) for loss in result.losses])
+        loss_curve=[round(loss, 6) for loss in result.losses], hidden_weight=recovery.recover_hidden,
+        hidden_before=result.hidden_before, hidden_after=result.hidden_after)
     if rank() == 0:
         cache.put_tensors("recovered", key, trained)
         cache.put_json("recovered", key, record.as_dict())
     logger.info(f"topo_pruned: recover=kd: {recovery.recover_steps} steps ({recovery.recover_params}) in "
-                f"{result.seconds:.1f}s; held-out KL {result.kl_before:.4g} → {result.kl_after:.4g}")
+                f"{result.seconds:.1f}s; held-out KL {result.kl_before:.4g} → {result.kl_after:.4g}"
+                + (f", hidden-state term {result.hidden_before:.4g} → {result.hidden_after:.4g}"
+                   if result.hidden_before is not None else ""))
     return _with_run(record, {"key": key, "hit": False}, teacher, time.perf_counter() - start)
 
 

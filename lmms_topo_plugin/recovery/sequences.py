@@ -10,9 +10,9 @@ position of a row by the same amount, which rotary attention does not see.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -78,11 +78,49 @@ def answer_logits(loaded: Any, batch: AnswerBatch, token_pruner: Any = None) -> 
     """``[tokens, vocab]`` float32 logits of the loaded model at the positions that predict ``batch``'s answer tokens.
     With ``token_pruner`` attached: it chooses the visual tokens on the prompts alone (a forward without gradients),
     as when the model answers, and the forward over prompt + answer keeps that choice."""
+    return answer_outputs(loaded, batch, token_pruner)[0]
+
+
+def answer_outputs(loaded: Any, batch: AnswerBatch, token_pruner: Any = None,
+                   states: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`answer_logits`, and with ``states`` the residual stream at the same positions ``[tokens, layers + 1,
+    hidden]``: entering each decoder layer, then the final norm's output (:func:`residual_streams`); else None."""
     model = loaded.model
     with token_pruner.attach(loaded.adapter) if token_pruner is not None else nullcontext():
         if token_pruner is not None:
             with torch.no_grad():
                 model(**move_inputs(batch.prompt_inputs, model.device, model.dtype), use_cache=False)
-        logits = model(**move_inputs(batch.inputs, model.device, model.dtype), use_cache=False).logits
+        with residual_streams(loaded.adapter) if states else nullcontext() as captured:
+            logits = model(**move_inputs(batch.inputs, model.device, model.dtype), use_cache=False).logits
     where = batch.predicting_positions(logits.shape[1]).to(logits.device)
-    return logits[where[:, 0], where[:, 1]].float()
+    if not states:
+        return logits[where[:, 0], where[:, 1]].float(), None
+    picked = []
+    for state in captured:  # after a token pruner's layer a state has fewer positions: they shift as the logits'
+        at = batch.predicting_positions(state.shape[1]).to(state.device)
+        picked.append(state[at[:, 0], at[:, 1]])
+    return logits[where[:, 0], where[:, 1]].float(), torch.stack(picked, dim=1).float()
+
+
+@contextmanager
+def residual_streams(adapter: Any) -> Iterator[list[torch.Tensor]]:
+    """While open, a forward of the model fills the yielded list with its residual stream: the hidden states entering
+    each decoder layer of ``adapter`` in order (``[batch, positions, hidden]``, as the layer gets them, after any
+    hook already on it, e.g. a token pruner's), then the final norm's output. The list holds the last forward's."""
+    captured: list[torch.Tensor] = []
+
+    def entering(index: int):
+        def hook(module, args, kwargs):
+            if index == 0:
+                captured.clear()
+            captured.append(args[0] if args else kwargs["hidden_states"])
+        return hook
+
+    handles = [layer.register_forward_pre_hook(entering(index), with_kwargs=True)
+               for index, layer in enumerate(adapter.layers)]
+    handles.append(adapter.final_norm.register_forward_hook(lambda module, args, output: captured.append(output)))
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()

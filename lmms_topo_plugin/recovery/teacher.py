@@ -3,7 +3,9 @@ distribution (top ``recover_topk``, renormalised) at every answer position. Comp
 under the dense model, the prompts and the teacher's settings.
 
 Memory: ``answer tokens × k`` token ids (int32) and log-probabilities (float32), 8·k bytes per answer token (1 KiB at
-k = 128), instead of 2·vocab bytes at float16 (300 KiB for a 152k vocabulary).
+k = 128), instead of 2·vocab bytes at float16 (300 KiB for a 152k vocabulary). With ``recover_hidden`` also the
+residual stream at every depth (``recovery.sequences.residual_streams``), float16: 2·(layers + 1)·hidden bytes per
+answer token (264 KiB for 32 layers of 4096).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from lmms_topo_plugin.calibration.collect import move_inputs
 from lmms_topo_plugin.config.recovery import RecoveryConfig
 from lmms_topo_plugin.models.prompting import Prompt, encode
 from lmms_topo_plugin.recovery.loss import top_k_targets
-from lmms_topo_plugin.recovery.sequences import answer_batch, answer_logits, pad_id
+from lmms_topo_plugin.recovery.sequences import answer_batch, answer_outputs, pad_id
 
 TEACHER_VERSION = 1
 
@@ -34,6 +36,8 @@ class TeacherTargets:
     answer_lengths: torch.Tensor  # [prompts] int32
     top_ids: torch.Tensor  # [tokens, k] int32
     top_log_probs: torch.Tensor  # [tokens, k] float32
+    # with recover_hidden: [tokens, layers + 1, hidden] float16, entering each layer, then the final norm's output
+    hidden_states: torch.Tensor | None = None
 
     @property
     def offsets(self) -> list[int]:
@@ -49,13 +53,20 @@ class TeacherTargets:
         index = torch.cat([torch.arange(offsets[row], offsets[row + 1]) for row in rows])
         return self.top_ids[index], self.top_log_probs[index]
 
+    def states(self, rows: Sequence[int]) -> torch.Tensor:
+        """The teacher's residual stream ``[tokens, layers + 1, hidden]`` at the answer tokens of ``rows``."""
+        offsets = self.offsets
+        return self.hidden_states[torch.cat([torch.arange(offsets[row], offsets[row + 1]) for row in rows])]
+
     def to_tensors(self) -> dict[str, torch.Tensor]:
-        return {"answer_ids": self.answer_ids, "answer_lengths": self.answer_lengths, "top_ids": self.top_ids,
-                "top_log_probs": self.top_log_probs}
+        tensors = {"answer_ids": self.answer_ids, "answer_lengths": self.answer_lengths, "top_ids": self.top_ids,
+                   "top_log_probs": self.top_log_probs}
+        return tensors | ({"hidden_states": self.hidden_states} if self.hidden_states is not None else {})
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "TeacherTargets":
-        return cls(**{name: tensors[name] for name in ("answer_ids", "answer_lengths", "top_ids", "top_log_probs")})
+        names = ("answer_ids", "answer_lengths", "top_ids", "top_log_probs")
+        return cls(**{name: tensors[name] for name in names}, hidden_states=tensors.get("hidden_states"))
 
 
 def greedy_answers(loaded: Any, prompts: Sequence[Prompt], max_new_tokens: int) -> list[list[int]]:
@@ -76,22 +87,25 @@ def greedy_answers(loaded: Any, prompts: Sequence[Prompt], max_new_tokens: int) 
 
 
 def compute_targets(loaded: Any, prompts: Sequence[Prompt], recovery: RecoveryConfig) -> TeacherTargets:
-    """Greedy answers of ``loaded`` (the dense model) and its top-k distributions on them, in batches of
-    ``recover_batch_size``."""
-    ids, lengths, top_ids, top_log_probs = [], [], [], []
+    """Greedy answers of ``loaded`` (the dense model) and its top-k distributions on them (with ``recover_hidden``
+    also its residual stream), in batches of ``recover_batch_size``."""
+    ids, lengths, top_ids, top_log_probs, states = [], [], [], [], []
     size = recovery.recover_batch_size
     batches = [prompts[i:i + size] for i in range(0, len(prompts), size)]
     for batch in tqdm(batches, desc="topo_pruned recover: teacher answers", unit="batch"):
         answers = greedy_answers(loaded, batch, recovery.recover_max_new_tokens)
         with torch.inference_mode():
-            logits = answer_logits(loaded, answer_batch(loaded.processor, loaded.adapter, batch, answers))
+            logits, hidden = answer_outputs(loaded, answer_batch(loaded.processor, loaded.adapter, batch, answers),
+                                            states=recovery.matches_hidden)
+        if hidden is not None:
+            states.append(hidden.to(torch.float16).cpu())
         chosen, log_probs = top_k_targets(logits, recovery.recover_topk)
         ids += [token for answer in answers for token in answer]
         lengths += [len(answer) for answer in answers]
         top_ids.append(chosen.to(torch.int32).cpu())
         top_log_probs.append(log_probs.cpu())
     return TeacherTargets(torch.tensor(ids, dtype=torch.int32), torch.tensor(lengths, dtype=torch.int32),
-                          torch.cat(top_ids), torch.cat(top_log_probs))
+                          torch.cat(top_ids), torch.cat(top_log_probs), torch.cat(states) if states else None)
 
 
 def teacher_key(model_id: str, data_fingerprint: str, recovery: RecoveryConfig, model: Any) -> str:

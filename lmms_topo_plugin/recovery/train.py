@@ -8,6 +8,10 @@ batch (rows ``rank, rank + world, ...``); each rank's loss is its rows' KL summe
 the tokens of the whole batch, and the gradients are summed over the ranks (``all_reduce``), so the update is the
 one a single process makes on the whole batch and every rank ends with the same weights. A visual-token pruner
 attached to the model stays attached while it trains: the model learns the condition it is deployed in.
+
+With ``recover_hidden`` the objective per answer token is the KL plus that weight times the hidden-state term at
+matched depths (:func:`matched_depths`): the stream entering each kept layer is pulled towards the dense model's
+entering the same layer, so the layers before a removed block learn to stand in for it.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ from tqdm.auto import tqdm
 from lmms_topo_plugin.config.recovery import RecoveryConfig
 from lmms_topo_plugin.distributed import is_distributed, rank
 from lmms_topo_plugin.models.prompting import Prompt
-from lmms_topo_plugin.recovery.loss import kd_token_losses
-from lmms_topo_plugin.recovery.sequences import answer_batch, answer_logits
+from lmms_topo_plugin.recovery.loss import hidden_token_losses, kd_token_losses
+from lmms_topo_plugin.recovery.sequences import answer_batch, answer_outputs
 from lmms_topo_plugin.recovery.teacher import TeacherTargets
 
 CLIP_NORM = 1.0
@@ -35,12 +39,16 @@ CLIP_NORM = 1.0
 
 @dataclass(frozen=True)
 class TrainResult:
-    """The training loss (KL per answer token of each step's batch), and the held-out KL before and after."""
+    """The training loss (the objective per answer token of each step's batch: the KL, plus the weighted
+    hidden-state term with ``recover_hidden``), the held-out KL and hidden-state term (None without) before and
+    after."""
 
     losses: list[float]
     kl_before: float
     kl_after: float
     seconds: float
+    hidden_before: float | None = None
+    hidden_after: float | None = None
 
 
 def world_size() -> int:
@@ -99,41 +107,69 @@ def batch_rows(samples: int, batch_size: int, steps: int, seed: int) -> Iterator
         queue = queue[batch_size:]
 
 
-def heldout_kl(loaded: Any, prompts: Sequence[Prompt], rows: Sequence[int], targets: TeacherTargets,
-               batch_size: int, token_pruner: Any = None) -> float:
-    """The KL per answer token of ``loaded`` against the teacher on ``prompts`` (the targets' rows ``rows``)."""
-    total, tokens = 0.0, 0
+def matched_depths(kept_layers: Sequence[int], teacher_layers: int) -> tuple[list[int], list[int]]:
+    """``(student depths, teacher depths)`` that the hidden-state term compares, as indices of
+    :func:`~lmms_topo_plugin.recovery.sequences.residual_streams`' list: the stream entering the student's layer
+    ``j`` and the teacher's layer ``kept_layers[j]`` (left out where that is the teacher's first layer: the embeddings,
+    the same in both), then both final norms' outputs."""
+    pairs = [(student, teacher) for student, teacher in enumerate(kept_layers) if teacher > 0]
+    pairs.append((len(kept_layers), teacher_layers))
+    return [student for student, _ in pairs], [teacher for _, teacher in pairs]
+
+
+def heldout_losses(loaded: Any, prompts: Sequence[Prompt], rows: Sequence[int], targets: TeacherTargets,
+                   batch_size: int, token_pruner: Any = None,
+                   depths: tuple[list[int], list[int]] | None = None) -> tuple[float, float | None]:
+    """The KL per answer token of ``loaded`` against the teacher on ``prompts`` (the targets' rows ``rows``), and
+    with ``depths`` (:func:`matched_depths`) the hidden-state term per answer token (else None)."""
+    kl_total, hidden_total, tokens = 0.0, 0.0, 0
     with torch.inference_mode():
         for start in range(0, len(rows), batch_size):
-            chunk = list(rows[start:start + batch_size])
-            logits = _logits(loaded, prompts, chunk, targets, token_pruner)
-            ids, log_probs = targets.targets(chunk)
-            total += float(kd_token_losses(logits, ids.to(logits.device), log_probs.to(logits.device)).sum())
-            tokens += ids.shape[0]
-    return total / tokens
+            kl, hidden = token_losses(loaded, prompts, list(rows[start:start + batch_size]), targets, token_pruner,
+                                      depths)
+            kl_total += float(kl.sum())
+            hidden_total += float(hidden.sum()) if hidden is not None else 0.0
+            tokens += kl.shape[0]
+    return kl_total / tokens, hidden_total / tokens if depths is not None else None
 
 
-def _logits(loaded: Any, prompts: Sequence[Prompt], rows: list[int], targets: TeacherTargets,
-            token_pruner: Any) -> torch.Tensor:
+def token_losses(loaded: Any, prompts: Sequence[Prompt], rows: list[int], targets: TeacherTargets, token_pruner: Any,
+                 depths: tuple[list[int], list[int]] | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per answer token of ``rows`` (in order): the KL, and with ``depths`` the hidden-state term (else None)."""
     batch = answer_batch(loaded.processor, loaded.adapter, [prompts[row] for row in rows], targets.answers(rows))
-    return answer_logits(loaded, batch, token_pruner)
+    logits, states = answer_outputs(loaded, batch, token_pruner, states=depths is not None)
+    ids, log_probs = targets.targets(rows)
+    kl = kd_token_losses(logits, ids.to(logits.device), log_probs.to(logits.device))
+    if depths is None:
+        return kl, None
+    student, teacher = depths
+    return kl, hidden_token_losses(states[:, student], targets.states(rows)[:, teacher].to(states.device))
 
 
 def train(loaded: Any, prompts: Sequence[Prompt], train_rows: Sequence[int], heldout_rows: Sequence[int],
           targets: TeacherTargets, recovery: RecoveryConfig, seed: int, token_pruner: Any = None,
-          progress: bool = True) -> tuple[TrainResult, dict[str, torch.Tensor]]:
+          progress: bool = True, kept_layers: Sequence[int] | None = None) -> tuple[TrainResult, dict[str, torch.Tensor]]:
     """Train ``loaded.model`` in place on ``prompts[train_rows]`` (``targets`` rows of the same indices). Returns the
     losses and the trained tensors by parameter name (CPU copies: the LoRA factors before merging, or every decoder
     parameter), which :func:`load_trained` puts back into the same pruned model. The model is a plain transformers
-    model again afterwards (LoRA merged and unloaded), every parameter's ``requires_grad`` as it was."""
+    model again afterwards (LoRA merged and unloaded), every parameter's ``requires_grad`` as it was.
+    ``kept_layers``: the teacher's layer each of the model's layers was (default: the same index), which the
+    hidden-state term's depths follow."""
     start = time.perf_counter()
-    kl_before = heldout_kl(loaded, prompts, heldout_rows, targets, recovery.recover_batch_size, token_pruner)
+    depths = None
+    if recovery.matches_hidden:
+        kept = list(range(loaded.adapter.num_layers)) if kept_layers is None else list(kept_layers)
+        if len(kept) != loaded.adapter.num_layers:
+            raise ValueError(f"kept_layers names {len(kept)} layers; the model has {loaded.adapter.num_layers}")
+        depths = matched_depths(kept, targets.hidden_states.shape[1] - 1)
+    heldout = (loaded, prompts, heldout_rows, targets, recovery.recover_batch_size, token_pruner, depths)
+    kl_before, hidden_before = heldout_losses(*heldout)
     with trainable(loaded, recovery, seed) as params:
         losses = _optimise(loaded, prompts, list(train_rows), targets, recovery, seed, list(params.values()),
-                           token_pruner, progress)
+                           token_pruner, progress, depths)
         trained = {name: parameter.detach().to("cpu", copy=True) for name, parameter in params.items()}
-    kl_after = heldout_kl(loaded, prompts, heldout_rows, targets, recovery.recover_batch_size, token_pruner)
-    return TrainResult(losses, kl_before, kl_after, time.perf_counter() - start), trained
+    kl_after, hidden_after = heldout_losses(*heldout)
+    return TrainResult(losses, kl_before, kl_after, time.perf_counter() - start, hidden_before, hidden_after), trained
 
 
 def load_trained(loaded: Any, trained: dict[str, torch.Tensor], recovery: RecoveryConfig, seed: int) -> None:
@@ -189,7 +225,7 @@ def _attach_lora(model: nn.Module, targets: list[str], rank_: int, seed: int):
 
 def _optimise(loaded: Any, prompts: Sequence[Prompt], train_rows: list[int], targets: TeacherTargets,
               recovery: RecoveryConfig, seed: int, params: list[nn.Parameter], token_pruner: Any,
-              progress: bool) -> list[float]:
+              progress: bool, depths: tuple[list[int], list[int]] | None) -> list[float]:
     optimizer = torch.optim.AdamW(params, lr=recovery.recover_lr, weight_decay=0.0)
     world, me = world_size(), rank()
     device = loaded.model.device
@@ -205,15 +241,14 @@ def _optimise(loaded: Any, prompts: Sequence[Prompt], train_rows: list[int], tar
             optimizer.zero_grad(set_to_none=True)
             local = torch.zeros((), device=device)
             if mine:
-                ids, log_probs = targets.targets(mine)
-                logits = _logits(loaded, prompts, mine, targets, token_pruner)
-                local = kd_token_losses(logits, ids.to(device), log_probs.to(device)).sum()
+                kl, hidden = token_losses(loaded, prompts, mine, targets, token_pruner, depths)
+                local = kl.sum() + (recovery.recover_hidden * hidden.sum() if hidden is not None else 0.0)
                 (local / tokens).backward()
             loss = _sum_over_ranks(params, local.detach()) / tokens
             torch.nn.utils.clip_grad_norm_(params, CLIP_NORM)
             optimizer.step()
             losses.append(float(loss))
-            bar.set_postfix(kl=f"{losses[-1]:.4g}")
+            bar.set_postfix(loss=f"{losses[-1]:.4g}")
     optimizer.zero_grad(set_to_none=True)
     return losses
 

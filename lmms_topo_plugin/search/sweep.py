@@ -169,7 +169,8 @@ def recovery_args(config: PruneConfig) -> dict[str, Any] | None:
     (:meth:`PruneConfig.with_values`) read it; None without recovery."""
     if not config.recovery.enabled:
         return None
-    recovery = {key: getattr(config.recovery, key) for key in sorted(RECOVERY_KEYS)}
+    recovery = {key: getattr(config.recovery, key) for key in sorted(RECOVERY_KEYS)
+                if key != "recover_hidden" or config.recovery.matches_hidden}  # absent at 0: keys of older sweeps
     return recovery | {"seed": config.run.seed, "calib_task": config.calibration.calib_task,
                        "include_path": config.calibration.include_path}
 
@@ -359,7 +360,8 @@ def recovered(teacher: Any, loaded: LoadedModel, config: PruneConfig, point: Con
     rebuilt = rebuilt_plan(point, plan, config)
     pruned_id = pruned_identity(model_id, [action.as_dict() for action in rebuilt.actions], rebuilt.token_pruning)
     with weights_restored(loaded, changed_parameters(loaded, config.recovery)):
-        record = recover(teacher, loaded, config, pruned_id, cache, token_pruner(config.token_pruning))
+        record = recover(teacher, loaded, config, pruned_id, cache, token_pruner(config.token_pruning),
+                         kept_layers=rebuilt.kept_layers)
         yield record.as_dict()
 
 
