@@ -15,7 +15,9 @@ evaluation code path. Two steps, into ``--out`` (default ``bench/results/recover
    parameter keeps its default.
 2. **Test, once** (``test/``): every method ``m`` and ``m[recover=kd,recover_steps=S]`` at ``--budgets`` (the
    fraction of decoder layers for a layer method, of the dense prefill FLOPs for ``comp``), on ``topo_synth`` (the
-   500-question test split).
+   500-question test split). ``random`` also with ``seed=1`` and ``seed=2`` (``EXTRA_RANDOM_SEEDS``: sweeps of
+   ``random`` alone into ``test/seed1`` and ``test/seed2``; the seed also draws its own recovery prompts), so that the
+   page shows its mean over 3 seeds.
 
 Writes ``recovery.json`` next to the folder (every row: method, budget, recovered or not, exact match, FLOPs removed
 on the sweep's cost prompt, the held-out KL to the dense model before and after recovery, training seconds; the
@@ -44,6 +46,7 @@ DEV_METHOD, DEV_BUDGET = "block_influence", 0.375
 TEST_TASKS, DEV_TASKS = ["topo_synth"], ["topo_synth_dev"]
 METRIC, DEV_METRIC = "topo_synth/exact_match", "topo_synth_dev/exact_match"
 MODEL_ARGS = {"device": "cpu", "batch_size": "16"}
+EXTRA_RANDOM_SEEDS = (1, 2)
 
 
 def recovered(method: str, steps: int, hidden: float = 0.0) -> str:
@@ -51,15 +54,16 @@ def recovered(method: str, steps: int, hidden: float = 0.0) -> str:
 
 
 def sweep(out: Path, methods: list[str], budgets: list[float], tasks: list[str], metric: str,
-          limit: int | None) -> dict:
+          limit: int | None, seed: int = 0) -> dict:
     from lmms_topo_plugin.search import SweepSpec, run_sweep
 
-    return run_sweep(SweepSpec(model_args=dict(MODEL_ARGS), methods=methods, budgets=budgets, tasks=tasks, out=out,
+    model_args = MODEL_ARGS | ({"seed": str(seed)} if seed else {})
+    return run_sweep(SweepSpec(model_args=model_args, methods=methods, budgets=budgets, tasks=tasks, out=out,
                                rule="metric>=0", metric=metric, objective="flops", limit=limit, cost_repeats=1))
 
 
-def rows_of(folder: Path, metric: str) -> list[dict]:
-    """Every row of a sweep folder: its method, budget, exact match, FLOPs removed and recovery."""
+def rows_of(folder: Path, metric: str, seed: int = 0) -> list[dict]:
+    """Every row of a sweep folder run with ``seed``: its method, budget, exact match, FLOPs removed and recovery."""
     from lmms_topo_plugin.search.rules import dense_row, flops_removed
 
     rows = [json.loads(path.read_text()) for path in sorted((folder / "configs").glob("*.json"))]
@@ -68,7 +72,7 @@ def rows_of(folder: Path, metric: str) -> list[dict]:
     for row in rows:
         recovery = row.get("recovery") or {}
         result.append({
-            "method": row["method"], "variant": row["variant"], "budget": row["budget"],
+            "method": row["method"], "variant": row["variant"], "budget": row["budget"], "seed": seed,
             "recovered": bool(recovery), "exact_match": row["metrics"][metric],
             "flops_removed": flops_removed(row, dense) if row["method"] != "none" else 0.0,
             "removed_layers": row["removed_layers"],
@@ -85,6 +89,9 @@ def plot(rows: list[dict], hidden: float, path: Path) -> None:
     from lmms_topo_plugin.cache import atomic_write_bytes
     from lmms_topo_plugin.plotting import figure_png, subplots
 
+    from pages.recovery import seed_means
+
+    rows = seed_means(rows)  # random: the mean of its seeds
     figure, axis = subplots(figsize=(7.5, 4.5))
     methods = sorted({row["method"] for row in rows if row["method"] != "none"})
     colours = {method: f"C{index % 10}" for index, method in enumerate(methods)}
@@ -143,6 +150,11 @@ def main() -> int:
     sweep(args.out / "test", [entry for method in methods for entry in (method, recovered(method, steps, hidden))],
           budgets, TEST_TASKS, METRIC, args.limit)
     rows = rows_of(args.out / "test", METRIC)
+    if "random" in methods:
+        for seed in EXTRA_RANDOM_SEEDS:
+            folder = args.out / "test" / f"seed{seed}"
+            sweep(folder, ["random", recovered("random", steps, hidden)], budgets, TEST_TASKS, METRIC, args.limit, seed)
+            rows += [row for row in rows_of(folder, METRIC, seed) if row["method"] == "random"]
     atomic_write_json(args.out.parent / "recovery.json", {
         "command": command_line(), "metric": METRIC, "budgets": budgets, "limit": args.limit,
         "dev": {"metric": DEV_METRIC, "method": DEV_METHOD, "budget": DEV_BUDGET, "by_steps": by_steps,
@@ -152,8 +164,9 @@ def main() -> int:
                     "loadavg_at_start": loadavg, "loadavg_at_end": list(os.getloadavg())},
     })
     plot(rows, hidden, args.out.parent / "recovery.png")
-    for row in sorted(rows, key=lambda row: (row["method"], row["budget"], row["recovered"], row["recover_hidden"])):
-        print(f"{row['variant']:45s} {row['budget']:.3f} {row['exact_match']:.3f}"
+    for row in sorted(rows, key=lambda row: (row["method"], row["budget"], row["recovered"], row["recover_hidden"],
+                                             row["seed"])):
+        print(f"{row['variant']:45s} seed {row['seed']} {row['budget']:.3f} {row['exact_match']:.3f}"
               + (f"  KL {row['kl_before']:.4f} -> {row['kl_after']:.4f}, {row['train_s']:.0f} s"
                  if row["recovered"] else ""), flush=True)
     return 0

@@ -17,6 +17,11 @@ any failed):
   answers a fixed slice of the bundled benchmark (synthbench test split, ``--items-per-kind`` of each kind, greedy,
   5 new tokens, the plugin's own generation path as ``training/evaluate.py``), next to the same configuration
   pruned and run on CPU in float32: answer agreement, same removed layers, exact-match accuracy of both.
+- ``recovery``: ``recover=kd`` (LoRA, with the hidden-state term ``recover_hidden=0.1``) on the device after
+  ``block_influence`` removes a quarter of the decoder, on a tiny Qwen2.5-VL and the bundled model
+  (``--recovery-families``; ``RECOVERY_SIZES`` prompts and steps): the held-out KL and hidden-state term must fall
+  (else the item fails), training time and steps per second, and exact match on the benchmark slice pruned alone
+  and recovered.
 - ``onnx_export``: tiny LLaVA, tiny Qwen2.5-VL and the bundled model (``--onnx-families``) pruned on the device
   (spacing, 2 layers), then exported from a CPU float32 copy (the export traces on CPU) with
   ``exporters.export.export_checkpoint``: fp32 parity with PyTorch, fp16 and int4 variants against fp32.
@@ -79,13 +84,15 @@ def plugin_import() -> str:
 
 
 # in the order they run: the GPU timings first (quick), genai_cuda after onnx_export (it runs its Qwen2.5-VL build)
-SECTIONS = ("torch_speed", "plugin_eval", "onnx_export", "ort_cuda", "genai_cuda")
+SECTIONS = ("torch_speed", "plugin_eval", "recovery", "onnx_export", "ort_cuda", "genai_cuda")
 TINY_LAYERS = 6
 GENERATION = {"max_new_tokens": 5, "do_sample": False}
 ORT_GPU_WHEEL = "onnxruntime-gpu 1.31.1 (cp312, manylinux_2_28, CUDA 13) is a 255.6 MB wheel"
 # (layers, hidden, image tokens, decode tokens, repeats) of the random LLaVA-shaped models
 SPEED_SIZES = {"cuda": (16, 1024, 576, 32, 5), "cpu": (4, 64, 16, 4, 1)}
 ORT_SIZES = {"cuda": (8, 512, 144, 16, 3), "cpu": (4, 64, 16, 4, 1)}
+# recover_samples, recover_steps, recover_batch_size of the recovery section
+RECOVERY_SIZES = {"cuda": (64, 40, 16), "cpu": (16, 8, 4)}
 
 
 class Blocked(Exception):
@@ -276,6 +283,43 @@ def plugin_eval(args, models: Models) -> dict[str, Any]:
     return roll_up(items, items_per_kind=args.items_per_kind, docs=len(docs),
                    min_answer_agreement=min((r["answer_agreement_vs_cpu_fp32"] for r in oks), default=None),
                    same_removed_layers_everywhere=all(r["same_removed_layers"] for r in oks))
+
+
+# -- recovery -----------------------------------------------------------------------------------------------------
+
+
+def recovery(args, models: Models) -> dict[str, Any]:
+    from lmms_topo_plugin.api import load_pruned
+    from lmms_topo_plugin.synthbench import exact_match
+
+    samples, steps, batch = RECOVERY_SIZES[args.device]
+    docs = benchmark_docs(args.items_per_kind)
+    pruning = {"method": "block_influence", "sparsity": 0.25}
+    items = {}
+    for family in args.recovery_families:
+        def step(family=family):
+            pretrained = models.path(family)
+            plain = pruned_run(args, pretrained, args.device, pruning, docs)
+            loaded, report = load_pruned(model_args(args, pretrained, args.device, pruning | {
+                "recover": "kd", "recover_samples": samples, "recover_steps": steps, "recover_batch_size": batch,
+                "recover_hidden": 0.1}))
+            record = report.recovery
+            answers = answer(loaded, docs)
+            del loaded
+            if not (record["kl_after"] < record["kl_before"] and record["hidden_after"] < record["hidden_before"]):
+                raise AssertionError(f"recovery did not lower the held-out KL ({record['kl_before']:.4g} → "
+                                     f"{record['kl_after']:.4g}) and hidden-state term ({record['hidden_before']:.4g}"
+                                     f" → {record['hidden_after']:.4g})")
+            return {key: record[key] for key in ("kl_before", "kl_after", "hidden_before", "hidden_after", "steps",
+                                                 "train_seconds", "trained_parameters")} | {
+                "steps_per_s": round(steps / record["train_seconds"], 3), "removed_layers": plain["removed_layers"],
+                "same_removed_layers": report.plan["removed_layers"] == plain["removed_layers"],
+                "accuracy_pruned": plain["accuracy"],
+                "accuracy_recovered": sum(exact_match(a, d["answer"]) for a, d in zip(answers, docs)) / len(docs)}
+        items[family] = run_isolated(step)
+        print(f"  recovery {family}: {items[family]['status']} ({items[family]['seconds']:.1f} s)"
+              f" {items[family].get('error', '')}", flush=True)
+    return roll_up(items, samples=samples, batch_size=batch)
 
 
 # -- ONNX export --------------------------------------------------------------------------------------------------
@@ -543,6 +587,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="plugin_eval models: tiny families and/or bundled")
     parser.add_argument("--onnx-families", default="llava,qwen2_5_vl,bundled",
                         help="models exported (fp32, fp16, int4); qwen2_5_vl's build feeds genai_cuda")
+    parser.add_argument("--recovery-families", default="qwen2_5_vl,bundled",
+                        help="models the recovery section prunes and recovers")
     parser.add_argument("--methods", default=",".join(methods), help="layer methods (topo-prune methods)")
     parser.add_argument("--token-methods", default=",".join(TOKEN_METHODS))
     parser.add_argument("--items-per-kind", type=int, default=2, help="benchmark docs per synthbench kind")
@@ -553,7 +599,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="start nothing after this many seconds (each item left is failed: not run), so that the "
                              "JSON is written inside a 10-minute command")
     args = parser.parse_args(argv)
-    for name in ("sections", "families", "onnx_families", "methods", "token_methods"):
+    for name in ("sections", "families", "onnx_families", "recovery_families", "methods", "token_methods"):
         setattr(args, name, [item for item in getattr(args, name).split(",") if item])
     unknown = sorted(set(args.sections) - set(SECTIONS)) + sorted(set(args.methods) - set(methods)) + sorted(
         set(args.token_methods) - set(TOKEN_METHODS))
@@ -596,6 +642,7 @@ def main(argv=None) -> int:
             "plugin_eval": lambda: plugin_eval(args, models),
             "onnx_export": lambda: onnx_export(args, models, builds),
             "torch_speed": lambda: torch_speed(args, models),
+            "recovery": lambda: recovery(args, models),
             "ort_cuda": lambda: ort_cuda(args),
             "genai_cuda": lambda: genai_cuda(args, builds),
         }

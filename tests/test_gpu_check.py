@@ -13,7 +13,7 @@ from cli import OFFLINE_ENV, python
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "bench" / "gpu_check.py"
-SECTIONS = ("plugin_eval", "onnx_export", "torch_speed", "ort_cuda", "genai_cuda")
+SECTIONS = ("plugin_eval", "recovery", "onnx_export", "torch_speed", "ort_cuda", "genai_cuda")
 SMALL = ["--families", "llava", "--methods", "spacing", "--token-methods", "fastv", "--items-per-kind", "1",
          "--calib-limit", "8"]
 
@@ -48,8 +48,8 @@ def test_cpu_smoke_writes_every_section_with_its_status(tmp_path):
     assert report["complete"] is True and report["failed_sections"] == []
     assert report["machine"]["device"] == "cpu" and report["machine"]["torch"] == torch.__version__
     statuses = {name: entry["status"] for name, entry in report["sections"].items()}
-    assert statuses == {"plugin_eval": "ok", "torch_speed": "ok", "onnx_export": "skipped", "ort_cuda": "skipped",
-                        "genai_cuda": "skipped"}
+    assert statuses == {"plugin_eval": "ok", "torch_speed": "ok", "recovery": "skipped", "onnx_export": "skipped",
+                        "ort_cuda": "skipped", "genai_cuda": "skipped"}
     evaluation = report["sections"]["plugin_eval"]["result"]
     assert set(evaluation["items"]) == {"llava/layer:spacing", "llava/token:fastv"}
     layer = evaluation["items"]["llava/layer:spacing"]["result"]
@@ -62,6 +62,18 @@ def test_cpu_smoke_writes_every_section_with_its_status(tmp_path):
         assert row["status"] == "ok"
         assert row["result"]["half_removed"]["num_layers"] * 2 == row["result"]["dense"]["num_layers"]
         assert row["result"]["speedup"]["ideal_speedup"] == 2.0
+
+
+def test_the_recovery_section_lowers_the_kl_and_the_hidden_term_of_the_pruned_model(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    done = run_check("--device", "cpu", "--out", str(out), "--sections", "recovery", "--recovery-families", "llava",
+                     *SMALL)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    section = json.loads(out.read_text())["sections"]["recovery"]
+    item = section["result"]["items"]["llava"]["result"]
+    assert section["status"] == "ok" and section["result"]["samples"] == 16 and item["steps"] == 8
+    assert item["kl_after"] < item["kl_before"] and item["hidden_after"] < item["hidden_before"]
+    assert item["same_removed_layers"] is True and len(item["removed_layers"]) == 2  # a quarter of 6, rounded
 
 
 def test_a_failing_section_leaves_the_others_and_exits_1(tmp_path):
@@ -117,7 +129,7 @@ def test_cpu_smoke_of_every_section(tmp_path):
     report = json.loads(out.read_text())
     statuses = {name: entry["status"] for name, entry in report["sections"].items()}
     genai = "ok" if importlib.util.find_spec("onnxruntime_genai") else "blocked"
-    assert statuses == {**dict.fromkeys(SECTIONS[:4], "ok"), "genai_cuda": genai}
+    assert statuses == {**dict.fromkeys(SECTIONS[:5], "ok"), "genai_cuda": genai}
     export = report["sections"]["onnx_export"]["result"]["items"]["qwen2_5_vl"]["result"]
     assert export["fp32"]["greedy_tokens_identical"] is True and set(export["variants"]) == {"fp16", "int4"}
     assert export["num_layers"] == 4 and export["genai_files"] is True

@@ -823,6 +823,18 @@ def test_the_recovery_table_pairs_each_configuration_with_its_recovered_twin():
     assert "KL alone" not in " ".join(recovery.recovery_block(RECOVERY).split())
 
 
+def test_random_is_the_mean_of_its_seeds_on_the_recovery_page():
+    seeded = [_recovery_row("random", 0.25, False, score) | {"seed": seed} for seed, score in ((0, 0.5), (1, 0.7))]
+    seeded += [_recovery_row("random", 0.25, True, score, kl, seconds) | {"seed": seed}
+               for seed, score, kl, seconds in ((0, 0.8, (0.4, 0.1), 10), (1, 0.9, (0.2, 0.05), 30))]
+    data = {**RECOVERY, "budgets": [0.25], "rows": [RECOVERY["rows"][0], *seeded]}
+    block = " ".join(recovery.recovery_block(data).split())
+    assert "| random (mean of 2 seeds) | 0.600 → **0.850** (KL 0.3 → 0.075) |" in block
+    assert "`random` is the mean of 2 seeds (0, 1; each seed also draws its own recovery prompts)" in block
+    assert "Training took 20–20 s per configuration" in block  # one configuration: the seeds' mean
+    assert "`random` is one seed (seed 0)" in " ".join(recovery.recovery_block(RECOVERY).split())
+
+
 def test_the_recovery_page_says_it_is_not_measured_until_its_json_exists(tmp_path):
     assert recovery.NOT_MEASURED in " ".join(recovery.render(tmp_path).split())
     assert recovery.headline(tmp_path) == "not measured yet."

@@ -71,7 +71,8 @@ def gpu_section(results_dir: Path) -> str:
     what = (
         "`bench/gpu_check.py` is one prepared command for a CUDA machine: it prunes through the plugin's API "
         "(`device=cuda,dtype=bfloat16,attn_implementation=sdpa`) with every layer method and token pruner and compares "
-        "the greedy answers with the same configuration on CPU in float32, exports fp16 and int4 ONNX builds, times "
+        "the greedy answers with the same configuration on CPU in float32, recovers pruned models (`recover=kd`) on "
+        "the GPU, exports fp16 and int4 ONNX builds, times "
         "PyTorch CUDA prefill and decode against L/L', and runs ONNX Runtime's CUDA provider and onnxruntime-genai "
         f"where they are installed. It writes `bench/results/{GPU_FILE}`, which this section is generated from.")
     if not (results_dir / GPU_FILE).is_file():

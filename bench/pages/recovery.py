@@ -13,6 +13,21 @@ TITLE = "Recovery: pruning alone against pruning + recover=kd"
 RECOVERY_FILE = "recovery.json"  # bench/bench_recovery.py
 
 
+def seed_means(rows: list[dict]) -> list[dict]:
+    """``rows`` with the runs of one configuration under several seeds (``random``'s) replaced by one row of their
+    means (exact match, KL before and after, training seconds) and ``seeds``, their count."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        key = (row["method"], row["budget"], row["recovered"], row.get("recover_hidden", 0.0))
+        groups.setdefault(key, []).append(row)
+    merged = []
+    for runs in groups.values():
+        mean = {name: statistics.mean(run[name] for run in runs) if runs[0][name] is not None else None
+                for name in ("exact_match", "kl_before", "kl_after", "train_s")}
+        merged.append(runs[0] | mean | {"seeds": len(runs)})
+    return merged
+
+
 def chosen_hidden(data: dict) -> float:
     """The ``recover_hidden`` of the recovered rows the page reports (dev's choice; 0 in JSON written before it)."""
     return data["dev"].get("chosen_hidden", 0.0)
@@ -39,7 +54,9 @@ def recovery_table(data: dict) -> str:
                 continue
             cells.append(f"{plain['exact_match']:.3f} → **{recovered['exact_match']:.3f}** "
                          f"(KL {recovered['kl_before']:.3g} → {recovered['kl_after']:.3g})")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        seeds = max(row.get("seeds", 1) for row in rows if row["method"] == method)
+        label = method + (f" (mean of {seeds} seeds)" if seeds > 1 else "")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -96,7 +113,17 @@ def hidden_ablation(data: dict) -> str:
                 f"{sum(c < 0 for c in change)} worse, {sum(c == 0 for c in change)} equal of {len(change)}).")
 
 
+def random_seeds(data: dict) -> str:
+    seeds = sorted({row.get("seed", 0) for row in data["rows"] if row["method"] == "random"})
+    if len(seeds) < 2:
+        return f"`random` is one seed (seed {seeds[0] if seeds else 0})"
+    return (f"`random` is the mean of {len(seeds)} seeds ({', '.join(map(str, seeds))}; each seed also draws its own "
+            "recovery prompts)")
+
+
 def recovery_block(data: dict) -> str:
+    seeds_text = random_seeds(data)
+    data = data | {"rows": seed_means(data["rows"])}
     dev, machine = data["dev"], data["machine"]
     dense = next(row["exact_match"] for row in data["rows"] if row["method"] == "none")
     seconds = [row["train_s"] for row in data["rows"] if row["recovered"]
@@ -110,9 +137,9 @@ def recovery_block(data: dict) -> str:
         "pruning alone → pruning + `recover=kd` (LoRA, merged; the parameters chosen on dev below, the others at "
         "their defaults), "
         "and the KL of the next-token distribution to the dense model's on the held-out recovery prompts, before → "
-        f"after; `random` is one seed (seed 0). {dev_choice(dev)} Training took "
+        f"after; {seeds_text}. {dev_choice(dev)} Training took "
         f"{min(seconds):.0f}–{max(seconds):.0f} s per configuration (median {statistics.median(seconds):.0f} s) on top of "
-        "one teacher pass shared by every configuration.")
+        "the teacher's pass over the recovery prompts, one per seed, shared by that seed's configurations.")
     change = gains(data)
     summary = wrap(f"Recovery changes exact match by {min(change):+.3f} to {max(change):+.3f} "
                    f"(median {statistics.median(change):+.3f}) over the {len(change)} configurations with both rows.")
@@ -137,7 +164,7 @@ def headline(results_dir: Path) -> str:
     if not (results_dir / RECOVERY_FILE).is_file():
         return "not measured yet."
     data = load(RECOVERY_FILE, results_dir)
-    change = gains(data)
+    change = gains(data | {"rows": seed_means(data["rows"])})
     methods = sorted({row["method"] for row in data["rows"] if row["method"] != "none"})
     return (f"recover=kd changes exact match by {min(change):+.3f} to {max(change):+.3f} (median "
             f"{statistics.median(change):+.3f}) across {', '.join(methods)} at budgets "
