@@ -54,6 +54,28 @@ def test_kd_loss_is_zero_for_the_teacher_itself_and_positive_for_another_student
     assert (kd_token_losses(logits.flip(-1), ids, log_probs) > 0.1).all()
 
 
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_the_teacher_never_answers_with_an_image_placeholder(tiny_checkpoints, family):
+    """A dense model that would answer with its image token (a bias of +100 on that logit) answers otherwise: read
+    back as part of prompt + answer, an image token without an image breaks the forward."""
+    from lmms_topo_plugin.recovery.data import generator_prompts
+    from lmms_topo_plugin.recovery.teacher import compute_targets, greedy_answers
+
+    loaded = _loaded(tiny_checkpoints(family, 4))
+    image = loaded.adapter.image_token_id
+    loaded.model.generation_config.suppress_tokens = None  # the tiny recipes suppress it; real checkpoints do not
+    loaded.model.lm_head.register_forward_hook(lambda module, args, output: output + 100 * (
+        torch.arange(output.shape[-1]) == image))
+    prompts = generator_prompts(2, seed=0)
+    with torch.inference_mode():
+        preferred = _logits(loaded, prompts)[:, -1].argmax(-1)
+    assert (preferred == image).all()  # the bias works: left alone, the model answers with the image token
+    answers = greedy_answers(loaded, prompts, max_new_tokens=3)
+    assert all(len(answer) > 0 and image not in answer for answer in answers)
+    targets = compute_targets(loaded, prompts, RecoveryConfig(recover="kd", recover_max_new_tokens=3))
+    assert targets.answers([0, 1]) == answers
+
+
 def test_hidden_term_is_the_relative_squared_error_computed_by_hand():
     from lmms_topo_plugin.recovery.loss import hidden_token_losses
 

@@ -71,12 +71,15 @@ class TeacherTargets:
 
 def greedy_answers(loaded: Any, prompts: Sequence[Prompt], max_new_tokens: int) -> list[list[int]]:
     """The model's greedy continuation of each prompt (its generation config: stop tokens, suppressed tokens),
-    up to and including its first end-of-sequence token."""
+    up to and including its first end-of-sequence token. Image and video placeholder tokens are never chosen: in
+    an answer the student reads back, the model would take one for a missing image."""
     model = loaded.model
     inputs = encode(loaded.processor, loaded.adapter, prompts)
+    placeholders = {loaded.adapter.image_token_id, getattr(model.config, "video_token_id", None)} - {None}
     with torch.inference_mode():
         output = model.generate(**move_inputs(inputs, model.device, model.dtype), do_sample=False,
-                                max_new_tokens=max_new_tokens, pad_token_id=pad_id(loaded.processor))
+                                max_new_tokens=max_new_tokens, pad_token_id=pad_id(loaded.processor),
+                                bad_words_ids=[[token] for token in sorted(placeholders)])
     eos = model.generation_config.eos_token_id
     stops = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
     answers = []
