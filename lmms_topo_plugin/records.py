@@ -54,7 +54,9 @@ class Schema:
 PRUNING = Schema("lmms_topo_plugin.pruning", 1, "topo-prune prune/export")
 WINNER = Schema("lmms_topo_plugin.sweep_winner", 1, "topo-prune sweep")
 PARETO = Schema("lmms_topo_plugin.sweep_pareto", 1, "topo-prune sweep")
-ONNX_BUILD = Schema("lmms_topo_plugin.onnx_build", 1, "topo-prune export --onnx")
+# v2: "decoder" says which decoder graph the build has (torch; builder: onnxruntime-genai's model builder, fed
+# right-padded, its KV cache in shared buffers, its logits from the lm_head graph); a v1 build's is ours (torch)
+ONNX_BUILD = Schema("lmms_topo_plugin.onnx_build", 2, "topo-prune export --onnx")
 
 
 def pruning_record_of(model_config: Any) -> dict[str, Any] | None:

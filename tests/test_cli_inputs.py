@@ -74,6 +74,20 @@ def test_onnx_generate_on_a_directory_that_is_not_a_build(tiny_checkpoints, tmp_
         f"topo-prune: {tmp_path / 'missing'} is not a directory; give the --out directory of topo-prune export --onnx"]
 
 
+def test_onnx_generate_refuses_a_build_format_newer_than_it_reads(tmp_path, capsys):
+    from lmms_topo_plugin.records import ONNX_BUILD
+
+    build = tmp_path / "build"
+    (build / "onnx").mkdir(parents=True)
+    manifest = build / "onnx" / "manifest.json"
+    manifest.write_text(json.dumps({"schema": ONNX_BUILD.name, "version": ONNX_BUILD.version + 1}))
+    assert main(["onnx-generate", str(build), "--prompt", "hi"]) == 2
+    assert err_lines(capsys) == [
+        f"topo-prune: {manifest} is a lmms_topo_plugin.onnx_build v{ONNX_BUILD.version + 1} build; this "
+        f"lmms-topo-plugin reads lmms_topo_plugin.onnx_build up to v{ONNX_BUILD.version}: upgrade the plugin, or "
+        "export again with this one"]
+
+
 def test_onnx_generate_with_a_file_that_is_not_an_image(tmp_path, capsys):
     """The images are read before any ONNX session loads (a directory with a manifest passes the build check)."""
     build = tmp_path / "build"

@@ -72,6 +72,22 @@ def check_build(build_dir: str | Path) -> Path:
                      f"topo-prune export --onnx")
 
 
+def read_manifest(build_dir: Path) -> dict:
+    """The build's ``onnx/manifest.json``; a one-line :class:`UsageError` for a build format newer than this plugin
+    reads (a manifest without a schema is from before schemas: version 1)."""
+    from lmms_topo_plugin.records import ONNX_BUILD
+
+    path = build_dir / "onnx" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    stamp = {"schema": ONNX_BUILD.name, "version": 1} | {key: manifest[key] for key in ("schema", "version")
+                                                           if key in manifest}
+    if not ONNX_BUILD.holds(stamp):
+        raise UsageError(f"{path} is a {stamp['schema']} v{stamp['version']} build; this lmms-topo-plugin reads "
+                         f"{ONNX_BUILD.name} up to v{ONNX_BUILD.version}: upgrade the plugin, or export again with "
+                         "this one")
+    return manifest
+
+
 def kv_heads_per_layer(manifest: dict) -> list[int]:
     """Each decoder layer's key/value heads: the manifest's ``kv_heads_per_layer``, or the one ``kv_heads`` of every
     layer in a build made before width pruning (which has no per-layer list)."""
@@ -91,7 +107,7 @@ class OnnxVLM:
 
         ort = self._ort = _onnxruntime()
         build_dir = check_build(build_dir)
-        self.manifest = json.loads((build_dir / "onnx" / "manifest.json").read_text())
+        self.manifest = read_manifest(build_dir)
         if precision not in self.manifest["precisions"]:
             raise PluginError(f"--precision: {build_dir} has {', '.join(self.manifest['precisions'])}, not {precision}")
         self.provider = choose_provider(provider)
