@@ -92,7 +92,7 @@ def plot(rows: list[dict], hidden: float, path: Path) -> None:
     from pages.recovery import seed_means
 
     rows = seed_means(rows)  # random: the mean of its seeds
-    figure, axis = subplots(figsize=(7.5, 4.5))
+    figure, axis = subplots(figsize=(7.5, 5))
     methods = sorted({row["method"] for row in rows if row["method"] != "none"})
     colours = {method: f"C{index % 10}" for index, method in enumerate(methods)}
     for method in methods:
@@ -109,7 +109,7 @@ def plot(rows: list[dict], hidden: float, path: Path) -> None:
     axis.set_ylabel("exact match, topo_synth test (500)")
     solid = f"recover=kd, recover_hidden={hidden:g}" if hidden else "recover=kd"
     axis.set_title(f"bundled model: pruning alone (dashed) and with {solid} (solid)", fontsize=9)
-    axis.legend(fontsize=6, ncol=2)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), handlelength=3.5)  # outside: the lines fill the axes
     atomic_write_bytes(path, figure_png(figure))
 
 
