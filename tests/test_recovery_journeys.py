@@ -181,3 +181,36 @@ def test_two_processes_recover_a_sweep_row_to_the_weights_one_process_trains(tin
     for name in ("kl_before", "kl_after"):  # the same update, the gradients summed in another order
         assert two[RECOVERED]["recovery"][name] == pytest.approx(one[RECOVERED]["recovery"][name], rel=1e-4)
     assert all(two[variant]["metrics"] == one[variant]["metrics"] for variant in two)
+
+
+@pytest.mark.e2e
+def test_a_width_pruned_qwen_recovered_with_hidden_states_in_a_sweep_exports_to_the_single_runs_logits(
+        tiny_checkpoints, tmp_path, monkeypatch):
+    """CoMP's width pruning on an M-RoPE family, recovered with the hidden-state term inside the sweep: the weights are
+    restored after the row, and the exported winner has the logits of a single run with the same model_args."""
+    from lmms_topo_plugin.api import load_pruned
+    from lmms_topo_plugin.config.prune import LoadConfig
+    from lmms_topo_plugin.exporters.export import export_winner
+    from lmms_topo_plugin.models.loading import load_config, load_model
+
+    checkpoint = str(tiny_checkpoints("qwen2_5_vl", 4))
+    # near the dense model (a fifth of the FLOPs) the shared learning rate overshoots: the default one
+    base = {"pretrained": checkpoint, "device": "cpu", "recover": "kd", **RECOVER, "recover_hidden": "5",
+            "recover_lr": "0.001", "recover_steps": "20"}
+    held = _capture_loaded(monkeypatch)
+    spec = SweepSpec(model_args=base, methods=["comp"], budgets=[0.2], tasks=["topo_synth_count"], out=tmp_path / "sweep",
+                     rule="metric>=0", calib_limits=[16], include_path=bundled_tasks_dir(), limit=2, cost_repeats=1)
+    result = run_sweep(spec)
+    winner = result["winner"]
+    assert winner["method"] == "comp" and winner["recovery_args"]["recover_hidden"] == 5.0
+    record = winner["recovery"]
+    assert record["hidden_weight"] == 5.0 and record["hidden_after"] < record["hidden_before"]
+    assert record["kl_after"] < record["kl_before"]
+    (loaded,) = held
+    fresh = load_model(LoadConfig(device="cpu"), checkpoint, load_config(checkpoint))
+    assert torch.equal(_logits(loaded), _logits(fresh))  # the sweep's model is dense again
+    out = export_winner(tmp_path / "sweep" / "winner.json", tmp_path / "build")
+    exported = load_model(LoadConfig(device="cpu"), str(out), load_config(str(out)))
+    single, report = load_pruned({**base, "method": "comp", "sparsity": "0.2", "calib_limit": "16"})
+    assert report.recovery["cache"]["hit"] is True and report.recovery["hidden_after"] == record["hidden_after"]
+    assert (_logits(exported) - _logits(single)).abs().max() < 1e-5
