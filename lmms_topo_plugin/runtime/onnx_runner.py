@@ -150,8 +150,10 @@ class OnnxVLM:
                 logger.warning("topo_pruned: this build's decoder was made by onnxruntime-genai's model builder for "
                                "ONNX Runtime's CPU provider (fp32 GroupQueryAttention, which has no CUDA kernel): on "
                                "CUDA its attention may run on the CPU; re-export with --onnx-decoder torch for a GPU")
-            past_type = {value.name: value.type for value in self.sessions["decoder_model_merged"].get_inputs()}
+            decoder = self.sessions["decoder_model_merged"]
+            past_type = {value.name: value.type for value in decoder.get_inputs()}
             self._cache_dtype = shared_cache.NUMPY_TYPES[past_type[self._past_names[0]]]
+            self._hidden_dtype = shared_cache.NUMPY_TYPES[decoder.get_outputs()[0].type]
 
     def prefill_inputs(self, prompts: Sequence[Prompt]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(inputs_embeds, attention_mask, position_ids)`` of a left-padded batch, image features scattered in;
@@ -243,12 +245,14 @@ class OnnxVLM:
         held = [np.ascontiguousarray(embeds, dtype=self._cache_dtype), graph_mask]  # alive until the run
         binding.bind_cpu_input("inputs_embeds", held[0])
         binding.bind_cpu_input("attention_mask", held[1])
-        binding.bind_output("hidden_states", "cpu")
+        # a host buffer of the known shape: read back without wrapping every bound output (get_outputs)
+        hidden = np.empty((*embeds.shape[:2], self.manifest["hidden_size"]), dtype=self._hidden_dtype)
+        binding.bind_output("hidden_states", "cpu", 0, hidden.dtype, hidden.shape, hidden.ctypes.data)
         for past_name, present_name, buffer in zip(self._past_names, self._present_names, buffers):
             binding.bind_ortvalue_input(past_name, buffer)
             binding.bind_ortvalue_output(present_name, buffer)
         session.run_with_iobinding(binding)
-        hidden = binding.get_outputs()[0].numpy().astype(np.float32, copy=False)
+        hidden = hidden.astype(np.float32, copy=False)
         if last_only:
             hidden = shared_cache.last_real(hidden, mask, new)
         logits = self.sessions["lm_head"].run(None, {"hidden_states": np.ascontiguousarray(hidden)})[0]
@@ -299,7 +303,8 @@ class OnnxVLM:
         the cache stays on the decoder's device (:meth:`decode`)."""
         mask = np.concatenate([mask, np.ones((len(token), 1), dtype=np.int64)], axis=1)
         embeds = self.sessions["embed_tokens"].run(None, {"input_ids": token[:, None].astype(np.int64)})[0]
-        positions = next_positions(positions)
+        if not self.builder_decoder:  # the builder's decoder counts positions from the mask
+            positions = next_positions(positions)
         logits, past = self.decode(embeds, mask, past, positions, last_only=True)
         return logits, mask, past, positions
 

@@ -30,6 +30,8 @@ def right_padded(embeds: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.n
     """``(embeds, mask, order)``: the new tokens ``embeds`` (the last ``embeds.shape[1]`` columns of ``mask``) with
     each row's real tokens moved to the front, in order; the graph's mask (each row's total count as leading ones,
     what GroupQueryAttention reads); ``order`` the new block's permutation (:func:`left_layout` undoes it)."""
+    if mask.all():  # no padding (one prompt, or a decoding step): the layouts agree
+        return embeds, mask, np.broadcast_to(np.arange(embeds.shape[1]), mask[:, -embeds.shape[1]:].shape)
     new = mask[:, -embeds.shape[1]:].astype(bool)
     order = np.argsort(~new, axis=1, kind="stable")
     lengths = mask.sum(axis=1)
@@ -44,6 +46,8 @@ def left_layout(values: np.ndarray, order: np.ndarray) -> np.ndarray:
 
 def last_real(values: np.ndarray, mask: np.ndarray, new: int) -> np.ndarray:
     """``[batch, 1, ...]``: each row's last real position of a right-padded block of ``new`` positions."""
+    if mask[:, -new:].all():
+        return values[:, -1:]
     counts = mask[:, -new:].sum(axis=1)
     if (counts < 1).any():
         raise PluginError("the builder's decoder: a row without a new token (every row needs one)")
