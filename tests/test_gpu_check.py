@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "bench" / "gpu_check.py"
 SECTIONS = ("plugin_eval", "recovery", "onnx_export", "torch_speed", "ort_cuda", "genai_cuda")
 SMALL = ["--families", "llava", "--methods", "spacing", "--token-methods", "fastv", "--items-per-kind", "1",
-         "--calib-limit", "8"]
+         "--calib-limit", "8", "--recovery-families", "llava"]
 
 
 def run_check(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -66,8 +66,7 @@ def test_cpu_smoke_writes_every_section_with_its_status(tmp_path):
 
 def test_the_recovery_section_lowers_the_kl_and_the_hidden_term_of_the_pruned_model(tmp_path):
     out = tmp_path / "gpu_check.json"
-    done = run_check("--device", "cpu", "--out", str(out), "--sections", "recovery", "--recovery-families", "llava",
-                     *SMALL)
+    done = run_check("--device", "cpu", "--out", str(out), "--sections", "recovery", *SMALL)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     section = json.loads(out.read_text())["sections"]["recovery"]
     item = section["result"]["items"]["llava"]["result"]
