@@ -1,22 +1,16 @@
 """bench/bench_comp_speed.py on a tiny model: the three width plans (equal FLOPs, on or off the 8-channel grid),
 the FLOPs prediction against what the sliced model counts, and a whole run (ONNX export blocked) writing its JSON."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from script_modules import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--layers", "2", "--hidden", "128", "--image-tokens", "16", "--repeats", "1", "--decode-tokens", "2"]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("bench_comp_speed", ROOT / "bench" / "bench_comp_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +23,7 @@ def torch_threads():
 
 @pytest.fixture(scope="module")
 def bench():
-    return load_script()
+    return load_script(Path("bench/bench_comp_speed.py"))
 
 
 @pytest.fixture(scope="module")

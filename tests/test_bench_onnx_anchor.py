@@ -2,25 +2,19 @@
 language model of the dense and of a layer-pruned LLaVA, and its decoder (numpy caches and shared buffer) gives the
 same greedy tokens and logits as ours and PyTorch; the checkpoints it cannot take are refused with the reason."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
+from script_modules import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("bench_onnx_anchor", ROOT / "bench" / "bench_onnx_anchor.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return load_script()
+    return load_script(Path("bench/bench_onnx_anchor.py"))
 
 
 @pytest.fixture(scope="module")

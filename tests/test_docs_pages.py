@@ -6,22 +6,18 @@ code by a second path: the defaults of a config instance, the parser's own subco
 """
 
 import dataclasses
-import importlib.util
 import stat
-import sys
 from pathlib import Path
 
 import pytest
+
+from script_modules import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(Path("scripts") / f"{name}.py")
 
 
 docs_pages = _load("docs_pages")

@@ -1,7 +1,6 @@
 """The documentation site: mkdocs.yml's navigation matches docs/, the strict build passes, the browser check's own
 logic finds what it should, and (end-to-end tier) every built page renders in headless Chromium."""
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -12,20 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from script_modules import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
-check_site = _load("check_site", ROOT / "scripts" / "check_site.py")
-dev = _load("dev_for_docs", ROOT / "scripts" / "dev.py")
+check_site = load_script(Path("scripts/check_site.py"))
+dev = load_script(Path("scripts/dev.py"))
 
 
 def _nav_pages(entries) -> list[str]:

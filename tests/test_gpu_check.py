@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cli import OFFLINE_ENV, python
+from script_modules import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "bench" / "gpu_check.py"
@@ -20,13 +21,6 @@ SMALL = ["--families", "llava", "--methods", "spacing", "--token-methods", "fast
 
 def run_check(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return python(SCRIPT, *args, env=OFFLINE_ENV, cwd=ROOT, timeout=timeout)
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -89,7 +83,7 @@ def test_a_failing_section_leaves_the_others_and_exits_1(tmp_path):
 
 
 def test_isolation_helpers_record_ok_failed_and_blocked():
-    check = load_script()
+    check = load_script(SCRIPT)
 
     def broken():
         raise ValueError("first line\nsecond line")
@@ -112,7 +106,7 @@ def test_ort_cuda_is_blocked_with_the_reason_where_onnxruntime_has_no_cuda_provi
     onnxruntime = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this onnxruntime has the CUDA provider")
-    check = load_script()
+    check = load_script(SCRIPT)
     with pytest.raises(check.Blocked, match="no CUDAExecutionProvider.*onnxruntime-gpu.*64 MiB"):
         check.ort_provider_or_block("cuda")
     assert check.ort_provider_or_block("cpu") == "cpu"

@@ -1,6 +1,5 @@
 """The development/CI environment is exactly the lock: drift is caught here, not by a user."""
 
-import importlib.util
 import os
 import re
 import sys
@@ -9,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from script_modules import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("dev", ROOT / "scripts" / "dev.py")
-dev = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(dev)
+dev = load_script(Path("scripts/dev.py"))
 
 
 def test_the_lock_pins_every_package_exactly_and_bounds_what_broke_before():

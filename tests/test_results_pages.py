@@ -5,12 +5,13 @@ hand-made results folder; tests/test_docs_pages.py checks the committed pages ag
 """
 
 import csv
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
+
+from script_modules import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -20,11 +21,7 @@ from pages import comp, common, onnx, quality, recovery, speed, tokens, topology
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses and pickling look modules up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_script(Path("bench") / f"{name}.py")
 
 
 # ---------------------------------------------------------------------------------------------- sweep rows
