@@ -236,7 +236,7 @@ def pruned_run(args, pretrained: str, device: str, extra: dict[str, Any], docs: 
     from lmms_topo_plugin.synthbench import exact_match
 
     start = time.perf_counter()
-    loaded, _ = load_pruned(model_args(args, pretrained, device, extra, dtype))
+    loaded, report = load_pruned(model_args(args, pretrained, device, extra, dtype))
     prune_s = time.perf_counter() - start
     start = time.perf_counter()
     answers = answer(loaded, docs)
@@ -250,6 +250,8 @@ def pruned_run(args, pretrained: str, device: str, extra: dict[str, Any], docs: 
               "prune_s": round(prune_s, 3), "generate_s": round(time.perf_counter() - start, 3)}
     if record.get("token_pruning"):
         result["token_pruning"] = record["token_pruning"]
+    if report.recovery:
+        result["recovery"] = report.recovery
     del loaded
     return result
 
@@ -289,9 +291,6 @@ def plugin_eval(args, models: Models) -> dict[str, Any]:
 
 
 def recovery(args, models: Models) -> dict[str, Any]:
-    from lmms_topo_plugin.api import load_pruned
-    from lmms_topo_plugin.synthbench import exact_match
-
     samples, steps, batch = RECOVERY_SIZES[args.device]
     docs = benchmark_docs(args.items_per_kind)
     pruning = {"method": "block_influence", "sparsity": 0.25}
@@ -300,12 +299,10 @@ def recovery(args, models: Models) -> dict[str, Any]:
         def step(family=family):
             pretrained = models.path(family)
             plain = pruned_run(args, pretrained, args.device, pruning, docs)
-            loaded, report = load_pruned(model_args(args, pretrained, args.device, pruning | {
+            recovered = pruned_run(args, pretrained, args.device, pruning | {
                 "recover": "kd", "recover_samples": samples, "recover_steps": steps, "recover_batch_size": batch,
-                "recover_hidden": 0.1}))
-            record = report.recovery
-            answers = answer(loaded, docs)
-            del loaded
+                "recover_hidden": 0.1}, docs)
+            record = recovered["recovery"]
             if not (record["kl_after"] < record["kl_before"] and record["hidden_after"] < record["hidden_before"]):
                 raise AssertionError(f"recovery did not lower the held-out KL ({record['kl_before']:.4g} → "
                                      f"{record['kl_after']:.4g}) and hidden-state term ({record['hidden_before']:.4g}"
@@ -313,9 +310,8 @@ def recovery(args, models: Models) -> dict[str, Any]:
             return {key: record[key] for key in ("kl_before", "kl_after", "hidden_before", "hidden_after", "steps",
                                                  "train_seconds", "trained_parameters")} | {
                 "steps_per_s": round(steps / record["train_seconds"], 3), "removed_layers": plain["removed_layers"],
-                "same_removed_layers": report.plan["removed_layers"] == plain["removed_layers"],
-                "accuracy_pruned": plain["accuracy"],
-                "accuracy_recovered": sum(exact_match(a, d["answer"]) for a, d in zip(answers, docs)) / len(docs)}
+                "same_removed_layers": recovered["removed_layers"] == plain["removed_layers"],
+                "accuracy_pruned": plain["accuracy"], "accuracy_recovered": recovered["accuracy"]}
         items[family] = run_isolated(step)
         print(f"  recovery {family}: {items[family]['status']} ({items[family]['seconds']:.1f} s)"
               f" {items[family].get('error', '')}", flush=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lmms_topo_plugin.config.params import option
+from lmms_topo_plugin.config.params import option, params_of
 
 RECOVER_NONE = "none"
 RECOVER_KD = "kd"
@@ -50,6 +50,12 @@ class RecoveryConfig:
     @property
     def enabled(self) -> bool:
         return self.recover != RECOVER_NONE
+
+    def model_args(self) -> dict[str, Any]:
+        """Every ``recover*`` value by its key, ``recover_hidden`` only when set (so that the keys of sweeps made
+        before it still match)."""
+        return {key: getattr(self, key) for key in sorted(params_of(RecoveryConfig))
+                if key != "recover_hidden" or self.matches_hidden}
 
     def fingerprint(self) -> dict[str, Any]:
         """What determines the recovered weights besides the pruned model, the data and the seed (cache keys)."""

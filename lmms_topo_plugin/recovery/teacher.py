@@ -49,14 +49,16 @@ class TeacherTargets:
 
     def targets(self, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(top_ids, top_log_probs)`` of the answer tokens of ``rows``, in that order."""
-        offsets = self.offsets
-        index = torch.cat([torch.arange(offsets[row], offsets[row + 1]) for row in rows])
+        index = self._token_index(rows)
         return self.top_ids[index], self.top_log_probs[index]
 
     def states(self, rows: Sequence[int]) -> torch.Tensor:
         """The teacher's residual stream ``[tokens, layers + 1, hidden]`` at the answer tokens of ``rows``."""
+        return self.hidden_states[self._token_index(rows)]
+
+    def _token_index(self, rows: Sequence[int]) -> torch.Tensor:
         offsets = self.offsets
-        return self.hidden_states[torch.cat([torch.arange(offsets[row], offsets[row + 1]) for row in rows])]
+        return torch.cat([torch.arange(offsets[row], offsets[row + 1]) for row in rows])
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         tensors = {"answer_ids": self.answer_ids, "answer_lengths": self.answer_lengths, "top_ids": self.top_ids,

@@ -169,10 +169,8 @@ def recovery_args(config: PruneConfig) -> dict[str, Any] | None:
     (:meth:`PruneConfig.with_values`) read it; None without recovery."""
     if not config.recovery.enabled:
         return None
-    recovery = {key: getattr(config.recovery, key) for key in sorted(RECOVERY_KEYS)
-                if key != "recover_hidden" or config.recovery.matches_hidden}  # absent at 0: keys of older sweeps
-    return recovery | {"seed": config.run.seed, "calib_task": config.calibration.calib_task,
-                       "include_path": config.calibration.include_path}
+    return config.recovery.model_args() | {"seed": config.run.seed, "calib_task": config.calibration.calib_task,
+                                           "include_path": config.calibration.include_path}
 
 
 def run_sweep(spec: SweepSpec) -> dict[str, Any]:
