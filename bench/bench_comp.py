@@ -70,6 +70,22 @@ def sweep(out: Path, methods: list[str], budgets: list[float], tasks: list[str],
                                cost_repeats=1))
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, default_out: Path) -> None:
+    """``--limit``, ``--out`` and ``--threads``, the options of the accuracy benchmarks that sweep the bundled model."""
+    parser.add_argument("--limit", type=int, default=None, help="documents per task (default: all)")
+    parser.add_argument("--out", type=Path, default=default_out, help="folder (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s; 0: torch's)")
+
+
+def set_torch_threads(threads: int) -> int:
+    """``threads`` torch threads (0: torch's default); the count torch runs with."""
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
 def flops_model():
     """The dense bundled model's FLOPs model on the held-out calibration prompts comp's search uses."""
     from lmms_topo_plugin.api import load_pruned
@@ -159,16 +175,11 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default=",".join(map(str, RATES)), help="FLOPs rates (default: %(default)s)")
-    parser.add_argument("--limit", type=int, default=None, help="documents per task (default: all)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s; 0: torch's)")
+    add_run_arguments(parser, DEFAULT_OUT)
     args = parser.parse_args()
-    import torch
-
     from lmms_topo_plugin.cache import atomic_write_json
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    threads = set_torch_threads(args.threads)
     rates = [float(rate) for rate in args.rates.split(",")]
     loadavg = list(os.getloadavg())
     dev = sweep(args.out / "dev", [variant("comp", {"comp_step": step}) for step in DEV_STEPS], [DEV_RATE],
@@ -223,7 +234,7 @@ def main() -> int:
                     "token_keep": {str(rate): keep for rate, keep in keeps.items()},
                     "basis": "FLOPs model of the dense model on the held-out calibration prompts comp uses"},
         "rows": rows,
-        "machine": {"cpus_available": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+        "machine": {"cpus_available": len(os.sched_getaffinity(0)), "torch_threads": threads,
                     "loadavg_at_start": loadavg, "loadavg_at_end": list(os.getloadavg())},
     })
     plot(rows, args.out.parent / "comp.png")

@@ -36,7 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_comp import command_line  # noqa: E402  (the command as run, paths inside the checkout relative to it)
+# the command as run (paths inside the checkout relative to it) and the options the accuracy benchmarks share
+from bench_comp import add_run_arguments, command_line, set_torch_threads  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "recovery"
 BUDGETS = [0.125, 0.25, 0.375, 0.5]
@@ -55,6 +56,7 @@ def recovered(method: str, steps: int, hidden: float = 0.0) -> str:
 
 def sweep(out: Path, methods: list[str], budgets: list[float], tasks: list[str], metric: str,
           limit: int | None, seed: int = 0) -> dict:
+    """``bench_comp.sweep``, but seed 0 left out of the model_args (the key of every row measured so far)."""
     from lmms_topo_plugin.search import SweepSpec, run_sweep
 
     model_args = MODEL_ARGS | ({"seed": str(seed)} if seed else {})
@@ -121,16 +123,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default=",".join(default_methods), help="methods (default: %(default)s)")
     parser.add_argument("--budgets", default=",".join(map(str, BUDGETS)), help="budgets (default: %(default)s)")
-    parser.add_argument("--limit", type=int, default=None, help="documents per task (default: all)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s; 0: torch's)")
+    add_run_arguments(parser, DEFAULT_OUT)
     args = parser.parse_args()
-    import torch
-
     from lmms_topo_plugin.cache import atomic_write_json
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    threads = set_torch_threads(args.threads)
     methods, budgets = args.methods.split(","), [float(budget) for budget in args.budgets.split(",")]
     loadavg = list(os.getloadavg())
     sweep(args.out / "dev", [recovered(DEV_METHOD, steps) for steps in DEV_STEPS], [DEV_BUDGET], DEV_TASKS,
@@ -160,7 +157,7 @@ def main() -> int:
         "dev": {"metric": DEV_METRIC, "method": DEV_METHOD, "budget": DEV_BUDGET, "by_steps": by_steps,
                 "chosen_steps": steps, "by_hidden": by_hidden, "chosen_hidden": hidden},
         "rows": rows,
-        "machine": {"cpus_available": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+        "machine": {"cpus_available": len(os.sched_getaffinity(0)), "torch_threads": threads,
                     "loadavg_at_start": loadavg, "loadavg_at_end": list(os.getloadavg())},
     })
     plot(rows, hidden, args.out.parent / "recovery.png")
